@@ -1,0 +1,9 @@
+"""Adaptation methods, one module each behind `Method`; importing a module registers it."""
+from clipsvd.methods import clip_svd, clipfit, linear_probe, prolip, zero_shot  # noqa: F401  (registration)
+from clipsvd.methods.base import PROTOCOLS, Method, MethodConfig, count_parameters
+from clipsvd.methods.registry import available_methods, create_method, get_method, register_method
+
+__all__ = [
+    "PROTOCOLS", "Method", "MethodConfig", "available_methods", "count_parameters", "create_method", "get_method",
+    "register_method",
+]
