@@ -1,0 +1,4 @@
+"""The on-disk run store."""
+from clipsvd.runs.store import ADAPTER_FILE, RUNS_ENV, Run, RunStore, default_runs_root
+
+__all__ = ["ADAPTER_FILE", "RUNS_ENV", "Run", "RunStore", "default_runs_root"]

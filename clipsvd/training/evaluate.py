@@ -1,0 +1,65 @@
+"""Evaluation: top-1 accuracy, per-class accuracy, and the base/novel harmonic mean."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clipsvd.data import ImageSplit, TransformedSplit
+from clipsvd.methods.base import Method
+
+
+@torch.no_grad()
+def predict(
+    method: Method,
+    split: ImageSplit,
+    class_prompts: list[str],
+    transform: Callable,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels for every image of `split`."""
+    method.model.eval()
+    weights = method.class_weights(class_prompts)
+    loader = DataLoader(TransformedSplit(split, transform), batch_size=batch_size, shuffle=False)
+    predictions, labels = [], []
+    for index, (images, batch_labels) in enumerate(loader, start=1):
+        logits = method.logits(images.to(method.loaded.device), weights)
+        predictions.append(logits.argmax(dim=-1).cpu().numpy())
+        labels.append(batch_labels.numpy())
+        if on_batch:
+            on_batch(index, len(loader))
+    return np.concatenate(predictions), np.concatenate(labels)
+
+
+def accuracy_report(predictions: np.ndarray, labels: np.ndarray, classnames: Sequence[str]) -> dict:
+    """Top-1 accuracy (%) overall and per class; classes without test images are left out of per_class."""
+    per_class = {
+        name: float((predictions[labels == index] == index).mean() * 100)
+        for index, name in enumerate(classnames)
+        if (labels == index).any()
+    }
+    return {"accuracy": float((predictions == labels).mean() * 100), "per_class": per_class, "n": int(len(labels))}
+
+
+def harmonic_mean(base: float | None, novel: float | None) -> float | None:
+    if base is None or novel is None:
+        return None
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+
+
+def hm_summary(rows: Sequence[dict]) -> dict:
+    """Both conventions the papers use: HM of the averaged base/novel, and the average of per-row HMs."""
+    pairs = [(r["base"], r["novel"]) for r in rows if r.get("base") is not None and r.get("novel") is not None]
+    if not pairs:
+        return {"base": None, "novel": None, "hm_of_averages": None, "average_of_hms": None}
+    base = float(np.mean([b for b, _ in pairs]))
+    novel = float(np.mean([n for _, n in pairs]))
+    return {
+        "base": base,
+        "novel": novel,
+        "hm_of_averages": harmonic_mean(base, novel),
+        "average_of_hms": float(np.mean([harmonic_mean(b, n) for b, n in pairs])),
+    }

@@ -1,0 +1,186 @@
+"""One experiment end to end: data → model → method → train → evaluate → run store.
+
+Everything the dashboard's Train page and `python -m clipsvd train` do goes through
+`run_experiment`, so a run made in the browser can be reproduced headless from its config.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipsvd.data import ClassificationDataset, DatasetSpec, base_novel, eval_transform, few_shot, load_dataset
+from clipsvd.errors import ConfigError
+from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
+from clipsvd.models import LoadedModel, ModelSpec, load_model
+from clipsvd.runs import Run, RunStore
+from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
+from clipsvd.training.loop import COMPLETED, Progress, ProgressCallback, train
+from clipsvd.data import train_transform
+
+
+@dataclass
+class ExperimentConfig:
+    method: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("builtin", "animal-shape"))
+    shots: int | None = 16  # images per class for training; None: the whole train split
+    seed: int = 1
+    protocol: str = "few-shot"  # few-shot | base2novel
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
+    device: str = "auto"
+    eval_batch_size: int = 64
+    max_test_per_class: int | None = None  # a seeded subset of the test split, for quick looks on CPU
+    sweep: str | None = None  # sweep id when the run belongs to one
+
+    def validate(self) -> None:
+        get_method(self.method)
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: expected one of {PROTOCOLS}, got '{self.protocol}'")
+        if self.shots is not None and self.shots < 1:
+            raise ConfigError(f"shots: expected a positive number of images per class, got {self.shots}")
+        if self.max_test_per_class is not None and self.max_test_per_class < 1:
+            raise ConfigError(f"max_test_per_class: expected >= 1, got {self.max_test_per_class}")
+
+    def method_config(self):
+        cls = get_method(self.method)
+        defaults = cls.default_config(self.protocol, self.shots)
+        return cls.make_config(dataclasses.replace(defaults, **self.hyperparameters)) if self.hyperparameters \
+            else cls.make_config(defaults)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"], data["dataset"] = self.model.to_dict(), self.dataset.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - {"method_config"}
+        if unknown:
+            raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["model"] = ModelSpec.from_dict(data.get("model", {}))
+        values["dataset"] = DatasetSpec.from_dict(data["dataset"]) if "dataset" in data else DatasetSpec("builtin", "animal-shape")
+        return cls(**values)
+
+
+@dataclass
+class PreparedData:
+    """The splits one experiment trains and tests on, after K-shot sampling and the base/novel cut."""
+
+    train_set: ClassificationDataset
+    test_sets: dict[str, ClassificationDataset]  # "all", or "base" and "novel"
+
+
+def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> PreparedData:
+    dataset = dataset or load_dataset(config.dataset)
+    if config.protocol == "base2novel":
+        base, novel = base_novel(dataset)
+        train_set, test_sets = base, {"base": base, "novel": novel}
+    else:
+        train_set, test_sets = dataset, {"all": dataset}
+    if config.shots is not None:
+        train_set = dataclasses.replace(train_set, train=few_shot(train_set.train, config.shots, config.seed))
+    if config.max_test_per_class is not None:
+        test_sets = {k: dataclasses.replace(d, test=_cap_per_class(d.test, config.max_test_per_class, config.seed))
+                     for k, d in test_sets.items()}
+    return PreparedData(train_set, test_sets)
+
+
+def _cap_per_class(split, limit: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(split.labels)
+    keep = []
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        keep.extend(sorted(rng.choice(indices, size=min(limit, len(indices)), replace=False).tolist()))
+    return split.subset(sorted(keep))
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    store: RunStore | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    dataset: ClassificationDataset | None = None,
+) -> Run:
+    """Train and evaluate one method; saves the run (also when cancelled or diverged) if a store is given."""
+    config.validate()
+    report = on_progress or (lambda progress: None)
+    method_config = config.method_config()
+    report(Progress("load", message=f"loading dataset {config.dataset.name}"))
+    data = prepare_data(config, dataset)
+    data.train_set.train.validate()
+    report(Progress("load", message=f"building {config.model.label}"))
+    loaded = load_model(config.model, config.device)
+    method = create_method(config.method, method_config)
+    report(Progress("load", message=f"attaching {method.display_name}"))
+    method.attach(loaded, data.train_set.prompts())
+    result = train(method, data.train_set.train, data.train_set.prompts(),
+                   train_transform(loaded.image_size, loaded.mean, loaded.std),
+                   seed=config.seed, on_progress=on_progress, cancel=cancel)
+    metrics: dict[str, Any] = {**_parameter_metrics(method), "train_seconds": result.seconds, "steps": result.steps}
+    if result.status == COMPLETED:
+        metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
+    record = dict(config.to_dict(), method_config=method_config.to_dict())
+    run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"
+    run = Run(run_id, record, metrics, status=result.status, message=result.message, history=result.history)
+    report(Progress("done", result.steps, result.steps, message=result.status))
+    return store.save(run, method.adapter_state()) if store else run
+
+
+def _parameter_metrics(method: Method) -> dict[str, Any]:
+    report = method.parameter_report()
+    metrics = {"trainable": report["trainable"], "total_parameters": report["total"],
+               "trainable_fraction": report["fraction"]}
+    if "paper_fraction" in report:
+        metrics.update(paper_total_parameters=report["paper_total"], paper_trainable_fraction=report["paper_fraction"])
+    return metrics
+
+
+def evaluate_method(method: Method, data: PreparedData, batch_size: int, report: ProgressCallback) -> dict[str, Any]:
+    """Accuracy per test set; base/novel/HM under base2novel (novel is None where a method cannot do it)."""
+    transform = eval_transform(method.loaded.image_size, method.loaded.mean, method.loaded.std)
+    metrics: dict[str, Any] = {"eval_seconds": 0.0}
+    start = time.perf_counter()
+    for name, test_set in data.test_sets.items():
+        if name == "novel" and not method.supports_novel_classes:
+            metrics["novel"], metrics["per_class_novel"] = None, {}
+            continue
+        predictions, labels = predict(
+            method, test_set.test, test_set.prompts(), transform, batch_size,
+            on_batch=lambda i, n, name=name: report(Progress("evaluate", i, n, message=f"evaluating {name}")),
+        )
+        result = accuracy_report(predictions, labels, test_set.classnames)
+        key = "accuracy" if name == "all" else name
+        metrics[key] = result["accuracy"]
+        metrics["per_class" if name == "all" else f"per_class_{name}"] = result["per_class"]
+        metrics[f"n_test_{name}"] = result["n"]
+    if "base" in data.test_sets:
+        metrics["hm"] = harmonic_mean(metrics.get("base"), metrics.get("novel"))
+    metrics["eval_seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def restore_run(run: Run, device: str = "auto") -> tuple[LoadedModel, Method]:
+    """Rebuild a saved run: the pretrained model, the method attached, its trained tensors loaded back."""
+    config = ExperimentConfig.from_dict(run.config)
+    loaded = load_model(config.model, device)
+    method_cls = get_method(config.method)
+    method = method_cls(method_cls.make_config(run.config.get("method_config") or {}))
+    prompts = _prompts_of_run(config)
+    method.attach(loaded, prompts)
+    method.load_adapter_state(run.adapter_tensors(), source=f"run {run.run_id} ({run.path})")
+    loaded.model.eval()
+    return loaded, method
+
+
+def _prompts_of_run(config: ExperimentConfig) -> list[str]:
+    data = prepare_data(dataclasses.replace(config, shots=None, max_test_per_class=None))
+    return data.train_set.prompts()
