@@ -128,12 +128,13 @@ class CLIPSVD(Method):
         cfg = self.config
         wanted: dict[tuple[str, str, str], tuple[list[str], set[str]]] = {}
         explicit = set(cfg.module_paths or [])
+        use_explicit = bool(explicit)
         for encoder in ENCODERS:
             blocks = encoder_blocks(model, encoder)
             for layer in range(len(blocks.blocks)):
                 for kind in MATRIX_KINDS:
                     name = f"{blocks.block_path(layer)}.{blocks.location(kind).module.split('.')[0]}.{kind}"
-                    if explicit:
+                    if use_explicit:
                         chosen = name in explicit
                         explicit.discard(name)
                     else:

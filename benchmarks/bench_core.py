@@ -1,0 +1,130 @@
+"""Core benchmarks for CLIP-SVD, measured in one run on one batch (numbers are printed, not asserted).
+
+1. CLIP-SVD train step vs the frozen backbone's forward+backward (goal: ratio <= 1.15).
+   Baseline: the same batch and loss with every weight frozen except two tiny tensors at the very
+   bottom of each encoder (visual ln_pre weight, text positional embedding), so backward still
+   traverses every block: what any method that trains inside the backbone must pay anyway.
+2. Recomposed (W = U·diag(σ)·Vᵀ once per forward) vs factored (x·V·diag(σ)·Uᵀ per token) forward+backward
+   on the real matrix shapes of the architecture.
+3. Adapter checkpoint size per method (safetensors bytes) vs the full model.
+
+    python benchmarks/bench_core.py --arch ViT-B-16 --batch 8
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from clipsvd.methods import available_methods, create_method
+from clipsvd.models import ModelSpec, load_model, save_checkpoint
+
+PROMPTS = [f"a photo of a class {i}." for i in range(10)]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_fn(loaded, method, images, labels, optimizer=None):
+    def step():
+        weights = method.class_weights(PROMPTS) if method else loaded.encode_text(PROMPTS)
+        logits = loaded.logit_scale * loaded.encode_image(images) @ weights.t()
+        loss = F.cross_entropy(logits, labels)
+        if optimizer:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if optimizer:
+            optimizer.step()
+    return step
+
+
+def bench_train_step(arch: str, batch: int, repeats: int, device: str) -> None:
+    images = torch.randn(batch, 3, *(2 * [load_model(ModelSpec(arch), device).image_size]))
+    labels = torch.randint(0, len(PROMPTS), (batch,))
+    base = load_model(ModelSpec(arch), device)
+    base.model.requires_grad_(False)
+    base.model.visual.ln_pre.weight.requires_grad_(True)
+    text_pos = getattr(base.model, "positional_embedding", None)
+    if text_pos is not None:
+        text_pos.requires_grad_(True)
+    images, labels = images.to(base.device), labels.to(base.device)
+    t_base = timed(step_fn(base, None, images, labels), repeats)
+
+    loaded = load_model(ModelSpec(arch), device)
+    method = create_method("clip-svd").attach(loaded, PROMPTS)
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-4)
+    t_svd = timed(step_fn(loaded, method, images, labels, optimizer), repeats)
+    print(f"[train step] {arch} batch {batch} on {base.device}: frozen-backbone fwd+bwd {t_base:.3f}s, "
+          f"CLIP-SVD step {t_svd:.3f}s, ratio {t_svd / t_base:.3f} (goal <= 1.15)")
+
+
+def bench_recomposed_vs_factored(arch: str, batch: int, repeats: int, device: str) -> None:
+    loaded = load_model(ModelSpec(arch), device)
+    block = loaded.model.visual.transformer.resblocks[0]
+    tokens = batch * (loaded.model.visual.grid_size[0] * loaded.model.visual.grid_size[1] + 1)
+    total_recomposed = total_factored = 0.0
+    for name, weight in (("attn.q (in_proj rows)", block.attn.in_proj_weight[: block.attn.embed_dim]),
+                         ("mlp.c_fc", block.mlp.c_fc.weight), ("mlp.c_proj", block.mlp.c_proj.weight)):
+        u, s, vh = torch.linalg.svd(weight.detach(), full_matrices=False)
+        sigma = s.clone().requires_grad_(True)
+        x = torch.randn(tokens, weight.shape[1], device=weight.device)
+
+        def recomposed():
+            (x @ ((u * sigma) @ vh).t()).sum().backward()
+
+        def factored():
+            (((x @ vh.t()) * sigma) @ u.t()).sum().backward()
+
+        t_r, t_f = timed(recomposed, repeats), timed(factored, repeats)
+        total_recomposed += t_r
+        total_factored += t_f
+        print(f"[svf forward+backward] {name} {tuple(weight.shape)} × {tokens} tokens: recomposed {t_r * 1e3:.1f} ms, "
+              f"factored {t_f * 1e3:.1f} ms, factored/recomposed {t_f / t_r:.2f}")
+    print(f"[svf forward+backward] total: factored/recomposed {total_factored / total_recomposed:.2f}")
+
+
+def bench_checkpoint_sizes(arch: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        full = save_checkpoint(load_model(ModelSpec(arch), "cpu").model, Path(tmp) / "full.safetensors")
+        full_bytes = full.stat().st_size
+        print(f"[checkpoint] full model {arch}: {full_bytes / 1e6:.1f} MB")
+        for name in available_methods():
+            method = create_method(name).attach(load_model(ModelSpec(arch), "cpu"), PROMPTS)
+            path = Path(tmp) / f"{name}.safetensors"
+            save_file({k: v.contiguous() for k, v in method.adapter_state().items()}, str(path))
+            report = method.parameter_report()
+            print(f"[checkpoint] {name:13s} {path.stat().st_size / 1e3:10.1f} kB  ({path.stat().st_size / full_bytes:.5f} "
+                  f"of full)  trainable {report['trainable']:,} = {report['fraction']:.4%}"
+                  + (f", paper denominator {report['paper_fraction']:.4%}" if "paper_fraction" in report else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="ViT-B-16")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    bench_train_step(args.arch, args.batch, args.repeats, args.device)
+    bench_recomposed_vs_factored(args.arch, args.batch, args.repeats, args.device)
+    bench_checkpoint_sizes(args.arch)
+
+
+if __name__ == "__main__":
+    main()

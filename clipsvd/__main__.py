@@ -1,0 +1,3 @@
+from clipsvd.cli import main
+
+raise SystemExit(main())

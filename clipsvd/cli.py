@@ -1,0 +1,200 @@
+"""`python -m clipsvd ...`: everything the dashboard does, headless.
+
+    python -m clipsvd train --method clip-svd --method clipfit --dataset animal-shape --shots 4 --seed 1 --seed 2
+    python -m clipsvd eval RUN_ID
+    python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
+    python -m clipsvd methods | datasets | models
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Sequence
+
+from clipsvd.errors import ClipsvdError, ConfigError
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. lr=1e-3 or layers=[10,11]")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _progress_printer(every: int):
+    def report(progress) -> None:
+        if progress.phase == "train":
+            if progress.step % every == 0 or progress.step == progress.total_steps:
+                eta = progress.eta_s or 0.0
+                print(f"  step {progress.step}/{progress.total_steps}  epoch {progress.epoch}/{progress.epochs}  "
+                      f"loss {progress.loss:.4f}  lr {progress.lr:.2e}  eta {eta:.0f}s", flush=True)
+        elif progress.phase == "load":
+            print(f"  {progress.message}", flush=True)
+    return report
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clipsvd.data import DatasetSpec
+    from clipsvd.models import ModelSpec
+    from clipsvd.runs import RunStore
+    from clipsvd.training import ExperimentConfig, run_experiment
+
+    overrides = dict(_parse_assignment(item) for item in args.set)
+    for flag in ("epochs", "lr", "batch_size"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    store = RunStore(args.runs_dir)
+    model = ModelSpec(args.arch, args.weights, args.model_seed)
+    dataset = DatasetSpec(args.dataset_kind, args.dataset, args.data_root)
+    failures = 0
+    for method in args.method:
+        for seed in args.seed:
+            config = ExperimentConfig(method=method, model=model, dataset=dataset, shots=args.shots, seed=seed,
+                                      protocol=args.protocol, hyperparameters=overrides, device=args.device,
+                                      max_test_per_class=args.max_test_per_class)
+            print(f"{method} · {dataset.name} · {args.shots or 'all'}-shot · seed {seed} · {model.label}", flush=True)
+            run = run_experiment(config, store, on_progress=_progress_printer(args.log_every))
+            failures += run.status != "completed"
+            print(f"  {run.status}: {_score_line(run.metrics)}  → {run.path}", flush=True)
+            if run.message:
+                print(f"  {run.message}", flush=True)
+    return 1 if failures else 0
+
+
+def _score_line(metrics: dict) -> str:
+    parts = [f"{k} {metrics[k]:.2f}" for k in ("accuracy", "base", "novel", "hm") if metrics.get(k) is not None]
+    parts.append(f"trainable {metrics.get('trainable', 0):,} ({metrics.get('trainable_fraction', 0):.4%})")
+    return "  ".join(parts)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clipsvd.runs import RunStore
+    from clipsvd.training import ExperimentConfig, evaluate_method, prepare_data, restore_run
+
+    run = RunStore(args.runs_dir).load(args.run_id)
+    loaded, method = restore_run(run, args.device)
+    config = dataclasses.replace(ExperimentConfig.from_dict(run.config), shots=None,
+                                 max_test_per_class=args.max_test_per_class)
+    metrics = evaluate_method(method, prepare_data(config), config.eval_batch_size, lambda progress: None)
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("per_class")}, indent=2))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from clipsvd.runs import RunStore
+
+    store = RunStore(args.runs_dir)
+    if args.action == "list":
+        table = store.table()
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.drop(columns=["sweep"]).to_string(index=False) if len(table) else f"no runs in {store.root}")
+    elif args.action == "show":
+        run = store.load(_require_id(args))
+        print(json.dumps({"run_id": run.run_id, "status": run.status, "message": run.message, "config": run.config,
+                          "metrics": run.metrics}, indent=2))
+    elif args.action == "delete":
+        store.delete(_require_id(args))
+        print(f"deleted {args.run_id}")
+    elif args.action == "export":
+        out = args.out or f"{_require_id(args)}.zip"
+        with open(out, "wb") as fh:
+            fh.write(store.bundle(_require_id(args)))
+        print(f"wrote {out}")
+    return 0
+
+
+def _require_id(args: argparse.Namespace) -> str:
+    if not args.run_id:
+        raise ConfigError(f"runs {args.action}: give a run id (see `python -m clipsvd runs list`)")
+    return args.run_id
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from clipsvd.methods import available_methods, get_method
+
+    for name in available_methods():
+        cls = get_method(name)
+        print(f"{name:14s} {cls.display_name}: {cls.summary}")
+        print(f"{'':14s} defaults: {cls.default_config().to_dict()}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from clipsvd.data import builtin_datasets
+
+    for name, description in builtin_datasets().items():
+        print(f"{name:16s} {description}")
+    print("\nOther kinds: --dataset-kind imagefolder|coop|biomedcoop|medmnist --data-root PATH --dataset NAME")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from clipsvd.models import list_architectures
+
+    print("\n".join(list_architectures()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clipsvd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", default=None, help="run store folder (default $CLIPSVD_RUNS or ./runs)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train and evaluate methods; each run lands in the run store")
+    train.add_argument("--method", action="append", required=True, help="repeat for several methods")
+    train.add_argument("--dataset", default="animal-shape", help="builtin name, or a label for other kinds")
+    train.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
+    train.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
+    train.add_argument("--arch", default="ViT-B-16", help="open_clip architecture (or hf-hub:/local-dir: id)")
+    train.add_argument("--weights", default="random", help="'random', a pretrained tag, or a checkpoint path")
+    train.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
+    train.add_argument("--shots", type=int, default=16, help="images per class (0: the whole train split)")
+    train.add_argument("--seed", type=int, action="append", help="repeat for several seeds (default 1)")
+    train.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", dest="batch_size", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--max-test-per-class", type=int, default=None)
+    train.add_argument("--log-every", type=int, default=10)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors")
+    evaluate.add_argument("run_id")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--max-test-per-class", type=int, default=None)
+    evaluate.set_defaults(func=cmd_eval)
+
+    runs = commands.add_parser("runs", help="list, show, delete or export stored runs")
+    runs.add_argument("action", choices=["list", "show", "delete", "export"])
+    runs.add_argument("run_id", nargs="?")
+    runs.add_argument("--out", help="zip path for export")
+    runs.set_defaults(func=cmd_runs)
+
+    for name, func, text in (("methods", cmd_methods, "list methods and their default hyperparameters"),
+                             ("datasets", cmd_datasets, "list built-in datasets present on this machine"),
+                             ("models", cmd_models, "list open_clip architectures")):
+        commands.add_parser(name, help=text).set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seed", None) is None and args.command == "train":
+        args.seed = [1]
+    if args.command == "train" and args.shots == 0:
+        args.shots = None
+    try:
+        return args.func(args)
+    except ClipsvdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from clipsvd.models import ModelSpec, TINY_MODEL_NAME, load_model  # noqa: E402
+
+TINY = ModelSpec(TINY_MODEL_NAME)
+PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a photo of a cow."]
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny CLIP (2 layers, width 64) on CPU."""
+    return load_model(TINY, "cpu")
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(0)
+    return torch.randn(4, 3, 64, 64)
