@@ -86,7 +86,8 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
     else:
         train_set, test_sets = dataset, {"all": dataset}
     if config.shots is not None:
-        train_set = dataclasses.replace(train_set, train=few_shot(train_set.train, config.shots, config.seed))
+        train_set = dataclasses.replace(
+            train_set, train=few_shot(train_set.train, config.shots, config.seed, classnames=train_set.classnames))
     if config.max_test_per_class is not None:
         test_sets = {k: dataclasses.replace(d, test=_cap_per_class(d.test, config.max_test_per_class, config.seed))
                      for k, d in test_sets.items()}

@@ -1,0 +1,17 @@
+"""Data layer: labelled image splits, dataset loaders (ImageFolder, CoOp, BiomedCoOp, MedMNIST,
+built-ins), few-shot sampling, base-to-novel splits, prompt templates and CLIP transforms."""
+from clipsvd.data.builtin import builtin_datasets, load_animal_shape, load_fashion_mnist
+from clipsvd.data.dataset import ClassificationDataset, base_novel
+from clipsvd.data.loaders import load_dataset
+from clipsvd.data.sampling import few_shot
+from clipsvd.data.spec import DatasetSpec
+from clipsvd.data.splits import IMAGE_EXTENSIONS, ArrayImageSplit, FileImageSplit, ImageSplit
+from clipsvd.data.templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
+from clipsvd.data.transforms import CLIP_MEAN, CLIP_STD, TransformedSplit, eval_transform, train_transform
+
+__all__ = [
+    "ArrayImageSplit", "CLIP_MEAN", "CLIP_STD", "ClassificationDataset", "DEFAULT_TEMPLATE", "DatasetSpec",
+    "FileImageSplit", "IMAGE_EXTENSIONS", "ImageSplit", "TEMPLATES", "TransformedSplit", "base_novel",
+    "builtin_datasets", "eval_transform", "few_shot", "load_animal_shape", "load_dataset", "load_fashion_mnist",
+    "template_for", "train_transform",
+]

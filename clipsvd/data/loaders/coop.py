@@ -1,0 +1,142 @@
+"""The 11 natural datasets in CoOp's DATA layout (github.com/KaiyangZhou/CoOp, DATASETS.md).
+
+``root`` is the DATA folder holding one folder per dataset (or the dataset folder itself).
+Nine datasets read ``split_zhou_<Name>.json``; FGVC-Aircraft reads its variant lists and ImageNet
+its class folders, exactly as CoOp's dataset classes do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipsvd.errors import DataError
+from clipsvd.data.dataset import ClassificationDataset
+from clipsvd.data.loaders.splitfile import build_split, check_files_exist, classnames_from_entries, read_split_json
+from clipsvd.data.splits import IMAGE_EXTENSIONS, FileImageSplit
+from clipsvd.data.templates import TEMPLATES
+
+
+@dataclass(frozen=True)
+class CoopLayout:
+    dataset_dir: str
+    image_dir: str  # relative to dataset_dir; "" = dataset_dir itself
+    split_file: str | None  # None: FGVC-Aircraft and ImageNet build their splits from other files
+
+
+COOP_DATASETS: dict[str, CoopLayout] = {
+    "Caltech101": CoopLayout("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
+    "DescribableTextures": CoopLayout("dtd", "images", "split_zhou_DescribableTextures.json"),
+    "EuroSAT": CoopLayout("eurosat", "2750", "split_zhou_EuroSAT.json"),
+    "FGVCAircraft": CoopLayout("fgvc_aircraft", "images", None),
+    "Food101": CoopLayout("food-101", "images", "split_zhou_Food101.json"),
+    "ImageNet": CoopLayout("imagenet", "images", None),
+    "OxfordFlowers": CoopLayout("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
+    "OxfordPets": CoopLayout("oxford_pets", "images", "split_zhou_OxfordPets.json"),
+    "StanfordCars": CoopLayout("stanford_cars", "", "split_zhou_StanfordCars.json"),
+    "SUN397": CoopLayout("sun397", "SUN397", "split_zhou_SUN397.json"),
+    "UCF101": CoopLayout("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json"),
+}
+_ALIASES = {"dtd": "DescribableTextures"}
+
+
+def canonical_coop_name(name: str) -> str:
+    """Accept CoOp's class name ("OxfordPets"), its folder name ("oxford_pets") or "DTD", any case."""
+    key = name.strip().lower()
+    if key in _ALIASES:
+        return _ALIASES[key]
+    for canonical, layout in COOP_DATASETS.items():
+        if key in (canonical.lower(), layout.dataset_dir.lower()):
+            return canonical
+    raise DataError(f"unknown CoOp dataset {name!r}; expected one of {', '.join(COOP_DATASETS)}")
+
+
+def _dataset_dir(root: Path, layout: CoopLayout) -> Path:
+    if not root.is_dir():
+        raise DataError(f"CoOp data root does not exist or is not a folder: {root}")
+    candidate = root / layout.dataset_dir
+    if candidate.is_dir():
+        return candidate
+    if root.name == layout.dataset_dir or (layout.split_file and (root / layout.split_file).is_file()):
+        return root  # the user pointed at the dataset folder itself
+    raise DataError(f"CoOp dataset folder not found: {candidate}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _fgvc_aircraft(ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, FileImageSplit]]:
+    classnames = _read_lines(ddir / "variants.txt")
+    label_of = {c: i for i, c in enumerate(classnames)}
+    splits = {}
+    for split in ("train", "val", "test"):
+        listing = ddir / f"images_variant_{split}.txt"
+        paths, labels = [], []
+        for n, line in enumerate(_read_lines(listing), 1):
+            image_id, _, variant = line.partition(" ")
+            if variant not in label_of:
+                raise DataError(f"{listing}, line {n}: variant {variant!r} is not in {ddir / 'variants.txt'}")
+            paths.append(image_dir / f"{image_id}.jpg")
+            labels.append(label_of[variant])
+        splits[split] = FileImageSplit(paths, labels)
+    return classnames, splits
+
+
+def _imagenet(ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, FileImageSplit]]:
+    names_file = ddir / "classnames.txt"
+    name_of = {}
+    for line in _read_lines(names_file):
+        wnid, _, classname = line.partition(" ")
+        name_of[wnid] = classname
+    train_dir = image_dir / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"ImageNet train folder not found: {train_dir}")
+    wnids = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    unnamed = [w for w in wnids if w not in name_of]
+    if unnamed:
+        raise DataError(f"{names_file} has no class name for folder(s) {unnamed[:10]} of {train_dir}")
+    label_of = {w: i for i, w in enumerate(wnids)}
+    splits = {}
+    # CoOp evaluates on ImageNet's val images (its "test"); there is no separate val split.
+    for split, folder in (("train", "train"), ("test", "val")):
+        paths, labels = [], []
+        split_dir = image_dir / folder
+        if not split_dir.is_dir():
+            raise DataError(f"ImageNet {folder} folder not found: {split_dir}")
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            if class_dir.name not in label_of:
+                raise DataError(f"ImageNet folder {class_dir} has no matching folder in {train_dir}")
+            files = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            paths += files
+            labels += [label_of[class_dir.name]] * len(files)
+        splits[split] = FileImageSplit(paths, labels)
+    return [name_of[w] for w in wnids], splits
+
+
+def load_coop(root: str | Path, name: str, template: str | None = None) -> ClassificationDataset:
+    canonical = canonical_coop_name(name)
+    layout = COOP_DATASETS[canonical]
+    ddir = _dataset_dir(Path(root).expanduser(), layout)
+    image_dir = ddir / layout.image_dir if layout.image_dir else ddir
+    if canonical == "FGVCAircraft":
+        classnames, splits = _fgvc_aircraft(ddir, image_dir)
+    elif canonical == "ImageNet":
+        classnames, splits = _imagenet(ddir, image_dir)
+    else:
+        split_path = ddir / layout.split_file
+        entries = read_split_json(split_path)
+        classnames = classnames_from_entries(f"split file {split_path}", entries)
+        splits = {s: build_split(e, lambda rel: image_dir / rel) for s, e in entries.items()}
+    for split_name, split in splits.items():
+        check_files_exist(f"CoOp {canonical} {split_name} split", split)
+    return ClassificationDataset(
+        name=canonical,
+        classnames=classnames,
+        template=template or TEMPLATES[canonical],
+        train=splits["train"],
+        val=splits.get("val") or None,
+        test=splits["test"],
+        description=f"CoOp {canonical} from {ddir} (CoOp's fixed train/val/test split).",
+    )
