@@ -1,6 +1,7 @@
 """`python -m clipsvd ...`: everything the dashboard does, headless.
 
     python -m clipsvd train --method clip-svd --method clipfit --dataset animal-shape --shots 4 --seed 1 --seed 2
+    python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
     python -m clipsvd eval RUN_ID
     python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
     python -m clipsvd methods | datasets | models
@@ -26,6 +27,47 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = dict(_parse_assignment(item) for item in args.set)
+    for flag in ("epochs", "lr", "batch_size"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    return overrides
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from clipsvd.data import DatasetSpec
+    from clipsvd.models import ModelSpec
+    from clipsvd.runs import RunStore
+    from clipsvd.training.sweep import SweepSpec, aggregate, run_sweep
+
+    overrides = _overrides(args)
+    spec = SweepSpec(
+        methods=args.method,
+        datasets=[DatasetSpec(args.dataset_kind, name, args.data_root) for name in args.dataset or ["animal-shape"]],
+        shots=[s or None for s in args.shots or [16]],
+        seeds=args.seed or [1, 2, 3],
+        model=ModelSpec(args.arch, args.weights, args.model_seed),
+        protocol=args.protocol,
+        hyperparameters={method: overrides for method in args.method} if overrides else {},
+        device=args.device,
+        max_test_per_class=args.max_test_per_class,
+    )
+
+    def report(done: int, total: int, row: dict) -> None:
+        score = row.get("accuracy") if row.get("accuracy") is not None else row.get("hm")
+        detail = row.get("error") or (f"{score:.2f}" if score is not None else row.get("status"))
+        print(f"  [{done}/{total}] {row['method']} · {row['dataset']} · {row['shots']}-shot · seed {row['seed']}: "
+              f"{row['status']} {detail}", flush=True)
+
+    table = run_sweep(spec, RunStore(args.runs_dir), address=args.address, workers=args.workers, on_result=report)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(aggregate(table).to_string(index=False))
+    return 1 if (table["status"] != "completed").any() else 0
+
+
 def _progress_printer(every: int):
     def report(progress) -> None:
         if progress.phase == "train":
@@ -44,10 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from clipsvd.runs import RunStore
     from clipsvd.training import ExperimentConfig, run_experiment
 
-    overrides = dict(_parse_assignment(item) for item in args.set)
-    for flag in ("epochs", "lr", "batch_size"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
+    overrides = _overrides(args)
     store = RunStore(args.runs_dir)
     model = ModelSpec(args.arch, args.weights, args.model_seed)
     dataset = DatasetSpec(args.dataset_kind, args.dataset, args.data_root)
@@ -142,6 +181,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by `train` and `sweep`: methods, model, data kind, protocol, hyperparameters."""
+    parser.add_argument("--method", action="append", required=True, help="repeat for several methods")
+    parser.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
+    parser.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
+    parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture (or hf-hub:/local-dir: id)")
+    parser.add_argument("--weights", default="random", help="'random', a pretrained tag, or a checkpoint path")
+    parser.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
+    parser.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-test-per-class", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipsvd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,24 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train and evaluate methods; each run lands in the run store")
-    train.add_argument("--method", action="append", required=True, help="repeat for several methods")
+    _add_experiment_arguments(train)
     train.add_argument("--dataset", default="animal-shape", help="builtin name, or a label for other kinds")
-    train.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
-    train.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
-    train.add_argument("--arch", default="ViT-B-16", help="open_clip architecture (or hf-hub:/local-dir: id)")
-    train.add_argument("--weights", default="random", help="'random', a pretrained tag, or a checkpoint path")
-    train.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
     train.add_argument("--shots", type=int, default=16, help="images per class (0: the whole train split)")
     train.add_argument("--seed", type=int, action="append", help="repeat for several seeds (default 1)")
-    train.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--batch-size", dest="batch_size", type=int)
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--max-test-per-class", type=int, default=None)
     train.add_argument("--log-every", type=int, default=10)
     train.set_defaults(func=cmd_train)
+
+    sweep = commands.add_parser("sweep", help="run a grid datasets × shots × seeds × methods on Ray")
+    _add_experiment_arguments(sweep)
+    sweep.add_argument("--dataset", action="append", help="repeat for several datasets (default animal-shape)")
+    sweep.add_argument("--shots", type=int, action="append", help="repeat (default 16; 0: whole train split)")
+    sweep.add_argument("--seed", type=int, action="append", help="repeat (default 1 2 3)")
+    sweep.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
+    sweep.add_argument("--workers", type=int, default=None, help="parallel runs (default: all CPUs)")
+    sweep.set_defaults(func=cmd_sweep)
 
     evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors")
     evaluate.add_argument("run_id")

@@ -76,9 +76,12 @@ class Method(ABC):
         return cls.Config()
 
     @classmethod
-    def make_config(cls, config: MethodConfig | dict[str, Any] | None) -> MethodConfig:
+    def make_config(
+        cls, config: MethodConfig | dict[str, Any] | None, protocol: str = "few-shot", shots: int | None = None
+    ) -> MethodConfig:
+        """A validated config: as given, or the protocol's defaults with a dict of overrides applied."""
         if config is None:
-            config = cls.default_config()
+            config = cls.default_config(protocol, shots)
         elif isinstance(config, dict):
             known = {f.name for f in dataclasses.fields(cls.Config)}
             unknown = set(config) - known
@@ -86,7 +89,7 @@ class Method(ABC):
                 raise ConfigError(
                     f"{cls.name}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}"
                 )
-            config = dataclasses.replace(cls.default_config(), **config)
+            config = dataclasses.replace(cls.default_config(protocol, shots), **config)
         elif not isinstance(config, cls.Config):
             raise ConfigError(f"{cls.name}: expected a {cls.Config.__name__}, got {type(config).__name__}")
         config.validate()

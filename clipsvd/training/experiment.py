@@ -48,10 +48,7 @@ class ExperimentConfig:
             raise ConfigError(f"max_test_per_class: expected >= 1, got {self.max_test_per_class}")
 
     def method_config(self):
-        cls = get_method(self.method)
-        defaults = cls.default_config(self.protocol, self.shots)
-        return cls.make_config(dataclasses.replace(defaults, **self.hyperparameters)) if self.hyperparameters \
-            else cls.make_config(defaults)
+        return get_method(self.method).make_config(dict(self.hyperparameters), self.protocol, self.shots)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -89,12 +86,13 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
         train_set = dataclasses.replace(
             train_set, train=few_shot(train_set.train, config.shots, config.seed, classnames=train_set.classnames))
     if config.max_test_per_class is not None:
-        test_sets = {k: dataclasses.replace(d, test=_cap_per_class(d.test, config.max_test_per_class, config.seed))
+        # The subset ignores the training seed: every method and seed is scored on the same images.
+        test_sets = {k: dataclasses.replace(d, test=_cap_per_class(d.test, config.max_test_per_class))
                      for k, d in test_sets.items()}
     return PreparedData(train_set, test_sets)
 
 
-def _cap_per_class(split, limit: int, seed: int):
+def _cap_per_class(split, limit: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     labels = np.asarray(split.labels)
     keep = []
