@@ -40,8 +40,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from clipsvd.data import DatasetSpec
     from clipsvd.models import ModelSpec
-    from clipsvd.runs import RunStore
-    from clipsvd.training.sweep import SweepSpec, aggregate, run_sweep
+    from clipsvd.runs import RunStore, aggregate
+    from clipsvd.training.sweep import SweepSpec, run_sweep
 
     overrides = _overrides(args)
     spec = SweepSpec(

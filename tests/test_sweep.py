@@ -4,7 +4,8 @@ import pytest
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ConfigError
 from clipsvd.runs import RunStore
-from clipsvd.training.sweep import SweepSpec, aggregate, run_sweep
+from clipsvd.training.sweep import SweepSpec, run_sweep
+from clipsvd.runs import aggregate
 from tests.conftest import TINY
 
 ANIMALS = DatasetSpec("builtin", "animal-shape")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ UNTRAINED_LABEL = "untrained — load a checkpoint"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 DEFAULT_ARCHITECTURE = "ViT-B-16"
 HUB_SCHEMAS = ("hf-hub:", "local-dir:")
+# Random weights come from torch's global RNG: two builds must not interleave (dashboard jobs run in
+# threads). A thread drawing random numbers *during* a build (e.g. augmenting another run) can still
+# shift them; builds are cached per process, so this can only happen on the first build of a spec.
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,9 @@ def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any]:
             f"choose one of open_clip.list_models() (e.g. ViT-B-16, ViT-B-32, {register_tiny_model()})"
         )
     if spec.weights == RANDOM_WEIGHTS:
-        torch.manual_seed(spec.seed)
-        model = _create(spec.architecture, None)
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = _create(spec.architecture, None)
     elif _looks_like_path(spec.weights):
         model = _load_checkpoint_file(spec.architecture, Path(spec.weights))
     else:

@@ -114,18 +114,4 @@ def run_sweep(
     return pd.DataFrame(rows).assign(sweep=sweep_id)
 
 
-def aggregate(table: pd.DataFrame, by: tuple[str, ...] = ("dataset", "protocol", "shots", "method")) -> pd.DataFrame:
-    """Mean ± std over seeds, like the papers' tables (completed runs only; n = number of seeds)."""
-    done = table[table["status"] == "completed"]
-    metrics = [m for m in ("accuracy", "base", "novel", "hm", "train_seconds") if m in done and done[m].notna().any()]
-    if done.empty or not metrics:
-        return pd.DataFrame(columns=[*by, "n"])
-    numeric = done.assign(**{m: pd.to_numeric(done[m], errors="coerce") for m in metrics})
-    grouped = numeric.groupby(list(by), dropna=False)
-    out = grouped[metrics].agg(["mean", "std"])
-    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
-    out.insert(0, "n", grouped.size())
-    return out.reset_index()
-
-
-__all__ = ["SweepSpec", "aggregate", "run_sweep"]
+__all__ = ["SweepSpec", "run_sweep"]
