@@ -129,3 +129,18 @@ def test_exact_trainable_counts_on_vit_b16(vit_b16):
     assert counts["clip-svd"]["paper_fraction"] == pytest.approx(0.000437, abs=1e-6)
     assert counts["clipfit"]["trainable"] == 46_080
     assert counts["prolip"]["trainable"] == 393_216
+
+
+def test_clip_svd_is_exact_at_sigma0_on_vit_b16(vit_b16):
+    import copy
+
+    loaded = copy.copy(vit_b16)
+    loaded.model = copy.deepcopy(vit_b16.model)
+    method = create_method("clip-svd").attach(loaded, PROMPTS)
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = vit_b16.model.encode_image(image), vit_b16.model.encode_text(vit_b16.tokenize(PROMPTS))
+        actual = loaded.model.encode_image(image), loaded.model.encode_text(loaded.tokenize(PROMPTS))
+    for a, b in zip(actual, expected):
+        assert (a - b).abs().max().item() <= 1e-4

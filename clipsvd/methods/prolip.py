@@ -7,12 +7,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.methods.registry import register_method
+
+
+def last_visual_projection(visual: nn.Module) -> tuple[nn.Parameter, Callable, Callable]:
+    """(projection matrix, frozen features before it, how it is applied) for open_clip and timm image towers."""
+    if isinstance(getattr(visual, "proj", None), nn.Parameter) and hasattr(visual, "_pool"):  # open_clip ViT
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return visual._pool(visual.transformer(visual._embeds(images)))[0]
+
+        return visual.proj, features, lambda pooled: pooled @ visual.proj
+    head = getattr(visual, "head", None)
+    if hasattr(visual, "trunk") and isinstance(getattr(head, "proj", None), nn.Linear):  # timm (BiomedCLIP)
+        names = [name for name, _ in head.named_children()]
+        before = [module for name, module in head.named_children()][: names.index("proj")]
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            pooled = visual.trunk(images)
+            for module in before:
+                pooled = module(pooled)
+            return pooled
+
+        return head.proj.weight, features, head.proj
+    raise ConfigError(f"prolip: {type(visual).__name__} has no last projection matrix this tool knows how to train")
 
 
 @dataclass
@@ -38,10 +64,7 @@ class ProLIP(Method):
         return ProLIPConfig(anchor_weight=1.0 / shots if shots else 1.0)
 
     def setup(self, loaded, class_prompts) -> None:
-        visual = loaded.model.visual
-        if getattr(visual, "proj", None) is None or not hasattr(visual, "_pool"):
-            raise ConfigError(f"prolip: {type(visual).__name__} has no `proj` matrix to train")
-        self.proj = visual.proj
+        self.proj, self._frozen_features, self._project = last_visual_projection(loaded.model.visual)
         self.proj_init = self.proj.detach().clone()
         self.proj.requires_grad_(True)
         with torch.no_grad():
@@ -55,10 +78,9 @@ class ProLIP(Method):
             return self.loaded.encode_text(class_prompts)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        visual = self.loaded.model.visual
         with torch.no_grad():
-            pooled, _ = visual._pool(visual.transformer(visual._embeds(images.to(self.loaded.device))))
-        return F.normalize(pooled @ self.proj, dim=-1)
+            features = self._frozen_features(images.to(self.loaded.device))
+        return F.normalize(self._project(features), dim=-1)
 
     def regularizer(self, class_weights: torch.Tensor) -> torch.Tensor:
         return self.config.anchor_weight * (self.proj - self.proj_init).pow(2).sum()
