@@ -110,33 +110,36 @@ def test_unknown_method_and_hyperparameter():
 
 @pytest.fixture(scope="module")
 def vit_b16():
-    """An un-weighted ViT-B/16 (random init): only the parameter counts matter here."""
+    """An un-weighted ViT-B/16 (random init): only counts and exactness matter here."""
     return load_model(ModelSpec("ViT-B-16"), "cpu")
 
 
-def test_exact_trainable_counts_on_vit_b16(vit_b16):
+def attached_copy(reference, name):
     import copy
 
-    counts = {}
-    for name in ("clipfit", "prolip", "clip-svd"):
-        loaded = copy.copy(vit_b16)
-        loaded.model = copy.deepcopy(vit_b16.model)
-        counts[name] = create_method(name).attach(loaded, PROMPTS).parameter_report()
-    assert counts["clip-svd"]["total"] == 149_620_737
-    assert counts["clip-svd"]["trainable"] == 92_160  # 12×(4·768+768+768) + 12×(4·512+512+512)
-    assert counts["clip-svd"]["paper_total"] == 211_054_593
-    assert counts["clip-svd"]["fraction"] == pytest.approx(0.000616, abs=1e-6)
-    assert counts["clip-svd"]["paper_fraction"] == pytest.approx(0.000437, abs=1e-6)
-    assert counts["clipfit"]["trainable"] == 46_080
-    assert counts["prolip"]["trainable"] == 393_216
+    loaded = copy.copy(reference)
+    loaded.model = copy.deepcopy(reference.model)
+    return create_method(name).attach(loaded, PROMPTS)
 
 
-def test_clip_svd_is_exact_at_sigma0_on_vit_b16(vit_b16):
-    import copy
+@pytest.fixture(scope="module")
+def vit_b16_svd(vit_b16):
+    return attached_copy(vit_b16, "clip-svd")  # one SVD of all 144 matrices (~20 s) shared by two tests
 
-    loaded = copy.copy(vit_b16)
-    loaded.model = copy.deepcopy(vit_b16.model)
-    method = create_method("clip-svd").attach(loaded, PROMPTS)
+
+def test_exact_trainable_counts_on_vit_b16(vit_b16, vit_b16_svd):
+    svd = vit_b16_svd.parameter_report()
+    assert svd["total"] == 149_620_737
+    assert svd["trainable"] == 92_160  # 12×(4·768+768+768) + 12×(4·512+512+512)
+    assert svd["paper_total"] == 211_054_593
+    assert svd["fraction"] == pytest.approx(0.000616, abs=1e-6)
+    assert svd["paper_fraction"] == pytest.approx(0.000437, abs=1e-6)
+    assert attached_copy(vit_b16, "clipfit").parameter_report()["trainable"] == 46_080
+    assert attached_copy(vit_b16, "prolip").parameter_report()["trainable"] == 393_216
+
+
+def test_clip_svd_is_exact_at_sigma0_on_vit_b16(vit_b16, vit_b16_svd):
+    loaded = vit_b16_svd.loaded
     torch.manual_seed(0)
     image = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
