@@ -563,3 +563,40 @@ def test_fashion_mnist_missing_folder_says_how_to_install(tmp_path):
 def test_builtin_descriptions_are_honest():
     for name, description in builtin_datasets().items():
         assert "not biomedical" in description.lower() and "\n" not in description, name
+
+
+# ---- uploads ------------------------------------------------------------------------------------
+import io as _io
+import zipfile as _zipfile
+
+from clipsvd.data.uploads import extract_zip
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = _io.BytesIO()
+    with _zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_extract_zip_returns_the_single_top_folder(tmp_path):
+    root = extract_zip(_zip({"pets/cat/1.png": b"x", "pets/dog/1.png": b"y"}), tmp_path / "out")
+    assert root == tmp_path / "out" / "pets" and (root / "cat" / "1.png").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name, message", [("../evil.txt", "climbs out"), ("/etc/evil", "absolute path"),
+                                           ("a/../../evil", "climbs out")])
+def test_extract_zip_refuses_path_traversal(tmp_path, name, message):
+    with pytest.raises(DataError, match=message):
+        extract_zip(_zip({"ok/a.png": b"1", name: b"2"}), tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out").exists()
+
+
+def test_extract_zip_size_and_count_limits(tmp_path):
+    with pytest.raises(DataError, match="more than"):
+        extract_zip(_zip({"a/1.png": b"0" * 2048}), tmp_path / "o1", max_bytes=1024)
+    with pytest.raises(DataError, match="entries"):
+        extract_zip(_zip({f"a/{i}.png": b"0" for i in range(5)}), tmp_path / "o2", max_files=3)
+    with pytest.raises(DataError, match="not a readable zip"):
+        extract_zip(b"not a zip", tmp_path / "o3")

@@ -7,11 +7,12 @@ from clipsvd.data.sampling import few_shot
 from clipsvd.data.spec import DatasetSpec
 from clipsvd.data.splits import IMAGE_EXTENSIONS, ArrayImageSplit, FileImageSplit, ImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
+from clipsvd.data.uploads import extract_zip
 from clipsvd.data.transforms import CLIP_MEAN, CLIP_STD, TransformedSplit, eval_transform, train_transform
 
 __all__ = [
     "ArrayImageSplit", "CLIP_MEAN", "CLIP_STD", "ClassificationDataset", "DEFAULT_TEMPLATE", "DatasetSpec",
     "FileImageSplit", "IMAGE_EXTENSIONS", "ImageSplit", "TEMPLATES", "TransformedSplit", "base_novel",
-    "builtin_datasets", "eval_transform", "few_shot", "load_animal_shape", "load_dataset", "load_fashion_mnist",
+    "builtin_datasets", "eval_transform", "extract_zip", "few_shot", "load_animal_shape", "load_dataset", "load_fashion_mnist",
     "template_for", "train_transform",
 ]
