@@ -97,7 +97,7 @@ def test_prolip_penalty_is_a_frobenius_sum(tiny):
     with torch.no_grad():
         method.proj.add_(0.1)
     expected = 0.5 * 0.01 * method.proj.numel()
-    assert float(method.regularizer(None)) == pytest.approx(expected, rel=1e-4)
+    assert method.regularizer(None).item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_unknown_method_and_hyperparameter():
