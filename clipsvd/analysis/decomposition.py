@@ -1,0 +1,190 @@
+"""Direct contributions of attention heads to the image embedding (TextSpan, Gandelsman et al. 2024).
+
+The residual stream at the pooled (class) token is a sum of terms: the ln_pre output, then per
+layer each head's attention output, the out-projection bias and the MLP output. ln_post is
+linearised with the image's own mean μ and std σ at that token — each of the K terms c becomes
+γ⊙(c − μ/K)/σ + β/K — then multiplied by proj and divided by the embedding's norm, so the terms
+add up to the normalised image embedding exactly (up to float rounding).
+
+The forward pass is recomputed here, mirroring open_clip's VisionTransformer (batch-first tokens,
+no attention mask in the image tower, LayerScale ls_1/ls_2 applied when present, patch dropout
+skipped as in eval mode) so per-head outputs are available without materialising attention maps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipsvd.analysis.access import as_module, current_weight
+from clipsvd.errors import ConfigError
+
+DEFAULT_LAST_LAYERS = 4
+
+
+@dataclass
+class DirectContributions:
+    """heads: (N, L, H, D) for `layers`; rest: (N, D) everything else; heads.sum((1, 2)) + rest == embedding."""
+
+    heads: torch.Tensor
+    rest: torch.Tensor
+    embedding: torch.Tensor  # (N, D), L2-normalised image embedding
+    layers: tuple[int, ...]
+    n_terms: int  # K, the number of terms ln_post's mean and bias are shared among
+
+    def to(self, device: str | torch.device) -> "DirectContributions":
+        return DirectContributions(self.heads.to(device), self.rest.to(device), self.embedding.to(device),
+                                   self.layers, self.n_terms)
+
+
+def vision_tower(model: Any) -> nn.Module:
+    """The open_clip VisionTransformer, refusing towers this decomposition does not mirror faithfully."""
+    module = as_module(model)
+    visual = getattr(module, "visual", module)
+    name = type(visual).__name__
+    if name != "VisionTransformer" or not hasattr(visual, "transformer"):
+        raise ConfigError(f"TextSpan decomposition supports open_clip VisionTransformer image towers, not {name}")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise ConfigError("TextSpan decomposition: attentional pooling (CoCa-style) is not supported")
+    if visual.proj is None:
+        raise ConfigError("TextSpan decomposition: the image tower has no output projection (pruned head)")
+    if visual.pool_type == "avg" and not visual.final_ln_after_pool:
+        raise ConfigError("TextSpan decomposition: average pooling after a per-token ln_post cannot be linearised "
+                          "per image; supported: class-token pooling, or average pooling with final_ln_after_pool")
+    if visual.pool_type not in ("tok", "avg"):
+        raise ConfigError(f"TextSpan decomposition: pool_type '{visual.pool_type}' is not supported")
+    for i, block in enumerate(visual.transformer.resblocks):
+        attn = getattr(block, "attn", None)
+        if type(block).__name__ != "ResidualAttentionBlock" or not isinstance(attn, nn.MultiheadAttention):
+            raise ConfigError(f"TextSpan decomposition: block {i} is {type(block).__name__}; only open_clip's "
+                              "ResidualAttentionBlock with nn.MultiheadAttention is supported")
+        if attn.bias_k is not None or attn.add_zero_attn or not attn._qkv_same_embed_dim:
+            raise ConfigError(f"TextSpan decomposition: block {i} uses an unusual MultiheadAttention setup")
+        if hasattr(block, "ln_1_kv"):
+            raise ConfigError(f"TextSpan decomposition: block {i} is a cross-attention block")
+        if list(dict(block.mlp.named_children())) != ["c_fc", "gelu", "c_proj"]:
+            raise ConfigError(f"TextSpan decomposition: block {i} has an MLP other than c_fc → gelu → c_proj")
+    return visual
+
+
+def resolve_layers(n_layers: int, layers: Sequence[int] | None) -> tuple[int, ...]:
+    """Layer indices (negatives count from the end); default: the last four, where TextSpan finds most effect."""
+    if layers is None:
+        return tuple(range(max(0, n_layers - DEFAULT_LAST_LAYERS), n_layers))
+    resolved = []
+    for layer in layers:
+        index = layer + n_layers if layer < 0 else layer
+        if not 0 <= index < n_layers:
+            raise ConfigError(f"layers: {layer} is outside 0..{n_layers - 1}")
+        if index not in resolved:
+            resolved.append(index)
+    return tuple(sorted(resolved))
+
+
+def _embeds(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """open_clip's VisionTransformer._embeds without patch dropout (identity in eval mode)."""
+    x = F.conv2d(images, current_weight(visual.conv1, "weight"), visual.conv1.bias, stride=visual.conv1.stride)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.ln_pre(x)
+
+
+def _pool(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled token of (N, T, ...) tensors: class token, or the mean of the patch tokens."""
+    return x[:, 0] if visual.pool_type == "tok" else x[:, 1:].mean(dim=1)
+
+
+def _attention(
+    block: nn.Module, x: torch.Tensor, pooled: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention output for every token (N, T, W) before ls_1, per-head output at the pooled token (N, H, W)).
+
+    Head h at the pooled query: Σ_t softmax(q·k_t/√d_h) (x_t W_V^h + b_V^h) W_O^h, i.e. the head's
+    slice of the attention context times its columns of W_O; the out_proj bias is left out.
+    """
+    attn = block.attn
+    n, t, width = x.shape
+    heads = attn.num_heads
+    w_in = current_weight(attn, "in_proj_weight")
+    w_out = current_weight(attn.out_proj, "weight")
+    qkv = F.linear(block.ln_1(x), w_in, attn.in_proj_bias)
+    q, k, v = (part.reshape(n, t, heads, width // heads).transpose(1, 2) for part in qkv.split(width, dim=-1))
+    context = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, d_h); no mask, no dropout
+    out = F.linear(context.transpose(1, 2).reshape(n, t, width), w_out, attn.out_proj.bias)
+    head_context = pooled(context.transpose(1, 2))  # (N, H, d_h)
+    per_head = torch.einsum("nhd,whd->nhw", head_context, w_out.reshape(width, heads, width // heads))
+    return out, per_head
+
+
+def _mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    mlp = block.mlp
+    hidden = mlp.gelu(F.linear(x, current_weight(mlp.c_fc, "weight"), mlp.c_fc.bias))
+    return F.linear(hidden, current_weight(mlp.c_proj, "weight"), mlp.c_proj.bias)
+
+
+@torch.no_grad()
+def direct_contributions(
+    model: Any, images: torch.Tensor, layers: Sequence[int] | None = None
+) -> DirectContributions:
+    """Split the normalised image embeddings of `images` into per-head terms (chosen layers) and the rest.
+
+    Runs on the model's device; returns tensors there (float32).
+    """
+    visual = vision_tower(model)
+    blocks = list(visual.transformer.resblocks)
+    chosen = resolve_layers(len(blocks), layers)
+    device, dtype = visual.proj.device, visual.proj.dtype
+    x = _embeds(visual, images.to(device, dtype))
+
+    def pooled(tokens: torch.Tensor) -> torch.Tensor:
+        return _pool(visual, tokens)
+
+    rest = pooled(x).float()  # ln_pre term
+    head_terms = []
+    n_terms = 1
+    for index, block in enumerate(blocks):
+        heads = block.attn.num_heads
+        attn_out, per_head = _attention(block, x, pooled)
+        attn_out = block.ls_1(attn_out)
+        if index in chosen:
+            head_terms.append(block.ls_1(per_head).float())
+            bias = block.attn.out_proj.bias
+            if bias is not None:
+                rest = rest + block.ls_1(bias.expand_as(rest).to(dtype)).float()
+        else:
+            rest = rest + pooled(attn_out).float()
+        x = x + attn_out
+        mlp_out = block.ls_2(_mlp(block, block.ln_2(x)))
+        rest = rest + pooled(mlp_out).float()
+        x = x + mlp_out
+        n_terms += heads + 2  # H heads, out_proj bias, MLP
+
+    heads_raw = torch.stack(head_terms, dim=1)  # (N, L, H, W)
+    residual = pooled(x).float()
+    ln = visual.ln_post
+    mean = residual.mean(dim=-1)
+    std = (residual.var(dim=-1, unbiased=False) + ln.eps).sqrt()
+    gamma = ln.weight.float() if ln.weight is not None else torch.ones_like(residual[0])
+    beta = ln.bias.float() if ln.bias is not None else torch.zeros_like(residual[0])
+    proj = visual.proj.float()
+
+    def linearised(c: torch.Tensor, share: float, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+        """ln_post's share for `share` of the K terms: γ⊙(c − share·μ/K)/σ + share·β/K, then proj."""
+        return (gamma * (c - mu * share / n_terms) / sd + beta * share / n_terms) @ proj
+
+    n_head_terms = heads_raw.shape[1] * heads_raw.shape[2]
+    heads_out = linearised(heads_raw, 1.0, mean[:, None, None, None], std[:, None, None, None])
+    rest_out = linearised(rest, float(n_terms - n_head_terms), mean[:, None], std[:, None])
+    embedding = (gamma * (residual - mean[:, None]) / std[:, None] + beta) @ proj
+    norm = embedding.norm(dim=-1, keepdim=True)
+    return DirectContributions(
+        heads=heads_out / norm[:, :, None, None],
+        rest=rest_out / norm,
+        embedding=embedding / norm,
+        layers=chosen,
+        n_terms=n_terms,
+    )

@@ -1,0 +1,81 @@
+"""Image features before and after fine-tuning, laid out in 2-D with UMAP to see classes separate."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipsvd.errors import DataError
+
+UMAP_NEIGHBORS = 15
+
+
+def umap_2d(features: np.ndarray, seed: int = 0, n_neighbors: int = UMAP_NEIGHBORS) -> np.ndarray:
+    """(n, 2) UMAP layout with cosine distance (CLIP features are compared by angle)."""
+    import umap  # slow first import (numba): only when a layout is asked for
+
+    features = np.asarray(features, dtype=np.float32)
+    n = len(features)
+    if features.ndim != 2 or n < 3:
+        raise DataError(f"UMAP needs at least 3 feature vectors (n × d), got shape {features.shape}")
+    with warnings.catch_warnings():
+        # umap warns that a seed forces one thread; reproducible layouts are the point here.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return _fit(umap, features, seed, n_neighbors)
+
+
+def _fit(umap, features: np.ndarray, seed: int, n_neighbors: int) -> np.ndarray:
+    n = len(features)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=max(2, min(n_neighbors, n - 1)),
+        metric="cosine",
+        random_state=seed,
+        # Spectral initialisation needs a connected k-NN graph with more points than dimensions.
+        init="spectral" if n > 10 else "random",
+    )
+    return reducer.fit_transform(features)
+
+
+def umap_before_after(
+    features_before: np.ndarray, features_after: np.ndarray, labels: Sequence[Any], seed: int = 0
+) -> pd.DataFrame:
+    """Two UMAP layouts (fitted separately: the feature spaces differ) in one long table.
+
+    Columns x, y, label, which ∈ {before, after}, index (the image's position).
+    """
+    labels = list(labels)
+    if not (len(features_before) == len(features_after) == len(labels)):
+        raise DataError(f"UMAP: {len(features_before)} features before, {len(features_after)} after and "
+                        f"{len(labels)} labels; expected one of each per image")
+    frames = []
+    for which, features in (("before", features_before), ("after", features_after)):
+        xy = umap_2d(features, seed)
+        frames.append(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": labels, "which": which,
+                                    "index": np.arange(len(labels))}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@torch.no_grad()
+def image_features(
+    loaded_or_method: Any, split: torch.utils.data.Dataset, transform: Callable, batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n × d), labels (n,)) of a split of (PIL image, label) pairs, normalised as the model
+    (or method: ProLIP, linear probe use their own feature path) classifies them."""
+    encode = getattr(loaded_or_method, "image_features", None) or loaded_or_method.encode_image
+    features, labels = [], []
+    batch, batch_labels = [], []
+    for i in range(len(split)):
+        image, label = split[i]
+        batch.append(transform(image))
+        batch_labels.append(label)
+        if len(batch) == batch_size or i == len(split) - 1:
+            features.append(encode(torch.stack(batch)).float().cpu())
+            labels.extend(batch_labels)
+            batch, batch_labels = [], []
+    if not features:
+        raise DataError("image_features: the split is empty")
+    return torch.cat(features).numpy(), np.asarray(labels)

@@ -1,0 +1,30 @@
+"""UMAP layouts of image features before and after fine-tuning, side by side, coloured by class."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from clipsvd.plots.style import QUALITATIVE, styled
+
+
+def umap_figure(layout: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Scatter of `umap_before_after` output: before on the left, after on the right, one colour per class."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["before (pretrained)", "after (fine-tuned)"],
+                        horizontal_spacing=0.06)
+    labels = list(dict.fromkeys(layout["label"]))
+    for i, label in enumerate(labels):
+        color = QUALITATIVE[i % len(QUALITATIVE)]
+        symbol = ["circle", "diamond", "square", "triangle-up"][(i // len(QUALITATIVE)) % 4]
+        for col, which in enumerate(("before", "after"), start=1):
+            points = layout[(layout["label"] == label) & (layout["which"] == which)]
+            fig.add_trace(go.Scatter(
+                x=points["x"], y=points["y"], mode="markers", name=str(label), legendgroup=str(label),
+                showlegend=col == 1, marker=dict(color=color, symbol=symbol, size=6, opacity=0.8),
+                customdata=points["index"] if "index" in points else None,
+                hovertemplate=f"{label}<br>image %{{customdata}}<extra></extra>",
+            ), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
+    fig.update_yaxes(showticklabels=False, title_text="UMAP 2")
+    fig.update_layout(legend=dict(title=dict(text="class"), itemsizing="constant"))
+    return styled(fig, title or "Image features (UMAP): before vs after", height=520)

@@ -1,0 +1,111 @@
+"""Every analysis figure builds from real analysis output; exports give the right file types."""
+import copy
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from clipsvd.analysis import explain_heads, head_changes, load_corpus, singular_value_shifts, spectra
+from clipsvd.plots import (
+    ExportError,
+    export_figure,
+    export_table,
+    find_browser,
+    head_heatmap,
+    head_ranking_bar,
+    spectra_figure,
+    sv_shift_heatmap,
+    textspan_figure,
+    umap_figure,
+)
+from clipsvd.plots.style import BEFORE_COLOR, HIGHLIGHT_COLOR
+
+needs_browser = pytest.mark.skipif(find_browser() is None,
+                                   reason="static export needs Chromium (/usr/bin/chromium is not installed)")
+
+
+@pytest.fixture(scope="module")
+def before_after():
+    from clipsvd.models import load_model
+    from tests.conftest import TINY
+
+    before = load_model(TINY, "cpu")
+    after = copy.deepcopy(before)
+    with torch.no_grad():
+        after.model.visual.transformer.resblocks[1].attn.in_proj_weight[128:160] *= 1.3
+        after.model.transformer.resblocks[0].mlp.c_fc.weight *= 0.9
+    return before, after
+
+
+@pytest.fixture(scope="module")
+def figures(before_after):
+    before, after = before_after
+    shifts = singular_value_shifts(before, after)
+    heads = head_changes(before, after)
+    texts = load_corpus("general")[:200]
+    torch.manual_seed(0)
+    images = torch.randn(16, 3, 64, 64)
+    span_before = explain_heads(before, [images], texts, texts_per_head=6)
+    span_after = explain_heads(after, [images], texts, texts_per_head=6)
+    rng = np.random.default_rng(0)
+    layout = pd.DataFrame({  # the columns umap_before_after returns (UMAP itself is tested in test_analysis)
+        "x": rng.normal(size=40), "y": rng.normal(size=40), "label": ["cat", "dog"] * 20,
+        "which": ["before"] * 20 + ["after"] * 20, "index": list(range(20)) * 2,
+    })
+    return {
+        "sv_shift_heatmap": sv_shift_heatmap(shifts),
+        "sv_shift_mean": sv_shift_heatmap(shifts, value="mean_shift"),
+        "spectra": spectra_figure(spectra(before, after, "visual", 1, "v")),
+        "head_ranking": head_ranking_bar(heads, top=3),
+        "head_heatmap": head_heatmap(heads),
+        "textspan_pair": textspan_figure(span_before.head(1, 0), span_after.head(1, 0)),
+        "textspan_single": textspan_figure(span_before.head(0, 1)),
+        "umap": umap_figure(layout),
+    }
+
+
+def test_figures_build_with_titles_and_axes(figures):
+    for name, fig in figures.items():
+        assert isinstance(fig, go.Figure), name
+        assert fig.layout.title.text, name
+        assert len(fig.data) > 0, name
+        assert fig.layout.template.layout.font.family, name
+        titled = [axis for key, axis in fig.layout.to_plotly_json().items() if key.startswith(("xaxis", "yaxis"))]
+        assert all(axis.get("title", {}).get("text") for axis in titled), name
+
+
+def test_head_ranking_puts_the_changed_head_on_top(figures):
+    bars = figures["head_ranking"].data[0]
+    assert list(bars.y)[-1] == "L1·H0"  # horizontal bars: the last category is drawn at the top
+
+
+def test_textspan_figure_marks_texts_in_one_list_only(figures):
+    before, after = figures["textspan_pair"].data
+    assert len(before.y) == 6 and len(after.y) == 6
+    assert before.xaxis == "x" and after.xaxis == "x2"
+    only_before = set(before.customdata) - set(after.customdata)
+    for text, color in zip(before.customdata, before.marker.color):
+        assert (color == HIGHLIGHT_COLOR) == (text in only_before)
+    assert figures["textspan_single"].data[0].marker.color == BEFORE_COLOR
+
+
+def test_export_html_and_csv(figures):
+    html = export_figure(figures["spectra"], "html")
+    assert html.lower().startswith((b"<html", b"<!doctype html")) and b"plotly" in html
+    assert len(html) > 1_000_000  # plotly.js itself is embedded: the page works offline
+    csv = export_table(pd.DataFrame({"text": ["a, b", "c"], "value": [1.5, 2.0]}))
+    assert csv.decode().splitlines() == ["text,value", '"a, b",1.5', "c,2.0"]
+    with pytest.raises(ExportError, match="jpeg"):
+        export_figure(figures["spectra"], "jpeg")
+
+
+@needs_browser
+def test_export_static_formats(figures):
+    fig = figures["sv_shift_heatmap"]
+    assert export_figure(fig, "png").startswith(b"\x89PNG")
+    assert export_figure(fig, "pdf").startswith(b"%PDF")
+    svg = export_figure(figures["textspan_pair"], "svg")
+    assert svg.startswith((b"<svg", b"<?xml"))
+    assert export_figure(figures["umap"], "png", width=600, height=400).startswith(b"\x89PNG")
