@@ -1,5 +1,8 @@
 """The on-disk run store."""
-from clipsvd.runs.aggregate import aggregate
+from clipsvd.runs.aggregate import aggregate, common_seeds, compare_methods, per_class_accuracy
 from clipsvd.runs.store import ADAPTER_FILE, RUNS_ENV, Run, RunStore, default_runs_root
 
-__all__ = ["aggregate", "ADAPTER_FILE", "RUNS_ENV", "Run", "RunStore", "default_runs_root"]
+__all__ = [
+    "aggregate", "common_seeds", "compare_methods", "per_class_accuracy", "ADAPTER_FILE", "RUNS_ENV", "Run",
+    "RunStore", "default_runs_root",
+]

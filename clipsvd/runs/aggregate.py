@@ -19,3 +19,53 @@ def aggregate(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFra
     out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
     out.insert(0, "n", grouped.size())
     return out.reset_index()
+
+
+COST_COLUMNS = ("trainable", "trainable_fraction", "checkpoint_bytes")
+
+
+def common_seeds(table: pd.DataFrame) -> list:
+    """Seeds every method of the table has a completed run for: the fair set to average over."""
+    done = table[table["status"] == "completed"]
+    if done.empty:
+        return []
+    per_method = [set(group["seed"]) for _, group in done.groupby("method")]
+    return sorted(set.intersection(*per_method))
+
+
+def compare_methods(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFrame:
+    """Methods side by side: `aggregate` (mean ± std over seeds) plus both base→novel HM conventions
+    (HM of the averaged base/novel, and the average of per-run HMs), the seeds used, and the cost
+    columns (trainable values and share, checkpoint bytes: the same for every seed, so their mean)."""
+    from clipsvd.training.evaluate import hm_summary  # lazy: clipsvd.training imports this package
+
+    summary = aggregate(table, by)
+    if summary.empty:
+        return summary
+    done = table[table["status"] == "completed"]
+    extra = []
+    for key, group in done.groupby(list(by), dropna=False):
+        rows = group[["base", "novel"]].to_dict("records")
+        hm = hm_summary([{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in rows])
+        costs = {c: pd.to_numeric(group[c], errors="coerce").mean() for c in COST_COLUMNS if c in group}
+        extra.append({**dict(zip(by, key)), "seeds": ", ".join(str(s) for s in sorted(group["seed"].dropna())),
+                      "hm_of_averages": hm["hm_of_averages"], "average_of_hms": hm["average_of_hms"], **costs})
+    return summary.merge(pd.DataFrame(extra), on=list(by), how="left")
+
+
+def per_class_accuracy(runs: list, split_key: str = "per_class") -> pd.DataFrame:
+    """Mean and std over seeds of each class's accuracy, per method (long table: method, class, mean, std, n).
+
+    `runs` are completed Run objects; `split_key` is "per_class", "per_class_base" or "per_class_novel".
+    """
+    rows = [{"method": run.config.get("method"), "class": name, "accuracy": value}
+            for run in runs if run.status == "completed"
+            for name, value in (run.metrics.get(split_key) or {}).items()]
+    if not rows:
+        return pd.DataFrame(columns=["method", "class", "mean", "std", "n"])
+    frame = pd.DataFrame(rows)
+    order = list(dict.fromkeys(frame["class"]))  # the dataset's label order
+    out = frame.groupby(["method", "class"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
+    out = out.rename(columns={"count": "n"})
+    out["position"] = out["class"].map(order.index)
+    return out.sort_values(["method", "position"]).drop(columns="position").reset_index(drop=True)

@@ -1,0 +1,235 @@
+"""Background training jobs for the dashboard: a list of experiments run one after another in a thread.
+
+Streamlit reruns a page script on every interaction, so training cannot live in the script: the page
+submits configs to a process-wide `JobRegistry` and polls snapshots of the job's state. The worker
+thread never touches Streamlit; everything it reports goes through a lock into plain data, and
+`get()` hands out deep copies, so a page can never see (or mutate) a half-updated state.
+
+Jobs share one run lock: on a small machine two trainings at once only slow each other down, so a
+second job waits as "queued" until the first one ends.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from clipsvd.errors import ClipsvdError
+from clipsvd.runs import Run, RunStore
+from clipsvd.training.experiment import ExperimentConfig, run_experiment
+from clipsvd.training.loop import Progress
+
+QUEUED, RUNNING, COMPLETED, CANCELLED_JOB, FAILED = "queued", "running", "completed", "cancelled", "failed"
+FINISHED = (COMPLETED, CANCELLED_JOB, FAILED)
+MAX_LOSS_POINTS = 4000  # per job; older points are thinned (every other one dropped) beyond this
+
+Runner = Callable[..., Run]
+
+
+def describe_config(config: ExperimentConfig) -> str:
+    """A one-line title for a config, as shown in the job list."""
+    shots = "all shots" if config.shots is None else f"{config.shots}-shot"
+    return f"{config.method} · {config.dataset.name} · {shots} · seed {config.seed} · {config.protocol}"
+
+
+@dataclass
+class JobState:
+    """Everything a page shows about a job. Snapshots of it are copies, safe to keep and read."""
+
+    job_id: str
+    titles: list[str]
+    status: str = QUEUED
+    index: int = 0  # the config being run (0-based); len(titles) once all are done
+    progress: Progress | None = None
+    loss_points: list[dict[str, Any]] = field(default_factory=list)  # {"run", "title", "step", "loss"}
+    messages: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    run_statuses: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_detail: str | None = None  # traceback of unexpected (non-clipsvd) errors
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.titles)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def current_title(self) -> str | None:
+        return self.titles[self.index] if self.index < self.total else None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the whole job done: finished configs plus the current one's training fraction."""
+        if self.status == COMPLETED:
+            return 1.0
+        within = self.progress.fraction if self.progress is not None and self.progress.phase == "train" else 0.0
+        if self.progress is not None and self.progress.phase in ("evaluate", "done"):
+            within = 1.0
+        return min(1.0, (self.index + within) / max(1, self.total))
+
+
+class _Job:
+    """The registry's private record of a job: its state plus the live objects a snapshot must not carry."""
+
+    def __init__(self, state: JobState, configs: list[ExperimentConfig], store: RunStore):
+        self.state = state
+        self.configs = configs
+        self.store = store
+        self.cancel = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class JobRegistry:
+    """Thread-safe registry of training jobs; one per process (the dashboard keeps it in st.cache_resource)."""
+
+    def __init__(self, runner: Runner = run_experiment):
+        self._runner = runner
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()  # guards every JobState
+        self._run_lock = threading.Lock()  # one training at a time
+
+    # ----- public API ----------------------------------------------------------------------------
+    def submit(self, configs: list[ExperimentConfig], store: RunStore) -> str:
+        """Validate the configs, then run them one after another in a daemon thread; returns the job id."""
+        if not configs:
+            raise ValueError("submit: give at least one experiment config")
+        for config in configs:
+            config.validate()  # a bad config fails here, in the page, not later in the thread
+        job_id = uuid.uuid4().hex[:10]
+        job = _Job(JobState(job_id, [describe_config(c) for c in configs]), list(configs), store)
+        with self._lock:
+            self._jobs[job_id] = job
+        job.thread = threading.Thread(target=self._work, args=(job,), name=f"clipsvd-job-{job_id}", daemon=True)
+        job.thread.start()
+        return job_id
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a job to stop after the current training step; False if it is unknown or already over."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state.done:
+                return False
+            job.cancel.set()
+            job.state.messages.append("cancel requested")
+            return True
+
+    def get(self, job_id: str) -> JobState | None:
+        """A deep copy of the job's state, or None for an unknown id (e.g. after a server restart)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return copy.deepcopy(job.state) if job is not None else None
+
+    def list(self) -> list[JobState]:
+        """Copies of every job's state, newest first."""
+        with self._lock:
+            states = [copy.deepcopy(job.state) for job in self._jobs.values()]
+        return sorted(states, key=lambda s: s.submitted, reverse=True)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobState | None:
+        """Block until the job's thread ends (or the timeout passes); for scripts and tests."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout)
+        return self.get(job_id)
+
+    # ----- worker --------------------------------------------------------------------------------
+    def _update(self, job: _Job, change: Callable[[JobState], None]) -> None:
+        with self._lock:
+            change(job.state)
+
+    def _work(self, job: _Job) -> None:
+        with self._run_lock:
+            if job.cancel.is_set():
+                self._update(job, lambda s: _finish(s, CANCELLED_JOB, "cancelled before it started"))
+                return
+            self._update(job, _start)
+            try:
+                for index, config in enumerate(job.configs):
+                    if job.cancel.is_set():
+                        break
+                    self._update(job, lambda s, i=index: _begin_config(s, i))
+                    run = self._runner(config, job.store, on_progress=self._progress_callback(job, index),
+                                       cancel=job.cancel)
+                    self._update(job, lambda s, r=run: _record_run(s, r))
+            except ClipsvdError as exc:  # user-facing: the message says what to fix
+                self._update(job, lambda s, e=exc: _fail(s, str(e), None))
+                return
+            except Exception as exc:  # a bug: keep the traceback for the details expander
+                detail = traceback.format_exc()
+                self._update(job, lambda s, e=exc, d=detail: _fail(s, f"{type(e).__name__}: {e}", d))
+                return
+            self._update(job, _finish_all)
+
+    def _progress_callback(self, job: _Job, index: int) -> Callable[[Progress], None]:
+        title = job.state.titles[index]
+
+        def on_progress(progress: Progress) -> None:
+            snapshot = dataclasses.replace(progress)
+
+            def change(state: JobState) -> None:
+                state.progress = snapshot
+                if snapshot.message and (not state.messages or state.messages[-1] != snapshot.message):
+                    if snapshot.phase != "evaluate":  # one line per evaluation batch would flood the log
+                        state.messages.append(snapshot.message)
+                if snapshot.phase == "train" and snapshot.loss is not None:
+                    state.loss_points.append({"run": index, "title": title, "step": snapshot.step,
+                                              "loss": snapshot.loss})
+                    if len(state.loss_points) > MAX_LOSS_POINTS:
+                        state.loss_points = state.loss_points[::2]
+
+            self._update(job, change)
+
+        return on_progress
+
+
+def _start(state: JobState) -> None:
+    state.status, state.started = RUNNING, time.time()
+
+
+def _begin_config(state: JobState, index: int) -> None:
+    state.index, state.progress = index, None
+    state.messages.append(f"[{index + 1}/{state.total}] {state.titles[index]}")
+
+
+def _record_run(state: JobState, run: Run) -> None:
+    state.run_ids.append(run.run_id)
+    state.run_statuses.append(run.status)
+    line = f"run {run.run_id}: {run.status}"
+    if run.message:
+        line += f" ({run.message})"
+    state.messages.append(line)
+
+
+def _finish_all(state: JobState) -> None:
+    """Cancelled only if a run was cut short or never started: a cancel that came too late changes nothing."""
+    cut = len(state.run_ids) < state.total or "cancelled" in state.run_statuses
+    status = CANCELLED_JOB if cut else COMPLETED
+    _finish(state, status, f"job {status}")
+
+
+def _fail(state: JobState, error: str, detail: str | None) -> None:
+    state.error, state.error_detail = error, detail
+    _finish(state, FAILED, f"failed: {error}")
+
+
+def _finish(state: JobState, status: str, message: str) -> None:
+    state.status, state.finished = status, time.time()
+    if status == COMPLETED:
+        state.index = state.total
+    state.messages.append(message)
+
+
+__all__ = ["CANCELLED_JOB", "COMPLETED", "FAILED", "FINISHED", "JobRegistry", "JobState", "QUEUED", "RUNNING",
+           "describe_config"]

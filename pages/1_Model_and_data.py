@@ -1,0 +1,219 @@
+"""Model & data: choose the backbone and its weights, the dataset and K, and look at the images."""
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.data import DatasetSpec, builtin_datasets, extract_zip, few_shot
+from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
+from clipsvd.data.loaders.coop import COOP_DATASETS
+from clipsvd.methods import count_parameters
+from clipsvd.models import (
+    RANDOM_WEIGHTS,
+    TINY_MODEL_NAME,
+    ModelSpec,
+    list_architectures,
+    list_pretrained_tags,
+    load_model,
+)
+
+UPLOAD_TYPES = ["safetensors", "pt", "bin"]
+WEIGHT_SOURCES = ("Random (seeded)", "Pretrained tag", "Local checkpoint file", "Upload checkpoint")
+DATA_SOURCES = ("Built-in", "Data root (CoOp / BiomedCoOp / ImageFolder)", "MedMNIST .npz file",
+                "Upload zipped ImageFolder")
+FIRST_ARCHITECTURES = (TINY_MODEL_NAME, "ViT-B-16", "ViT-B-32")  # the fast test model, then the papers' backbones
+HUB_EXAMPLE = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+PREVIEW_SHOTS = 6  # images per class shown at most
+
+
+def upload_dir() -> Path:
+    """A per-session temporary folder for uploaded checkpoints and archives."""
+    if "upload_dir" not in st.session_state:
+        st.session_state["upload_dir"] = tempfile.mkdtemp(prefix="clipsvd-upload-")
+    return Path(st.session_state["upload_dir"])
+
+
+def save_upload(uploaded) -> Path:
+    """Write an uploaded file once, in a folder named by Streamlit's file id, under a sanitised name."""
+    target = upload_dir() / uploaded.file_id / ui.file_stem(Path(uploaded.name).name)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(uploaded.getbuffer())
+    return target
+
+
+def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
+    source = st.radio("Weights", WEIGHT_SOURCES, horizontal=True, key="_w_weight_source")
+    if source == WEIGHT_SOURCES[0]:
+        seed = st.number_input("Initialisation seed", 0, 2**31 - 1, current.seed, key="_w_model_seed")
+        return ModelSpec(architecture, RANDOM_WEIGHTS, int(seed))
+    if source == WEIGHT_SOURCES[1]:
+        tags = list_pretrained_tags(architecture)
+        if not tags:
+            st.info(f"open_clip lists no pretrained tags for {architecture}.")
+            return None
+        st.caption("Downloads need internet (set HF_HUB_OFFLINE=0 before starting) or a filled cache.")
+        return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key="_w_tag"))
+    if source == WEIGHT_SOURCES[2]:
+        path = st.text_input("Checkpoint path", placeholder="/path/to/ViT-B-16.safetensors", key="_w_ckpt_path")
+        return ModelSpec(architecture, path.strip()) if path.strip() else None
+    uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key="_w_ckpt_upload",
+                                help="Loaded with weights_only=True: plain tensors only, never pickled objects.")
+    return ModelSpec(architecture, str(save_upload(uploaded))) if uploaded else None
+
+
+@st.cache_resource(show_spinner="Building the model…", max_entries=2)
+def parameter_count(spec: ModelSpec) -> int:
+    """Builds the model once (this also validates a checkpoint) and counts its parameters."""
+    return count_parameters(load_model(spec, "cpu").model)
+
+
+def model_section() -> None:
+    current = ui.model_spec()
+    architectures = list_architectures()
+    ordered = [*FIRST_ARCHITECTURES, *(a for a in architectures if a not in FIRST_ARCHITECTURES)]
+    hub = st.text_input("Hub model id (optional)", placeholder=HUB_EXAMPLE, key="_w_hub",
+                        help="Overrides the architecture; the weights come with the hub model.")
+    if hub.strip():
+        spec = ModelSpec(hub.strip())
+    else:
+        index = ordered.index(current.architecture) if current.architecture in ordered else 1
+        architecture = st.selectbox("Architecture", ordered, index=index, key="_w_arch",
+                                    help=f"{TINY_MODEL_NAME}: 2 layers, width 64, 64 px — seconds per run on CPU.")
+        spec = weights_widgets(architecture, current)
+    if st.button("Use this model", type="primary", disabled=spec is None, key="use_model"):
+        count = ui.try_call(parameter_count, spec)
+        if count is not None:
+            st.session_state[ui.MODEL_KEY] = spec
+            ui.flash("model", f"Model set: {spec.label} ({count:,} parameters)")
+    ui.show_flash("model")
+    ui.model_notice()
+
+
+def root_dataset_widgets() -> DatasetSpec | None:
+    kind = st.selectbox("Layout", ("biomedcoop", "coop", "imagefolder"), key="_w_kind",
+                        format_func={"biomedcoop": "BiomedCoOp folders", "coop": "CoOp DATA folder",
+                                     "imagefolder": "ImageFolder (class folders)"}.get)
+    root = st.text_input("Data root", placeholder="/data/biomed", key="_w_root").strip()
+    if kind == "coop":
+        name = st.selectbox("Dataset", list(COOP_DATASETS), key="_w_coop_name")
+    elif kind == "biomedcoop":
+        found = available_biomedcoop(root) if root else []
+        name = st.selectbox("Dataset", found or list(BIOMEDCOOP_DATASETS), key="_w_biomed_name",
+                            help="Folders found under the root" if found else "BiomedCoOp's dataset names")
+    else:
+        name = st.text_input("Name", value=Path(root).name if root else "", key="_w_if_name").strip()
+    return DatasetSpec(kind, name or "dataset", root) if root else None
+
+
+def upload_dataset_widgets() -> DatasetSpec | None:
+    uploaded = st.file_uploader("Zipped ImageFolder (root/<class>/<images> or root/{train,val,test}/<class>/…)",
+                                type=["zip"], key="_w_zip")
+    if uploaded is None:
+        return None
+    roots = st.session_state.setdefault("zip_roots", {})  # file id -> extracted dataset root
+    if uploaded.file_id not in roots:
+        root = ui.try_call(extract_zip, uploaded.getvalue(), upload_dir() / f"zip-{uploaded.file_id}",
+                           source=uploaded.name)
+        if root is None:
+            return None
+        roots[uploaded.file_id] = str(root)
+    root = roots[uploaded.file_id]
+    return DatasetSpec("imagefolder", Path(uploaded.name).stem, str(root))
+
+
+def dataset_section() -> None:
+    source = st.radio("Source", DATA_SOURCES, key="_w_data_source")
+    spec = None
+    if source == DATA_SOURCES[0]:
+        builtins = builtin_datasets()
+        if not builtins:
+            st.error("No built-in dataset files on this machine (pip install animal-shape-mnist; "
+                     "apt-get install dataset-fashion-mnist).")
+        else:
+            name = st.selectbox("Dataset", list(builtins), key="_w_builtin")
+            st.caption(builtins[name])
+            spec = DatasetSpec("builtin", name)
+    elif source == DATA_SOURCES[1]:
+        spec = root_dataset_widgets()
+    elif source == DATA_SOURCES[2]:
+        path = st.text_input("MedMNIST .npz path", placeholder="/data/medmnist/dermamnist.npz", key="_w_npz").strip()
+        spec = DatasetSpec("medmnist", Path(path).stem, path) if path else None
+    else:
+        spec = upload_dataset_widgets()
+    template = st.text_input("Prompt template override (optional)", placeholder="a photo of a {}.",
+                             key="_w_template").strip()
+    k_col, seed_col = st.columns(2)
+    k = k_col.number_input("Shots per class (0: all)", 0, 10_000, ui.shots() or 0, key="_w_shots")
+    seed = seed_col.number_input("Sampling seed", 0, 2**31 - 1, ui.data_seed(), key="_w_data_seed")
+    if st.button("Use this dataset", type="primary", disabled=spec is None, key="use_dataset"):
+        if template:
+            spec = ui.try_call(DatasetSpec, spec.kind, spec.name, spec.root, template)
+        if spec is not None and ui.try_call(ui.cached_dataset, spec) is not None:
+            st.session_state[ui.DATASET_KEY] = spec
+            st.session_state[ui.SHOTS_KEY] = int(k) or None
+            st.session_state[ui.DATA_SEED_KEY] = int(seed)
+            ui.flash("dataset", f"Dataset set: {ui.dataset_label(spec)}, {ui.shots_label(int(k) or None)}, "
+                                f"seed {int(seed)}")
+    ui.show_flash("dataset")
+    st.info(ui.NO_BIOMEDICAL_NOTE, icon=":material/biotech:")
+
+
+def preview() -> None:
+    spec = ui.dataset_spec()
+    dataset = ui.try_call(ui.cached_dataset, spec)
+    if dataset is None:
+        return
+    summary = dataset.summary()
+    st.subheader(f"Selected dataset: {ui.dataset_label(spec)}")
+    cols = st.columns(4)
+    cols[0].metric("Classes", summary["n_classes"])
+    cols[1].metric("Train images", f"{summary['train']:,}")
+    cols[2].metric("Val images", "—" if summary["val"] is None else f"{summary['val']:,}")
+    cols[3].metric("Test images", f"{summary['test']:,}")
+    st.caption(f"{summary['description']}  Template: `{summary['template']}`")
+
+    grid_tab, counts_tab, prompts_tab = st.tabs(["Images per class", "Class counts", "Prompts"])
+    with grid_tab:
+        image_grid(dataset)
+    with counts_tab:
+        counts = ui.class_count_table(dataset)
+        st.dataframe(counts, width="stretch")
+        ui.table_download(counts.reset_index(), ui.file_stem(dataset.name, "class-counts"), key="counts")
+    with prompts_tab:
+        prompts = pd.DataFrame({"class": dataset.classnames, "prompt": dataset.prompts()})
+        st.dataframe(prompts, hide_index=True, width="stretch")
+        ui.table_download(prompts, ui.file_stem(dataset.name, "prompts"), key="prompts")
+
+
+def image_grid(dataset) -> None:
+    k = ui.shots() or PREVIEW_SHOTS
+    shown = min(k, PREVIEW_SHOTS)
+    n_classes = len(dataset.classnames)
+    limit = st.slider("Classes shown", 1, n_classes, min(n_classes, 10), key="_w_preview_classes")
+    sample = ui.try_call(few_shot, dataset.train, k, ui.data_seed(), classnames=dataset.classnames)
+    if sample is None:
+        return
+    st.caption(f"The {ui.shots_label(ui.shots())} training sample (seed {ui.data_seed()}); "
+               f"{shown} image(s) per class shown.")
+    for label, name in enumerate(dataset.classnames[:limit]):
+        positions = [i for i, y in enumerate(sample.labels) if y == label][:shown]
+        columns = st.columns([2] + [1] * PREVIEW_SHOTS)
+        columns[0].markdown(f"**{name}**")
+        for column, i in zip(columns[1:], positions):
+            column.image(sample.load_image(i), width="stretch")
+
+
+ui.page_header("Model & data", "Pick the backbone and its weights, the dataset and K; check the images before "
+               "training.")
+model_col, data_col = st.columns(2, gap="large")
+with model_col:
+    st.subheader("Model")
+    model_section()
+with data_col:
+    st.subheader("Dataset")
+    dataset_section()
+st.divider()
+preview()

@@ -1,0 +1,206 @@
+"""Train: pick methods and settings, start a background job, watch it live, cancel it, open its runs."""
+import pandas as pd
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.methods import PROTOCOLS, available_methods, get_method
+from clipsvd.models import resolve_device
+from clipsvd.plots.training import loss_curve_figure
+from clipsvd.training import ExperimentConfig
+from clipsvd.training.jobs import JobState
+
+CPU_TEST_CAP = 20  # test images per class on CPU by default
+SEED_CHOICES = list(range(1, 11))
+
+
+def settings() -> list[ExperimentConfig]:
+    """The controls; returns one config per method × seed."""
+    methods = st.multiselect("Methods", available_methods(), default=["clip-svd"], key="_w_methods",
+                             format_func=lambda m: get_method(m).display_name)
+    c1, c2, c3, c4 = st.columns(4)
+    protocol = c1.radio("Protocol", PROTOCOLS, horizontal=True, key="_w_protocol",
+                        help="few-shot: K images per class, test on all classes. base2novel: train on the first "
+                             "half of the classes, test on base and novel halves (HM).")
+    k = c2.number_input("Shots per class (0: all)", 0, 10_000, ui.shots() or 0, key="_w_train_shots")
+    seeds = c3.multiselect("Seeds", SEED_CHOICES, default=[ui.data_seed()] if ui.data_seed() in SEED_CHOICES else [1],
+                           key="_w_seeds", help="One run per method and seed; the papers report seeds 1, 2, 3.")
+    on_cpu = ui.try_call(resolve_device, ui.device())
+    on_cpu = on_cpu is None or on_cpu.type == "cpu"
+    cap = c4.number_input("Max test images per class (0: all)", 0, 100_000, CPU_TEST_CAP if on_cpu else 0,
+                          key="_w_test_cap")
+    if on_cpu and cap:
+        st.caption(f"On CPU, evaluation uses at most {cap} test images per class (a seeded subset, the same for "
+                   "every method and seed) so a run ends in seconds to minutes; set 0 for the whole test split.")
+    k = int(k) or None
+    st.session_state[ui.SHOTS_KEY] = k
+    overrides = {}
+    if methods:
+        with st.expander("Hyperparameters (the papers' defaults for this protocol and K; open to change)"):
+            tabs = st.tabs([get_method(m).display_name for m in methods])
+            for tab, method in zip(tabs, methods):
+                with tab:
+                    st.caption(get_method(method).summary)
+                    overrides[method] = ui.hyperparameter_form(method, protocol, k, key=f"hp-{method}")
+                    if protocol == "base2novel" and not get_method(method).supports_novel_classes:
+                        st.caption("This method cannot score novel classes: its novel accuracy and HM stay empty.")
+        changed = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in overrides.items() if o]
+        st.caption("Changed from the defaults: " + ("; ".join(changed) if changed else "nothing"))
+    return [ExperimentConfig(method=m, model=ui.model_spec(), dataset=ui.dataset_spec(), shots=k, seed=int(s),
+                             protocol=protocol, hyperparameters=overrides[m], device=ui.device(),
+                             max_test_per_class=int(cap) or None)
+            for m in methods for s in seeds]
+
+
+def current_job_id() -> str | None:
+    """The job shown: ?job=<id> survives reloads, session state survives page switches."""
+    job_id = st.query_params.get("job") or st.session_state.get(ui.JOB_KEY)
+    if job_id:
+        st.session_state[ui.JOB_KEY] = job_id
+        st.query_params["job"] = job_id
+    return job_id
+
+
+def start(configs: list[ExperimentConfig]) -> None:
+    job_id = ui.try_call(ui.job_registry().submit, configs, ui.run_store())
+    if job_id:
+        st.session_state[ui.JOB_KEY] = job_id
+        st.query_params["job"] = job_id
+
+
+def progress_text(state: JobState) -> str:
+    p = state.progress
+    where = f"Run {min(state.index + 1, state.total)}/{state.total}"
+    if state.done:
+        return f"{where} · job {state.status}"
+    if p is None:
+        return f"{where} · {state.status}"
+    if p.phase == "train":
+        return f"{where} · training epoch {p.epoch}/{p.epochs}, step {p.step}/{p.total_steps}"
+    return f"{where} · {p.message or p.phase}"
+
+
+def running_metrics(state: JobState) -> None:
+    p = state.progress
+    cols = st.columns(5)
+    cols[0].metric("Status", state.status)
+    cols[1].metric("Current run", state.current_title.split(" · ")[0] if state.current_title else "—")
+    cols[2].metric("Loss", f"{p.loss:.4f}" if p is not None and p.loss is not None else "—")
+    cols[3].metric("Learning rate", f"{p.lr:.2e}" if p is not None and p.lr is not None else "—")
+    eta = p.eta_s if p is not None and p.phase == "train" else None
+    cols[4].metric("ETA (this run)", ui.seconds_text(eta))
+
+
+def finished_metrics(state: JobState) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Status", state.status)
+    cols[1].metric("Runs saved", f"{len(state.run_ids)} of {state.total}")
+    last = state.loss_points[-1]["loss"] if state.loss_points else None
+    cols[2].metric("Last training loss", f"{last:.4f}" if last is not None else "—")
+    took = state.finished - state.started if state.finished and state.started else None
+    cols[3].metric("Took", ui.seconds_text(took))
+
+
+def job_view(state: JobState) -> None:
+    """Everything about one job; drawn by the live fragment while it runs, once more when it ends."""
+    st.progress(state.fraction, text=progress_text(state))
+    if state.done:
+        finished_metrics(state)
+    else:
+        running_metrics(state)
+    if state.error:
+        st.error(f"Training failed: {state.error}")
+        if state.error_detail:
+            with st.expander("Traceback"):
+                st.code(state.error_detail)
+    if state.loss_points:
+        points = pd.DataFrame(state.loss_points)
+        fig = loss_curve_figure(points)
+        st.plotly_chart(fig, key=f"loss-{state.job_id}")
+        if state.done:  # not while polling: the buttons would be rebuilt every two seconds
+            ui.figure_downloads(fig, ui.file_stem("job", state.job_id, "loss"), key="loss")
+            ui.table_download(points, ui.file_stem("job", state.job_id, "loss"), key="loss", label="Loss (CSV)")
+    with st.expander("Log", expanded=False):
+        st.code("\n".join(state.messages[-200:]) or "—")
+
+
+@st.fragment(run_every=2)
+def live_job(job_id: str) -> None:
+    state = ui.job_registry().get(job_id)
+    if state is None:
+        return
+    if st.button("Cancel training", type="secondary", disabled=state.done, key="cancel_training",
+                 icon=":material/stop_circle:"):
+        ui.job_registry().cancel(job_id)
+        state = ui.job_registry().get(job_id)
+    job_view(state)
+    if state.done:
+        st.rerun()  # redraw the whole page once: the finished view has no timer
+
+
+def finished_runs(state: JobState) -> None:
+    if not state.run_ids:
+        return
+    st.subheader("Runs of this job")
+    store = ui.run_store()
+    for run_id in state.run_ids:
+        run = ui.try_call(store.load, run_id)
+        if run is None:
+            continue
+        left, right = st.columns([3, 2])
+        left.markdown(f"**{ui.run_title(run)}**" + (f"  \n{run.message}" if run.message else ""))
+        with right:
+            links = st.columns(3)
+            with links[0]:
+                ui.page_link("sigma", "σ shifts", run=run_id)
+            with links[1]:
+                ui.page_link("heads", "Heads", run=run_id)
+            with links[2]:
+                ui.page_link("runs", "Details", run=run_id)
+
+
+def job_label(state: JobState) -> str:
+    return f"{state.job_id} · {state.status} · {state.total} run(s) · {state.titles[0]}"
+
+
+def job_section() -> None:
+    job_id = current_job_id()
+    if not job_id:
+        st.info("No training job yet in this session: choose settings above and press **Start training**.")
+        return
+    state = ui.job_registry().get(job_id)
+    if state is None:
+        st.warning(f"Job {job_id} is not known to this server (it was restarted?). Its finished runs are in the "
+                   "run store; see the Runs page.")
+        ui.page_link("runs")
+        return
+    jobs = ui.job_registry().list()
+    if len(jobs) > 1:
+        ids = [j.job_id for j in jobs]
+        chosen = st.selectbox("Job", ids, index=ids.index(job_id) if job_id in ids else 0, key=f"_w_job-{job_id}",
+                              format_func=lambda i: job_label(jobs[ids.index(i)]))
+        if chosen != job_id:
+            st.session_state[ui.JOB_KEY] = chosen
+            st.query_params["job"] = chosen
+            st.rerun()
+    st.subheader(f"Job {job_id}")
+    if state.done:
+        job_view(state)
+        finished_runs(state)
+    else:
+        live_job(job_id)
+
+
+ui.page_header("Train", "Fine-tune one or several methods in this process; runs land in the run store.")
+ui.model_notice()
+data_col, link_col = st.columns([4, 1], vertical_alignment="center")
+data_col.markdown(f"**Dataset** · {ui.dataset_label(ui.dataset_spec())}")
+with link_col:
+    ui.page_link("data", "Change model or data")
+configs = settings()
+button_col, note_col = st.columns([1, 4], vertical_alignment="center")
+if button_col.button("Start training", type="primary", disabled=not configs, key="start_training",
+                     icon=":material/play_arrow:"):
+    start(configs)
+note_col.caption(f"{len(configs)} run(s), one after another in the background; you can leave this page.")
+st.divider()
+job_section()

@@ -1,0 +1,62 @@
+"""Singular values: how far each matrix's σ moved during fine-tuning, and one matrix's spectrum."""
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.analysis import singular_value_shifts, singular_value_shifts_from_method, spectra
+from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
+from clipsvd.plots import spectra_figure, sv_shift_heatmap
+from clipsvd.plots.weights import MEASURE_TITLES
+
+
+@st.cache_data(show_spinner="Decomposing every matrix before and after…", max_entries=8)
+def shifts_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str]):
+    """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods via plain weights."""
+    if hasattr(_ctx.method, "singular_value_weights"):
+        return singular_value_shifts_from_method(_ctx.method)
+    return singular_value_shifts(_ctx.before, _ctx.method)
+
+
+@st.cache_data(show_spinner="Computing the spectrum…", max_entries=32)
+def spectrum(_ctx: ui.AnalysisContext, key: tuple[str, str, str], encoder: str, layer: int, kind: str):
+    return spectra(_ctx.before, _ctx.method, encoder, layer, kind)
+
+
+ui.page_header("Singular values", "Where training moved the singular values σ of each attention and MLP matrix.")
+CONTEXT = ui.analysis_context()
+if CONTEXT is not None:
+    shifts = ui.try_call(shifts_table, CONTEXT, CONTEXT.key)
+    if shifts is not None:
+        c1, c2 = st.columns([1, 3])
+        measure = c1.selectbox("Measure", list(MEASURE_TITLES), key="_w_sv_measure",
+                               format_func=lambda m: f"{m} ({MEASURE_TITLES[m]})")
+        ui.unchanged_note(CONTEXT, bool((shifts["rel_change"] > 0).any()), "attention or MLP matrices")
+        top = shifts.sort_values(measure, key=abs, ascending=False).iloc[0]
+        cols = st.columns(3)
+        cols[0].metric("Matrices", len(shifts))
+        cols[1].metric("Matrices changed", int((shifts["rel_change"] > 0).sum()))
+        cols[2].metric("Largest change", f"{top['encoder']} L{top['layer']} {top['kind']}",
+                       f"{MEASURE_TITLES[measure]} = {top[measure]:.3g}", delta_color="off", delta_arrow="off")
+        fig = sv_shift_heatmap(shifts, measure)
+        st.plotly_chart(fig, key="sv-heatmap")
+        ui.figure_downloads(fig, ui.file_stem(CONTEXT.run.run_id, "sigma-shift", measure), key="heatmap")
+        if hasattr(CONTEXT.method, "singular_value_weights"):
+            st.caption("CLIP-SVD: each trained σ is compared with its own initial value (same singular vectors).")
+        else:
+            st.caption("This method trains plain weights: σ are recomputed after training and matched by rank.")
+        with st.expander("Table"):
+            st.dataframe(shifts, hide_index=True, width="stretch")
+            ui.table_download(shifts, ui.file_stem(CONTEXT.run.run_id, "sigma-shifts"), key="shifts")
+
+        st.subheader("Spectrum of one matrix")
+        s1, s2, s3, s4 = st.columns(4, vertical_alignment="bottom")
+        encoder = s1.selectbox("Encoder", [e for e in ENCODERS if e in set(shifts["encoder"])], key="_w_sp_enc")
+        layers = sorted(shifts.loc[shifts["encoder"] == encoder, "layer"].unique())
+        layer = s2.selectbox("Layer", layers, index=len(layers) - 1, key="_w_sp_layer")
+        kind = s3.selectbox("Matrix", MATRIX_KINDS, key="_w_sp_kind")
+        log_y = s4.toggle("Log scale", value=True, key="_w_sp_log")
+        table = ui.try_call(spectrum, CONTEXT, CONTEXT.key, encoder, int(layer), kind)
+        if table is not None:
+            spec_fig = spectra_figure(table, f"σ of {encoder} layer {layer} · {kind}", log_y=log_y)
+            st.plotly_chart(spec_fig, key="spectrum")
+            ui.figure_downloads(spec_fig, ui.file_stem(CONTEXT.run.run_id, "spectrum", encoder, layer, kind),
+                                key="spectrum")

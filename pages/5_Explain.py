@@ -1,0 +1,88 @@
+"""Explain: TextSpan descriptions of what attention heads write, before vs after fine-tuning."""
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, explain_heads, load_corpus, parse_corpus
+from clipsvd.analysis.decomposition import resolve_layers, vision_tower
+from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
+from clipsvd.plots import textspan_figure
+
+UPLOAD = "upload a .txt file"
+
+
+def choose_corpus() -> tuple[str, list[str]] | None:
+    """(name, lines) of the corpus TextSpan picks descriptions from."""
+    choice = st.radio("Corpus", (*BUILTIN_CORPORA, UPLOAD), horizontal=True, key="_w_ts_corpus",
+                      help="biomedical: imaging descriptions; general: everyday visual descriptions.")
+    if choice != UPLOAD:
+        lines = ui.try_call(load_corpus, choice)
+        return (choice, lines) if lines else None
+    uploaded = st.file_uploader("Corpus (one description per line, UTF-8)", type=["txt"], key="_w_ts_upload")
+    if uploaded is None:
+        return None
+    lines = ui.try_call(parse_corpus, uploaded.getvalue().decode("utf-8", errors="replace"), uploaded.name)
+    return (uploaded.name, lines) if lines else None
+
+
+@st.cache_resource(show_spinner="Running TextSpan before and after (forward passes, then text embeddings)…",
+                   max_entries=4)
+def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[str, ...], layers: tuple[int, ...],
+             texts_per_head: int, per_class: int):
+    dataset = ui.analysis_images(_ctx.run, per_class)
+    cache = TextSpanCache(ui.runs_root() / ".textspan-cache")
+    images_key = f"{_ctx.run.config['dataset']}|test|{per_class}|{_ctx.before.image_size}"
+    return tuple(
+        explain_heads(model, ui.image_batches(dataset, _ctx.before), list(corpus), list(layers), texts_per_head,
+                      cache=cache, images_key=images_key)
+        for model in (_ctx.before, _ctx.method))
+
+
+def show_head(before, after, layer: int, head: int, run_id: str) -> None:
+    fig = textspan_figure(before.head(layer, head), after.head(layer, head))
+    st.plotly_chart(fig, key=f"ts-{layer}-{head}")
+    ui.figure_downloads(fig, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
+    table = compare_heads(before, after, layer, head)
+    with st.expander(f"Texts of layer {layer} · head {head}, step by step"):
+        st.dataframe(table, hide_index=True, width="stretch")
+        ui.table_download(table, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
+
+
+ui.page_header("Explain (TextSpan)", "Describe what each attention head writes with texts from a corpus, "
+               "before and after fine-tuning.")
+CONTEXT = ui.analysis_context()
+TOWER = ui.try_call(vision_tower, CONTEXT.before) if CONTEXT is not None else None
+if TOWER is not None:
+    n_layers = len(TOWER.transformer.resblocks)
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    with c1:
+        corpus = choose_corpus()
+    layers = c2.multiselect("Layers", list(range(n_layers)), default=list(resolve_layers(n_layers, None)),
+                            key="_w_ts_layers", help="TextSpan finds most of the effect in the last few layers.")
+    texts = c3.slider("Texts per head", 3, 40, DEFAULT_TEXTS_PER_HEAD, key="_w_ts_texts")
+    per_class = c4.slider("Images per class", 2, 100, 10, key="_w_ts_images")
+    if corpus is not None and layers:
+        params = {"run": CONTEXT.run.run_id, "corpus": corpus[0], "n": len(corpus[1]), "layers": sorted(layers),
+                  "texts": texts, "images": per_class}
+        if ui.computed_once("textspan", params, "Run TextSpan"):
+            result = ui.try_call(textspan, CONTEXT, CONTEXT.key, tuple(corpus[1]), tuple(sorted(layers)), texts,
+                                 per_class)
+            if result is not None:
+                before, after = result
+                importance = after.importance()
+                options = [(int(r.layer), int(r.head)) for r in importance.itertuples()]
+                st.subheader("Heads")
+                shown = st.multiselect("Heads to show (ordered by the variance of their contribution after "
+                                       "fine-tuning)", options, default=options[:3], key="_w_ts_heads",
+                                       format_func=lambda lh: f"layer {lh[0]} · head {lh[1]}")
+                for layer, head in shown:
+                    show_head(before, after, layer, head, CONTEXT.run.run_id)
+                with st.expander("Head importance (after)"):
+                    st.dataframe(importance, hide_index=True, width="stretch")
+                    ui.table_download(importance, ui.file_stem(CONTEXT.run.run_id, "head-importance"),
+                                      key="importance")
+                ui.table_download(after.frame(), ui.file_stem(CONTEXT.run.run_id, "textspan-after"),
+                                  key="ts-all-after", label="All texts after (CSV)")
+                ui.table_download(before.frame(), ui.file_stem(CONTEXT.run.run_id, "textspan-before"),
+                                  key="ts-all-before", label="All texts before (CSV)")
+    elif not layers:
+        st.info("Choose at least one layer.")

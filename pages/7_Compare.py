@@ -1,0 +1,112 @@
+"""Compare: methods side by side over the same dataset, protocol, shots and seeds."""
+import pandas as pd
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.plots.compare import method_bars, per_class_heatmap
+from clipsvd.runs import common_seeds, compare_methods, per_class_accuracy
+
+SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
+
+
+def most_runs_first(table: pd.DataFrame, column: str) -> list:
+    """Options of a filter, the value with the most runs first (the default choice)."""
+    return table[column].dropna().value_counts().index.tolist()
+
+
+def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
+    """Top row of filters; returns the completed runs to compare and their protocol."""
+    done = table[table["status"] == "completed"]
+    if done.empty:
+        st.info("No completed runs yet: train at least one on the Train page.")
+        ui.page_link("train")
+        return None
+    c1, c2, c3, c4 = st.columns(4)
+    model = c1.selectbox("Model", most_runs_first(done, "model"), key="_w_cmp_model")
+    part = done[done["model"] == model]
+    if ui.UNTRAINED_LABEL in model:
+        st.warning(f"These runs start from **{model}**: random weights, so the scores compare untrained networks.",
+                   icon="⚠️")
+    dataset = c2.selectbox("Dataset", most_runs_first(part, "dataset"), key="_w_cmp_dataset")
+    part = part[part["dataset"] == dataset]
+    protocol = c3.selectbox("Protocol", most_runs_first(part, "protocol"), key="_w_cmp_protocol")
+    part = part[part["protocol"] == protocol]
+    shot_values = sorted(part["shots"].unique(), key=lambda v: (pd.isna(v), v))
+    shots = c4.selectbox("Shots", shot_values, key="_w_cmp_shots",
+                         format_func=lambda v: "all" if pd.isna(v) else f"{int(v)}-shot")
+    part = part[part["shots"].isna()] if pd.isna(shots) else part[part["shots"] == shots]
+    m1, m2 = st.columns([3, 1])
+    methods = m1.multiselect("Methods", sorted(part["method"].unique()), default=sorted(part["method"].unique()),
+                             key="_w_cmp_methods")
+    part = part[part["method"].isin(methods)]
+    same = m2.toggle("Common seeds only", value=True, key="_w_cmp_same_seeds",
+                     help="Average only over seeds every chosen method has: other averages are not comparable.")
+    seeds = common_seeds(part)
+    if same:
+        if not seeds and not part.empty:
+            st.warning("These methods share no seed; showing every run instead.")
+        else:
+            left_out = int((~part["seed"].isin(seeds)).sum())
+            part = part[part["seed"].isin(seeds)]
+            if left_out:
+                st.caption(f"{left_out} run(s) left out: their seeds are not shared by every chosen method.")
+    return part, protocol
+
+
+def headline(summary: pd.DataFrame, protocol: str) -> None:
+    key = "hm_mean" if protocol == "base2novel" else "accuracy_mean"
+    ranked = summary.dropna(subset=[key]).sort_values(key, ascending=False)
+    if ranked.empty:
+        return
+    best = ranked.iloc[0]
+    cols = st.columns(4)
+    cols[0].metric("Best method", best["method"])
+    cols[1].metric("HM" if protocol == "base2novel" else "Accuracy", ui.mean_std_text(best, key[:-5], " %"))
+    cols[2].metric("Methods compared", len(summary))
+    cols[3].metric("Runs", int(summary["n"].sum()))
+
+
+def results(part: pd.DataFrame, protocol: str) -> None:
+    summary = compare_methods(part)
+    if summary.empty:
+        st.info("No completed runs match these filters.")
+        return
+    headline(summary, protocol)
+    st.subheader("Scores and costs")
+    st.dataframe(ui.comparison_view(summary, protocol), hide_index=True, width="stretch")
+    ui.table_download(summary, ui.file_stem("comparison", *part[["dataset", "protocol"]].iloc[0]), key="summary")
+    if protocol == "base2novel":
+        st.caption("HM (avg of runs) averages each run's harmonic mean; HM (of avgs) is the harmonic mean of the "
+                   "averaged base and novel accuracies. Papers use either; both are shown.")
+    fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]))
+    st.plotly_chart(fig, key="method-bars")
+    ui.figure_downloads(fig, "methods-mean-std", key="bars")
+
+    st.subheader("Per-class accuracy")
+    runs = ui.load_runs(part["run_id"].tolist())
+    split = "per_class"
+    if protocol == "base2novel":
+        split = st.radio("Classes", ["per_class_base", "per_class_novel"], horizontal=True, key="_w_cmp_split",
+                         format_func=lambda s: s.rsplit("_", 1)[1])
+    per_class = per_class_accuracy(runs, split)
+    if per_class.empty:
+        st.caption("No per-class accuracy in these runs.")
+        return
+    heat = per_class_heatmap(per_class)
+    st.plotly_chart(heat, key="per-class-heatmap")
+    ui.figure_downloads(heat, "per-class-accuracy", key="heat")
+    with st.expander("Per-class table"):
+        st.dataframe(per_class, hide_index=True, width="stretch")
+        ui.table_download(per_class, "per-class-accuracy", key="per-class")
+    with st.expander(f"The {len(part)} runs compared"):
+        st.dataframe(part, hide_index=True, width="stretch", column_config=ui.RUN_COLUMNS,
+                     column_order=ui.RUN_COLUMN_ORDER)
+        ui.table_download(part, "runs-compared", key="runs-compared")
+
+
+ui.page_header("Compare", "Methods side by side on the same data, K and seeds: mean ± std, base/novel/HM, and cost.")
+table = ui.try_call(ui.runs_table, ui.run_store())
+chosen = choose(table) if table is not None else None
+if chosen is not None:
+    st.divider()
+    results(*chosen)

@@ -1,0 +1,103 @@
+"""Runs: every run in the store as a table; one run's details, its bundle, and deleting it."""
+import pandas as pd
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.plots.training import history_figure
+from clipsvd.runs import Run
+
+STATUSES = ("completed", "cancelled", "diverged")
+
+
+def runs_table() -> pd.DataFrame | None:
+    store = ui.run_store()
+    table = ui.try_call(ui.runs_table, store)
+    if table is None:
+        return None
+    st.caption(f"{len(table)} run(s) in `{store.root}`")
+    if table.empty:
+        st.info("The run store is empty. Train a run on the Train page.")
+        ui.page_link("train")
+        return table
+    st.dataframe(table, hide_index=True, width="stretch", column_config=ui.RUN_COLUMNS,
+                 column_order=ui.RUN_COLUMN_ORDER)
+    ui.table_download(table, "runs", key="runs-table", label="Runs table (CSV)")
+    return table
+
+
+def details(run: Run) -> None:
+    ui.run_model_notice(run)
+    if run.message:
+        (st.warning if run.status != "completed" else st.info)(f"{run.status}: {run.message}")
+    m = run.metrics
+    cols = st.columns(6)
+    if m.get("hm") is not None or "base" in m:
+        cols[0].metric("Base", ui.percent(m.get("base")))
+        cols[1].metric("Novel", ui.percent(m.get("novel")))
+        cols[2].metric("HM", ui.percent(m.get("hm")))
+    else:
+        cols[0].metric("Accuracy", ui.percent(m.get("accuracy")))
+        cols[1].metric("Test images", m.get("n_test_all", "—"))
+        cols[2].metric("Training steps", m.get("steps", "—"))
+    cols[3].metric("Trainable", f"{m.get('trainable', 0):,}", ui.fraction_text(m.get("trainable_fraction")),
+                   delta_color="off", delta_arrow="off")
+    cols[4].metric("Train time", ui.seconds_text(m.get("train_seconds")))
+    cols[5].metric("Checkpoint", ui.bytes_text(m.get("checkpoint_bytes")))
+
+    curves, per_class, config = st.tabs(["Training curve", "Per-class accuracy", "Config"])
+    with curves:
+        if run.history:
+            history = pd.DataFrame(run.history)
+            fig = history_figure(history)
+            st.plotly_chart(fig, key="history-chart")
+            ui.figure_downloads(fig, ui.file_stem(run.run_id, "training-curve"), key="history")
+            st.dataframe(history, hide_index=True, width="stretch")
+            ui.table_download(history, ui.file_stem(run.run_id, "history"), key="history")
+        else:
+            st.caption("No finished epoch recorded.")
+    with per_class:
+        table = ui.per_class_table(run)
+        if table.empty:
+            st.caption("No per-class accuracy (the run did not reach evaluation).")
+        else:
+            st.dataframe(table, hide_index=True, width="stretch")
+            ui.table_download(table, ui.file_stem(run.run_id, "per-class"), key="per-class")
+    with config:
+        st.json(run.config, expanded=False)
+        st.json(run.metrics, expanded=False)
+
+
+def actions(run: Run) -> None:
+    """Bundle download, and delete behind an explicit confirmation."""
+    store = ui.run_store()
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("Download run bundle (zip)", data=lambda: store.bundle(run.run_id),
+                        file_name=f"{run.run_id}.zip", mime="application/zip", on_click="ignore",
+                        icon=":material/folder_zip:", key="bundle")
+    if row.button("Delete run", icon=":material/delete:", key="delete_run"):
+        st.session_state["confirm_delete"] = run.run_id
+    if st.session_state.get("confirm_delete") != run.run_id:
+        return
+    st.warning(f"Delete **{run.run_id}** and its adapter tensors from disk? This cannot be undone.")
+    confirm = st.container(horizontal=True, gap="small")
+    if confirm.button("Yes, delete it", type="primary", key="confirm_delete_run"):
+        st.session_state.pop("confirm_delete", None)
+        if ui.try_call(lambda: store.delete(run.run_id) or True):
+            st.session_state.pop(ui.RUN_KEY, None)
+            st.query_params.pop("run", None)
+            st.toast(f"Deleted {run.run_id}")
+            st.rerun()
+    if confirm.button("Keep it", key="keep_run"):
+        st.session_state.pop("confirm_delete", None)
+        st.rerun()
+
+
+ui.page_header("Runs", "Every run in the store: details, training curve, per-class accuracy, bundle download, delete.")
+table = runs_table()
+if table is not None and not table.empty:
+    st.divider()
+    st.subheader("Run details")
+    run = ui.pick_run("Run", statuses=STATUSES, key="runs_page")
+    if run is not None:
+        actions(run)
+        details(run)

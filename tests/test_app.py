@@ -1,0 +1,194 @@
+"""Every dashboard page renders headless (streamlit AppTest) with the tiny model, on an empty and a filled run store."""
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from clipsvd.data import DatasetSpec
+from clipsvd.models import UNTRAINED_LABEL
+from clipsvd.runs import RunStore
+from clipsvd.training import ExperimentConfig, run_experiment
+from tests.conftest import TINY
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = {
+    "pages/1_Model_and_data.py": "Model & data",
+    "pages/2_Train.py": "Train",
+    "pages/3_Singular_values.py": "Singular values",
+    "pages/4_Heads.py": "Heads",
+    "pages/5_Explain.py": "Explain (TextSpan)",
+    "pages/6_Embeddings.py": "Embeddings",
+    "pages/7_Compare.py": "Compare",
+    "pages/8_Runs.py": "Runs",
+}
+TIMEOUT = 120  # pages import torch; the first run of a page also builds the tiny model
+
+
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory) -> RunStore:
+    """Tiny runs: CLIP-SVD and CLIPFit over two seeds (few-shot) and one CLIP-SVD base→novel run."""
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    base = ExperimentConfig(method="clip-svd", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"), shots=1,
+                            seed=1, device="cpu", hyperparameters={"epochs": 1}, max_test_per_class=2)
+    for change in ({}, {"seed": 2}, {"method": "clipfit"}, {"method": "clipfit", "seed": 2},
+                   {"protocol": "base2novel"}):
+        assert run_experiment(dataclasses.replace(base, **change), store).status == "completed"
+    return store
+
+
+def app_at(page: str | None, root: Path, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["model_spec"] = TINY
+    at.session_state["runs_root"] = str(root)
+    at.session_state["shots"] = 1
+    for key, value in state.items():
+        at.session_state[key] = value
+    if page:
+        at.switch_page(page)
+    at.run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_home_shows_methods_selection_warning_and_offline_notes(tmp_path):
+    at = app_at(None, tmp_path)
+    assert_clean(at)
+    assert at.title[0].value == "clipsvd"
+    assert any(UNTRAINED_LABEL in w.value for w in at.warning)
+    notes = " ".join(i.value for i in at.info)
+    assert "No real biomedical images ship offline" in notes and "No CLIP weights ship offline" in notes
+    text = " ".join(m.value for m in at.markdown)
+    assert all(f"`{m}`" in text for m in ("clip-svd", "clipfit", "prolip", "zero-shot", "linear-probe"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_an_empty_store(page, tmp_path):
+    at = app_at(page, tmp_path / "empty")
+    assert_clean(at)
+    assert at.title[0].value == PAGES[page]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_a_filled_store(page, filled_store):
+    at = app_at(page, filled_store.root)
+    assert_clean(at)
+    assert at.title[0].value == PAGES[page]
+    if page in ("pages/3_Singular_values.py", "pages/4_Heads.py"):
+        assert at.get("plotly_chart"), "analysis figures missing"
+        assert any(UNTRAINED_LABEL in w.value for w in at.warning)
+
+
+def test_model_and_data_page_previews_the_selected_dataset(tmp_path):
+    at = app_at("pages/1_Model_and_data.py", tmp_path)
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "10" and metrics["Train images"] == "6,000"
+    assert len(at.get("image")) >= 10  # one image per class at 1 shot
+    assert any("No real biomedical images ship offline" in i.value for i in at.info)
+
+
+def test_model_page_sets_the_tiny_model(tmp_path):
+    at = app_at("pages/1_Model_and_data.py", tmp_path, model_spec=None)
+    at.selectbox(key="_w_arch").select("clipsvd-tiny").run()
+    at.button(key="use_model").click().run()
+    assert_clean(at)
+    assert at.session_state["model_spec"].architecture == "clipsvd-tiny"
+    assert any("Model set" in s.value for s in at.success)
+
+
+def test_model_page_loads_a_local_checkpoint_and_refuses_a_broken_one(tmp_path):
+    from clipsvd.models import load_model, save_checkpoint
+
+    good = save_checkpoint(load_model(TINY, "cpu").model, tmp_path / "tiny.safetensors")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    at = app_at("pages/1_Model_and_data.py", tmp_path)
+    at.selectbox(key="_w_arch").select("clipsvd-tiny").run()
+    at.radio(key="_w_weight_source").set_value("Local checkpoint file").run()
+    at.text_input(key="_w_ckpt_path").input(str(broken)).run()
+    at.button(key="use_model").click().run()
+    assert any("broken.pt" in e.value for e in at.error)
+    assert at.session_state["model_spec"] == TINY  # unchanged
+    at.text_input(key="_w_ckpt_path").input(str(good)).run()
+    at.button(key="use_model").click().run()
+    assert_clean(at)
+    assert at.session_state["model_spec"].weights == str(good)
+    assert not any(UNTRAINED_LABEL in w.value for w in at.warning)
+
+
+def test_train_page_runs_a_job_to_completion(tmp_path):
+    at = app_at("pages/2_Train.py", tmp_path)
+    at.number_input(key="hp-clip-svd-few-shot-1-epochs").set_value(1).run()
+    at.number_input(key="_w_test_cap").set_value(2).run()
+    at.button(key="start_training").click().run()
+    assert_clean(at)
+    job_id = at.session_state["job_id"]
+    assert at.query_params["job"] in (job_id, [job_id])
+    deadline = time.time() + 90
+    while time.time() < deadline and not any(s.value == "Runs of this job" for s in at.subheader):
+        time.sleep(1)
+        at.run()
+    assert_clean(at)
+    assert any(s.value == "Runs of this job" for s in at.subheader)
+    [run] = RunStore(tmp_path).list()
+    assert run.status == "completed" and run.config["shots"] == 1 and run.config["max_test_per_class"] == 2
+
+
+def test_compare_page_shows_mean_and_std_over_seeds(filled_store):
+    at = app_at("pages/7_Compare.py", filled_store.root)
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table["method"]) == {"clip-svd", "clipfit"}
+    assert all(" ± " in value for value in table["accuracy"]) and set(table["runs"]) == {2}
+    at.selectbox(key="_w_cmp_protocol").select("base2novel").run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert {"base", "novel", "HM (avg of runs)", "HM (of avgs)"} <= set(table.columns)
+
+
+def test_runs_page_deletes_after_confirmation(tmp_path, filled_store):
+    store = RunStore(tmp_path / "copy")
+    source = filled_store.list()[-1]
+    store.save(dataclasses.replace(source, path=None), source.adapter_tensors())
+    at = app_at("pages/8_Runs.py", store.root)
+    assert_clean(at)
+    at.button(key="delete_run").click().run()
+    assert store.list(), "deleted without confirmation"
+    at.button(key="confirm_delete_run").click().run()
+    assert_clean(at)
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("page, button", [("pages/5_Explain.py", "run-textspan"),
+                                          ("pages/6_Embeddings.py", "run-umap")])
+def test_heavy_analyses_run_on_request(page, button, filled_store):
+    at = app_at(page, filled_store.root)
+    assert not at.get("plotly_chart")
+    at.button(key=button).click().run()
+    assert_clean(at)
+    assert at.get("plotly_chart")
+
+
+def test_compare_methods_reports_both_hm_conventions_and_common_seeds():
+    import pandas as pd
+
+    from clipsvd.runs import common_seeds, compare_methods
+
+    rows = [("a", 1, 80.0, 60.0), ("a", 2, 90.0, 40.0), ("b", 1, 70.0, 70.0), ("b", 3, 70.0, 70.0)]
+    table = pd.DataFrame([{"run_id": f"{m}{s}", "status": "completed", "method": m, "dataset": "d",
+                           "protocol": "base2novel", "shots": 4, "seed": s, "accuracy": None, "base": b, "novel": n,
+                           "hm": 2 * b * n / (b + n), "trainable": 10, "trainable_fraction": 0.1,
+                           "train_seconds": 1.0, "checkpoint_bytes": 100} for m, s, b, n in rows])
+    assert common_seeds(table) == [1]
+    a = compare_methods(table).set_index("method").loc["a"]
+    assert a["n"] == 2 and a["seeds"] == "1, 2"
+    assert a["base_mean"] == pytest.approx(85.0) and a["novel_mean"] == pytest.approx(50.0)
+    assert a["hm_of_averages"] == pytest.approx(2 * 85 * 50 / 135)
+    assert a["average_of_hms"] == pytest.approx((2 * 80 * 60 / 140 + 2 * 90 * 40 / 130) / 2)
+    assert a["trainable"] == 10 and a["checkpoint_bytes"] == 100

@@ -1,0 +1,239 @@
+"""End to end: a real Streamlit server driven by Debian's Chromium through Playwright.
+
+Selects the tiny model, trains a run to completion, cancels a second one, opens every page and
+downloads a PNG figure. Skipped where /usr/bin/chromium or playwright is missing.
+"""
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clipsvd.runs import RunStore
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGES = {"Model and data": "Model & data", "Train": "Train", "Singular values": "Singular values",
+         "Heads": "Heads", "Explain": "Explain (TextSpan)", "Embeddings": "Embeddings", "Compare": "Compare",
+         "Runs": "Runs"}
+SHOTS = Path(os.environ.get("CLIPSVD_SHOTS", "/tmp/shots"))  # screenshots, for a person to look at
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not become healthy at {url}")
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e-runs")
+
+
+@pytest.fixture(scope="module")
+def server(runs_root, tmp_path_factory):
+    port = free_port()
+    env = dict(os.environ, CLIPSVD_RUNS=str(runs_root), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    log = open(tmp_path_factory.mktemp("e2e-log") / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", "--server.address=127.0.0.1",
+         f"--server.port={port}", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    """One browser tab, kept for the module: session state lives as long as the tab's websocket."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        tab.goto(server)
+        tab.get_by_role("heading", name="clipsvd", exact=True).wait_for()
+        yield tab
+        context.close()
+        browser.close()
+
+
+def goto(page, nav_label: str, title: str) -> None:
+    """Switch page through the sidebar (client-side: session state survives) and wait for its title."""
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=nav_label).first.click()
+    page.get_by_role("heading", name=title, exact=True).first.wait_for()
+    page.wait_for_load_state("networkidle")
+    wait_idle(page)
+
+
+def wait_idle(page, timeout: float = 60) -> None:
+    """Wait until the script run is over (Streamlit shows a status widget while it runs)."""
+    deadline = time.time() + timeout
+    page.wait_for_timeout(300)
+    while time.time() < deadline and page.locator('[data-testid="stStatusWidget"]').count():
+        page.wait_for_timeout(200)
+
+
+def set_number(page, label: str, value: int) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    wait_idle(page)
+
+
+def assert_no_exception(page) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it first."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    height = page.evaluate('document.querySelector(\'[data-testid="stMain"]\')?.scrollHeight || 0')
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 6000))})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def start_tiny_training(page, epochs: int) -> None:
+    goto(page, "Train", "Train")
+    set_number(page, "Shots per class (0: all)", 1)
+    set_number(page, "Max test images per class (0: all)", 2)
+    if not page.get_by_label("epochs", exact=True).is_visible():  # the expander may still be open
+        page.get_by_text("Hyperparameters (the papers").click()
+    set_number(page, "epochs", epochs)
+    page.get_by_role("button", name="Start training").click()
+
+
+def test_select_tiny_model(page):
+    goto(page, "Model and data", "Model & data")
+    page.get_by_role("combobox", name="Architecture").click()
+    page.get_by_role("option", name="clipsvd-tiny", exact=True).click()
+    wait_idle(page)
+    page.get_by_role("button", name="Use this model").click()
+    page.get_by_text("Model set: clipsvd-tiny").wait_for()
+    assert page.get_by_text("untrained — load a checkpoint").count() > 0
+    screenshot(page, "model-and-data")
+    assert_no_exception(page)
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def png_bytes(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (shade, shade, shade)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_upload_zipped_imagefolder_and_refuse_a_climbing_one(page, tmp_path):
+    goto(page, "Model and data", "Model & data")
+    page.get_by_text("Upload zipped ImageFolder").click()
+    wait_idle(page)
+    upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    evil = make_zip(tmp_path / "evil.zip", {"../outside.png": png_bytes(0)})
+    upload.set_input_files(str(evil))
+    page.get_by_text("climbs out of the folder").wait_for()
+    images = {f"shapes/{cls}/{i}.png": png_bytes(60 * i) for cls in ("circle", "square") for i in range(4)}
+    upload.set_input_files(str(make_zip(tmp_path / "shapes.zip", images)))
+    wait_idle(page)
+    page.get_by_role("button", name="Use this dataset").click()
+    page.get_by_text("Dataset set: shapes (imagefolder)").wait_for()
+    assert page.get_by_role("heading", name="Selected dataset: shapes (imagefolder)").count() == 1
+    assert_no_exception(page)
+    page.get_by_text("Built-in", exact=True).click()  # back to animal-shape for the training tests
+    wait_idle(page)
+    page.get_by_role("button", name="Use this dataset").click()
+    page.get_by_text("Dataset set: animal-shape").wait_for()
+
+
+def test_train_tiny_run_to_completion(page, runs_root):
+    start_tiny_training(page, epochs=1)
+    page.get_by_role("heading", name="Runs of this job").wait_for(timeout=90_000)
+    assert_no_exception(page)
+    screenshot(page, "train-after")
+    [run] = RunStore(runs_root).list()
+    assert run.status == "completed" and run.config["method"] == "clip-svd"
+    assert run.config["model"]["architecture"] == "clipsvd-tiny" and run.config["shots"] == 1
+    job_id = page.url.split("job=")[1].split("&")[0]
+    reloaded = page.context.new_page()  # a fresh browser session: only the query string carries the job
+    try:
+        reloaded.goto(page.url)
+        reloaded.get_by_role("heading", name=f"Job {job_id}").wait_for()
+        reloaded.get_by_role("heading", name="Runs of this job").wait_for()
+    finally:
+        reloaded.close()
+
+
+def test_cancel_a_running_job(page, runs_root):
+    start_tiny_training(page, epochs=400)
+    page.get_by_text("training epoch").first.wait_for(timeout=60_000)
+    screenshot(page, "train-during")
+    page.get_by_role("button", name="Cancel training").click()
+    page.get_by_text("job cancelled").first.wait_for(timeout=60_000)
+    assert_no_exception(page)
+    statuses = sorted(run.status for run in RunStore(runs_root).list())
+    assert statuses == ["cancelled", "completed"]
+
+
+@pytest.mark.parametrize("nav_label", PAGES)
+def test_every_page_renders(page, nav_label):
+    goto(page, nav_label, PAGES[nav_label])
+    assert_no_exception(page)
+    if nav_label in ("Compare", "Runs"):
+        screenshot(page, nav_label.lower())
+
+
+def test_download_png_of_a_figure(page):
+    goto(page, "Compare", "Compare")
+    page.get_by_role("heading", name="Scores and costs").wait_for()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="PNG").first.click()
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith(b"\x89PNG"), data[:16]
+    assert download.value.suggested_filename.endswith(".png")
