@@ -15,15 +15,16 @@ from typing import Any, Callable
 
 import pandas as pd
 import streamlit as st
-from torch.utils.data import DataLoader
 
-from clipsvd.data import ClassificationDataset, DatasetSpec, TransformedSplit, eval_transform, load_dataset
+from clipsvd.analysis.runs import RunPair
+from clipsvd.analysis.runs import analysis_images as run_analysis_images
+from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import Method, get_method
 from clipsvd.models import DEFAULT_ARCHITECTURE, UNTRAINED_LABEL, LoadedModel, ModelSpec, load_model
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
 from clipsvd.runs import RUNS_ENV, Run, RunStore, default_runs_root
-from clipsvd.training import ExperimentConfig, prepare_data, restore_run
+from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -311,13 +312,10 @@ def bytes_text(value: int | None) -> str:
 
 # ----- analysis: a stored run against its pretrained model ----------------------------------------------
 @dataclasses.dataclass
-class AnalysisContext:
-    """What every analysis page compares: the run, the pretrained model, and the run's attached method."""
+class AnalysisContext(RunPair):
+    """What every analysis page compares: the run, the pretrained model, the run's method, on a device."""
 
-    run: Run
-    before: LoadedModel
-    method: Method
-    device: str
+    device: str = "auto"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -362,15 +360,7 @@ def unchanged_note(ctx: AnalysisContext, changed: bool, what: str) -> None:
 
 def analysis_images(run: Run, per_class: int) -> ClassificationDataset:
     """The run's dataset with at most `per_class` test images per class (seeded), all classes."""
-    config = ExperimentConfig.from_dict(run.config)
-    small = dataclasses.replace(config, protocol="few-shot", shots=None, max_test_per_class=per_class)
-    return prepare_data(small, cached_dataset(config.dataset)).test_sets["all"]
-
-
-def image_batches(dataset: ClassificationDataset, loaded: LoadedModel, batch_size: int = 64) -> DataLoader:
-    """Preprocessed test-image batches for a model (its own size and normalisation)."""
-    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
-    return DataLoader(TransformedSplit(dataset.test, transform), batch_size=batch_size, shuffle=False)
+    return run_analysis_images(run, per_class, cached_dataset(DatasetSpec.from_dict(run.config["dataset"])))
 
 
 def computed_once(name: str, params: dict[str, Any], button_label: str) -> bool:

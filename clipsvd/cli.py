@@ -3,6 +3,7 @@
     python -m clipsvd train --method clip-svd --method clipfit --dataset animal-shape --shots 4 --seed 1 --seed 2
     python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
     python -m clipsvd eval RUN_ID
+    python -m clipsvd analyze RUN_ID --corpus biomedical --format html png
     python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
     python -m clipsvd methods | datasets | models
 """
@@ -124,6 +125,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Write the dashboard's analyses of one run as CSV tables and figures into a folder."""
+    from pathlib import Path
+
+    from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
+    from clipsvd.analysis.runs import analysis_images, load_run_pair, run_sv_shifts, run_textspan, run_umap
+    from clipsvd.plots import export_figure, head_heatmap, head_ranking_bar, sv_shift_heatmap, textspan_figure
+    from clipsvd.plots import umap_figure
+    from clipsvd.runs import RunStore
+
+    out = Path(args.out or f"analysis-{args.run_id}")
+    out.mkdir(parents=True, exist_ok=True)
+    pair = load_run_pair(RunStore(args.runs_dir).load(args.run_id), args.device)
+
+    def save(name: str, table=None, figure=None) -> None:
+        if table is not None:
+            table.to_csv(out / f"{name}.csv", index=False)
+        for fmt in args.format if figure is not None else ():
+            (out / f"{name}.{fmt}").write_bytes(export_figure(figure, fmt))
+        print(f"  wrote {out / name}.*", flush=True)
+
+    if "sv" in args.what:
+        shifts = run_sv_shifts(pair)
+        save("sv_shifts", shifts, sv_shift_heatmap(shifts) if len(shifts) else None)
+    if "heads" in args.what:
+        heads = head_changes(pair.before, pair.method)
+        save("heads", heads, head_ranking_bar(heads))
+        save("heads_heatmap", None, head_heatmap(heads))
+        if hasattr(pair.method, "singular_value_weights"):
+            save("heads_legacy_sigma_blocks", legacy_sigma_block_scores(pair.method))
+    images = analysis_images(pair.run, args.images_per_class) if {"textspan", "umap"} & set(args.what) else None
+    if "textspan" in args.what:
+        before, after = run_textspan(pair, images, load_corpus(args.corpus), args.layers, args.texts_per_head)
+        save("textspan_before", before.frame())
+        save("textspan_after", after.frame())
+        save("textspan_head_importance", after.importance())
+        for _, row in after.importance().head(args.top_heads).iterrows():
+            layer, head = int(row["layer"]), int(row["head"])
+            save(f"textspan_L{layer}H{head}", None, textspan_figure(before.head(layer, head), after.head(layer, head)))
+    if "umap" in args.what:
+        layout = run_umap(pair, images)
+        save("umap", layout, umap_figure(layout))
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -226,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--max-test-per-class", type=int, default=None)
     evaluate.set_defaults(func=cmd_eval)
+
+    analyze = commands.add_parser("analyze", help="what a run changed: σ shifts, heads, TextSpan, UMAP → CSV + figures")
+    analyze.add_argument("run_id")
+    analyze.add_argument("--out", help="output folder (default analysis-RUN_ID)")
+    analyze.add_argument("--what", nargs="+", default=["sv", "heads", "textspan", "umap"],
+                         choices=["sv", "heads", "textspan", "umap"])
+    analyze.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "pdf"],
+                         help="figure formats (png/svg/pdf need chromium for kaleido)")
+    analyze.add_argument("--corpus", default="general", help="general, biomedical, or a text file (one per line)")
+    analyze.add_argument("--layers", type=int, nargs="+", default=None, help="TextSpan layers (default: last 4)")
+    analyze.add_argument("--texts-per-head", type=int, default=20)
+    analyze.add_argument("--top-heads", type=int, default=3, help="TextSpan figures for the most important heads")
+    analyze.add_argument("--images-per-class", type=int, default=20)
+    analyze.add_argument("--device", default="auto")
+    analyze.set_defaults(func=cmd_analyze)
 
     runs = commands.add_parser("runs", help="list, show, delete or export stored runs")
     runs.add_argument("action", choices=["list", "show", "delete", "export"])

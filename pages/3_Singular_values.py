@@ -2,7 +2,8 @@
 import streamlit as st
 
 from clipsvd import app_state as ui
-from clipsvd.analysis import singular_value_shifts, singular_value_shifts_from_method, spectra
+from clipsvd.analysis import spectra
+from clipsvd.analysis.runs import run_sv_shifts
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
 from clipsvd.plots import spectra_figure, sv_shift_heatmap
 from clipsvd.plots.weights import MEASURE_TITLES
@@ -10,10 +11,7 @@ from clipsvd.plots.weights import MEASURE_TITLES
 
 @st.cache_data(show_spinner="Decomposing every matrix before and after…", max_entries=8)
 def shifts_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str]):
-    """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods via plain weights."""
-    if hasattr(_ctx.method, "singular_value_weights"):
-        return singular_value_shifts_from_method(_ctx.method)
-    return singular_value_shifts(_ctx.before, _ctx.method)
+    return run_sv_shifts(_ctx)
 
 
 @st.cache_data(show_spinner="Computing the spectrum…", max_entries=32)

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from clipsvd import app_state as ui
-from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, explain_heads, load_corpus, parse_corpus
+from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
+from clipsvd.analysis.runs import run_textspan
 from clipsvd.analysis.decomposition import resolve_layers, vision_tower
 from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
@@ -31,10 +32,7 @@ def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[
     dataset = ui.analysis_images(_ctx.run, per_class)
     cache = TextSpanCache(ui.runs_root() / ".textspan-cache")
     images_key = f"{_ctx.run.config['dataset']}|test|{per_class}|{_ctx.before.image_size}"
-    return tuple(
-        explain_heads(model, ui.image_batches(dataset, _ctx.before), list(corpus), list(layers), texts_per_head,
-                      cache=cache, images_key=images_key)
-        for model in (_ctx.before, _ctx.method))
+    return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=cache, images_key=images_key)
 
 
 def show_head(before, after, layer: int, head: int, run_id: str) -> None:

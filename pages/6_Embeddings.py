@@ -2,20 +2,13 @@
 import streamlit as st
 
 from clipsvd import app_state as ui
-from clipsvd.analysis.embeddings import image_features, umap_before_after
-from clipsvd.data import eval_transform
+from clipsvd.analysis.runs import run_umap
 from clipsvd.plots import umap_figure
 
 
 @st.cache_data(show_spinner="Embedding the images and fitting UMAP (the first fit compiles, ~10 s)…", max_entries=8)
 def layout(_ctx: ui.AnalysisContext, key: tuple[str, str, str], per_class: int, seed: int):
-    dataset = ui.analysis_images(_ctx.run, per_class)
-    loaded = _ctx.before
-    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
-    before, labels = image_features(loaded, dataset.test, transform)
-    after, _ = image_features(_ctx.method, dataset.test, transform)
-    names = [dataset.classnames[i] for i in labels]
-    return umap_before_after(before, after, names, seed)
+    return run_umap(_ctx, ui.analysis_images(_ctx.run, per_class), seed)
 
 
 ui.page_header("Embeddings", "UMAP of test-image features before and after fine-tuning: do the classes separate?")

@@ -62,3 +62,23 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     code = main(["--runs-dir", str(tmp_path), "train", "--method", "clip-svd", "--arch", "clipsvd-tiny",
                  "--dataset-kind", "imagefolder", "--dataset", "mine", "--data-root", str(tmp_path / "missing")])
     assert code == 2 and "missing" in capsys.readouterr().err
+
+
+def test_cli_analyze_writes_tables_and_figures(tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(["--runs-dir", runs, "train", "--method", "clip-svd", "--arch", "clipsvd-tiny", "--shots", "1",
+                 "--epochs", "1", "--lr", "0.05", "--max-test-per-class", "2", "--device", "cpu"]) == 0
+    run_id = RunStore(runs).list()[0].run_id
+    out = tmp_path / "analysis"
+    code = main(["--runs-dir", runs, "analyze", run_id, "--out", str(out), "--what", "sv", "heads", "textspan",
+                 "--images-per-class", "3", "--texts-per-head", "3", "--top-heads", "1", "--device", "cpu"])
+    assert code == 0
+    import pandas as pd
+
+    shifts = pd.read_csv(out / "sv_shifts.csv")
+    assert len(shifts) == 2 * 2 * 6 and (shifts["rel_change"] > 0).all()
+    assert len(pd.read_csv(out / "heads.csv")) == 2 * 2
+    texts = pd.read_csv(out / "textspan_after.csv")
+    assert texts.groupby(["layer", "head"]).size().eq(3).all()
+    assert "<html>" in (out / "sv_shifts.html").read_text()[:200].lower()
+    assert len(list(out.glob("textspan_L*H*.html"))) == 1

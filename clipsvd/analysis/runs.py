@@ -1,0 +1,84 @@
+"""Analyses of one stored run against the pretrained model it started from.
+
+These are what the dashboard's analysis pages and `python -m clipsvd analyze` both call: the run
+is rebuilt from its adapter tensors, the pretrained model from the run's model spec, and each
+analysis compares the two on a seeded subset of the run's test images.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from clipsvd.analysis.embeddings import image_features, umap_before_after
+from clipsvd.analysis.textspan import TextSpanCache, TextSpanResult, explain_heads
+from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
+from clipsvd.data import ClassificationDataset, TransformedSplit, eval_transform
+from clipsvd.methods import Method
+from clipsvd.models import LoadedModel, ModelSpec, load_model
+from clipsvd.runs import Run
+from clipsvd.training.experiment import ExperimentConfig, prepare_data, restore_run
+
+
+@dataclass
+class RunPair:
+    """A stored run, the pretrained model it started from ("before") and its trained method ("after")."""
+
+    run: Run
+    before: LoadedModel
+    method: Method
+
+
+def load_run_pair(run: Run, device: str = "auto") -> RunPair:
+    before = load_model(ModelSpec.from_dict(run.config.get("model") or {}), device)
+    before.model.eval()
+    return RunPair(run, before, restore_run(run, device)[1])
+
+
+def analysis_images(run: Run, per_class: int, dataset: ClassificationDataset | None = None) -> ClassificationDataset:
+    """The run's dataset, all classes, with at most `per_class` test images per class (seeded, fixed)."""
+    config = ExperimentConfig.from_dict(run.config)
+    small = dataclasses.replace(config, protocol="few-shot", shots=None, max_test_per_class=per_class)
+    return prepare_data(small, dataset).test_sets["all"]
+
+
+def image_batches(dataset: ClassificationDataset, loaded: LoadedModel, batch_size: int = 64) -> DataLoader:
+    """Preprocessed test-image batches for a model (its own size and normalisation)."""
+    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    return DataLoader(TransformedSplit(dataset.test, transform), batch_size=batch_size, shuffle=False)
+
+
+def run_sv_shifts(pair: RunPair) -> pd.DataFrame:
+    """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods via plain weights."""
+    if hasattr(pair.method, "singular_value_weights"):
+        return singular_value_shifts_from_method(pair.method)
+    return singular_value_shifts(pair.before, pair.method)
+
+
+def run_textspan(
+    pair: RunPair,
+    dataset: ClassificationDataset,
+    corpus: Sequence[str],
+    layers: Sequence[int] | None,
+    texts_per_head: int,
+    cache: TextSpanCache | None = None,
+    images_key: str | None = None,
+) -> tuple[TextSpanResult, TextSpanResult]:
+    """TextSpan of the same heads on the same images, before and after fine-tuning."""
+    return tuple(
+        explain_heads(model, image_batches(dataset, pair.before), list(corpus), list(layers) if layers else None,
+                      texts_per_head, cache=cache, images_key=images_key)
+        for model in (pair.before, pair.method)
+    )
+
+
+def run_umap(pair: RunPair, dataset: ClassificationDataset, seed: int = 0) -> pd.DataFrame:
+    """UMAP layouts of the test images' features before and after, labelled by class name."""
+    loaded = pair.before
+    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    before, labels = image_features(loaded, dataset.test, transform)
+    after, _ = image_features(pair.method, dataset.test, transform)
+    return umap_before_after(before, after, [dataset.classnames[i] for i in labels], seed)
