@@ -16,6 +16,3 @@ class CheckpointError(ClipsvdError, ValueError):
 class ConfigError(ClipsvdError, ValueError):
     """A configuration value is out of range or names something that does not exist."""
 
-
-class TrainingCancelled(ClipsvdError):
-    """Raised inside the training loop when the user cancels; the caller keeps the last state."""
