@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from clipsvd.data import DatasetSpec
-from clipsvd.models import ModelSpec, TINY_MODEL_NAME
+from clipsvd.models import TINY_MODEL_NAME, ModelSpec
 from clipsvd.runs import RunStore
 from clipsvd.training.sweep import SweepSpec, run_sweep
 

@@ -131,8 +131,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
     from clipsvd.analysis.runs import analysis_images, load_run_pair, run_sv_shifts, run_textspan, run_umap
-    from clipsvd.plots import export_figure, head_heatmap, head_ranking_bar, sv_shift_heatmap, textspan_figure
-    from clipsvd.plots import umap_figure
+    from clipsvd.plots import (
+        export_figure,
+        head_heatmap,
+        head_ranking_bar,
+        sv_shift_heatmap,
+        textspan_figure,
+        umap_figure,
+    )
     from clipsvd.runs import RunStore
 
     out = Path(args.out or f"analysis-{args.run_id}")

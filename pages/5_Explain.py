@@ -3,8 +3,8 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
-from clipsvd.analysis.runs import run_textspan
 from clipsvd.analysis.decomposition import resolve_layers, vision_tower
+from clipsvd.analysis.runs import run_textspan
 from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
 

@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from clipsvd.models import ModelSpec, TINY_MODEL_NAME, load_model  # noqa: E402
+from clipsvd.models import TINY_MODEL_NAME, ModelSpec, load_model  # noqa: E402
 
 TINY = ModelSpec(TINY_MODEL_NAME)
 PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a photo of a cow."]

@@ -3,9 +3,8 @@ import pytest
 
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ConfigError
-from clipsvd.runs import RunStore
+from clipsvd.runs import RunStore, aggregate
 from clipsvd.training.sweep import SweepSpec, run_sweep
-from clipsvd.runs import aggregate
 from tests.conftest import TINY
 
 ANIMALS = DatasetSpec("builtin", "animal-shape")

@@ -11,8 +11,17 @@ from clipsvd.methods import create_method
 from clipsvd.models import load_model
 from clipsvd.runs import RunStore
 from clipsvd.training import (
-    CANCELLED, COMPLETED, DIVERGED, ExperimentConfig, evaluate_method, harmonic_mean, hm_summary, prepare_data,
-    restore_run, run_experiment, train,
+    CANCELLED,
+    COMPLETED,
+    DIVERGED,
+    ExperimentConfig,
+    evaluate_method,
+    harmonic_mean,
+    hm_summary,
+    prepare_data,
+    restore_run,
+    run_experiment,
+    train,
 )
 from clipsvd.training.loop import cosine_with_warmup
 from tests.conftest import TINY

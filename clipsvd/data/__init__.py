@@ -7,8 +7,8 @@ from clipsvd.data.sampling import few_shot
 from clipsvd.data.spec import DatasetSpec
 from clipsvd.data.splits import IMAGE_EXTENSIONS, ArrayImageSplit, FileImageSplit, ImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
-from clipsvd.data.uploads import extract_zip
 from clipsvd.data.transforms import CLIP_MEAN, CLIP_STD, TransformedSplit, eval_transform, train_transform
+from clipsvd.data.uploads import extract_zip
 
 __all__ = [
     "ArrayImageSplit", "CLIP_MEAN", "CLIP_STD", "ClassificationDataset", "DEFAULT_TEMPLATE", "DatasetSpec",

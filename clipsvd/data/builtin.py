@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsvd.errors import DataError
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.sampling import split_per_class
 from clipsvd.data.splits import ArrayImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE
+from clipsvd.errors import DataError
 
 SPLIT_SEED = 0
 NOT_BIOMEDICAL = (

@@ -5,8 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from clipsvd.errors import DataError
 from clipsvd.data.splits import ImageSplit
+from clipsvd.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clipsvd.errors import DataError
 from clipsvd.data.splits import ImageSplit
+from clipsvd.errors import DataError
 
 
 def indices_by_class(labels: Sequence[int], n_classes: int | None = None) -> list[list[int]]:

@@ -6,7 +6,6 @@ image tower runs without autograd up to the projection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Callable
 
 import torch

@@ -12,16 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from clipsvd.data import ClassificationDataset, DatasetSpec, base_novel, eval_transform, few_shot, load_dataset
+from clipsvd.data import (
+    ClassificationDataset,
+    DatasetSpec,
+    base_novel,
+    eval_transform,
+    few_shot,
+    load_dataset,
+    train_transform,
+)
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
 from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
 from clipsvd.training.loop import COMPLETED, Progress, ProgressCallback, train
-from clipsvd.data import train_transform
 
 
 @dataclass

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipsvd.errors import DataError
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.loaders.splitfile import build_split, classnames_from_entries, read_split_json
 from clipsvd.data.templates import template_for
+from clipsvd.errors import DataError
 
 BIOMEDCOOP_DATASETS = (
     "BTMRI", "BUSI", "CHMNIST", "COVID-QU-Ex", "CTKidney", "DermaMNIST",

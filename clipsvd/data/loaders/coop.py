@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipsvd.errors import DataError
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.loaders.splitfile import build_split, check_files_exist, classnames_from_entries, read_split_json
 from clipsvd.data.splits import IMAGE_EXTENSIONS, FileImageSplit
 from clipsvd.data.templates import TEMPLATES
+from clipsvd.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from clipsvd.errors import DataError
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.sampling import split_per_class
 from clipsvd.data.splits import IMAGE_EXTENSIONS, FileImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE
+from clipsvd.errors import DataError
 
 SPLIT_SEED = 0
 VAL_FRAC, TEST_FRAC = 0.2, 0.2

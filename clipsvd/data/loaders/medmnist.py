@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsvd.errors import DataError
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.splits import ArrayImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE
+from clipsvd.errors import DataError
 
 _ORGANS = [
     "bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",

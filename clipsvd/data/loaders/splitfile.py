@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from clipsvd.errors import DataError
 from clipsvd.data.splits import FileImageSplit
+from clipsvd.errors import DataError
 
 Entry = tuple[str, int, str]
 _MAX_LISTED = 5
