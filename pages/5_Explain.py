@@ -4,7 +4,7 @@ import streamlit as st
 from clipsvd import app_state as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
 from clipsvd.analysis.decomposition import resolve_layers, vision_tower
-from clipsvd.analysis.runs import run_textspan
+from clipsvd.analysis.runs import images_for_text, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
 
@@ -35,7 +35,18 @@ def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[
     return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=cache, images_key=images_key)
 
 
-def show_head(before, after, layer: int, head: int, run_id: str) -> None:
+def show_top_images(after, dataset, layer: int, head: int) -> None:
+    """The test images this head writes most along one of its chosen texts (after fine-tuning)."""
+    texts = after.head(layer, head).texts
+    text = st.selectbox("Text", texts, key=f"_w_ts_img_{layer}_{head}")
+    images = ui.try_call(images_for_text, after, dataset, layer, head, text, 8)
+    if images:
+        columns = st.columns(len(images))
+        for column, (image, label) in zip(columns, images):
+            column.image(image, caption=label, width="stretch")
+
+
+def show_head(before, after, layer: int, head: int, run_id: str, dataset) -> None:
     fig = textspan_figure(before.head(layer, head), after.head(layer, head))
     st.plotly_chart(fig, key=f"ts-{layer}-{head}")
     ui.figure_downloads(fig, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
@@ -43,6 +54,8 @@ def show_head(before, after, layer: int, head: int, run_id: str) -> None:
     with st.expander(f"Texts of layer {layer} · head {head}, step by step"):
         st.dataframe(table, hide_index=True, width="stretch")
         ui.table_download(table, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
+    with st.expander(f"Images that score highest on a text of layer {layer} · head {head}"):
+        show_top_images(after, dataset, layer, head)
 
 
 ui.page_header("Explain (TextSpan)", "Describe what each attention head writes with texts from a corpus, "
@@ -72,8 +85,9 @@ if TOWER is not None:
                 shown = st.multiselect("Heads to show (ordered by the variance of their contribution after "
                                        "fine-tuning)", options, default=options[:3], key="_w_ts_heads",
                                        format_func=lambda lh: f"layer {lh[0]} · head {lh[1]}")
+                images = ui.analysis_images(CONTEXT.run, per_class)
                 for layer, head in shown:
-                    show_head(before, after, layer, head, CONTEXT.run.run_id)
+                    show_head(before, after, layer, head, CONTEXT.run.run_id, images)
                 with st.expander("Head importance (after)"):
                     st.dataframe(importance, hide_index=True, width="stretch")
                     ui.table_download(importance, ui.file_stem(CONTEXT.run.run_id, "head-importance"),

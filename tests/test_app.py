@@ -173,6 +173,8 @@ def test_heavy_analyses_run_on_request(page, button, filled_store):
     at.button(key=button).click().run()
     assert_clean(at)
     assert at.get("plotly_chart")
+    if page == "pages/5_Explain.py":  # the test images that score highest on a chosen text
+        assert at.get("image")
 
 
 def test_compare_methods_reports_both_hm_conventions_and_common_seeds():

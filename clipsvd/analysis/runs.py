@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from clipsvd.analysis.embeddings import image_features, umap_before_after
-from clipsvd.analysis.textspan import TextSpanCache, TextSpanResult, explain_heads
+from clipsvd.analysis.textspan import TextSpanCache, TextSpanResult, explain_heads, top_images_for_text
 from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
 from clipsvd.data import ClassificationDataset, TransformedSplit, eval_transform
+from clipsvd.errors import ConfigError
 from clipsvd.methods import Method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run
@@ -82,3 +84,20 @@ def run_umap(pair: RunPair, dataset: ClassificationDataset, seed: int = 0) -> pd
     before, labels = image_features(loaded, dataset.test, transform)
     after, _ = image_features(pair.method, dataset.test, transform)
     return umap_before_after(before, after, [dataset.classnames[i] for i in labels], seed)
+
+
+def images_for_text(
+    result: TextSpanResult, dataset: ClassificationDataset, layer: int, head: int, text: str, k: int = 8
+) -> list[tuple[Image.Image, str]]:
+    """The k test images whose contribution from this head points most along `text`, with their class names.
+
+    `dataset` must be the one `result` was computed on (same test images, same order).
+    """
+    if len(dataset.test) != result.contributions.shape[0]:
+        raise ConfigError(f"images_for_text: {len(dataset.test)} images given, TextSpan ran on "
+                          f"{result.contributions.shape[0]}; pass the same dataset")
+    if text not in result.corpus:
+        raise ConfigError(f"images_for_text: '{text}' is not in the corpus TextSpan used")
+    embedding = result.text_embeddings[result.corpus.index(text)]
+    chosen = top_images_for_text(result.contributions_of(layer, head), embedding, k)
+    return [(dataset.test.load_image(int(i)), dataset.classnames[dataset.test.labels[int(i)]]) for i in chosen]
