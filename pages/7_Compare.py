@@ -4,7 +4,7 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.compare import method_bars, per_class_heatmap
-from clipsvd.runs import common_seeds, compare_methods, per_class_accuracy
+from clipsvd.runs import common_seeds, compare_methods, per_class_accuracy, shots_table
 
 SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
 
@@ -14,13 +14,18 @@ def most_runs_first(table: pd.DataFrame, column: str) -> list:
     return table[column].dropna().value_counts().index.tolist()
 
 
-def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
-    """Top row of filters; returns the completed runs to compare and their protocol."""
+def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None:
+    """Top row of filters; returns the completed runs to compare, their protocol, and the same runs at every K."""
     done = table[table["status"] == "completed"]
     if done.empty:
         st.info("No completed runs yet: train at least one on the Train page.")
         ui.page_link("train")
         return None
+    sweeps = sorted(done["sweep"].dropna().unique())
+    if sweeps:
+        sweep = st.selectbox("Sweep", ["all runs", *sweeps], key="_w_cmp_sweep",
+                             help="Runs of one `python -m clipsvd sweep` grid, or every run in the store.")
+        done = done if sweep == "all runs" else done[done["sweep"] == sweep]
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", most_runs_first(done, "model"), key="_w_cmp_model")
     part = done[done["model"] == model]
@@ -31,6 +36,7 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
     part = part[part["dataset"] == dataset]
     protocol = c3.selectbox("Protocol", most_runs_first(part, "protocol"), key="_w_cmp_protocol")
     part = part[part["protocol"] == protocol]
+    every_k = part
     shot_values = sorted(part["shots"].unique(), key=lambda v: (pd.isna(v), v))
     shots = c4.selectbox("Shots", shot_values, key="_w_cmp_shots",
                          format_func=lambda v: "all" if pd.isna(v) else f"{int(v)}-shot")
@@ -39,6 +45,7 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
     methods = m1.multiselect("Methods", sorted(part["method"].unique()), default=sorted(part["method"].unique()),
                              key="_w_cmp_methods")
     part = part[part["method"].isin(methods)]
+    every_k = every_k[every_k["method"].isin(methods)]
     same = m2.toggle("Common seeds only", value=True, key="_w_cmp_same_seeds",
                      help="Average only over seeds every chosen method has: other averages are not comparable.")
     seeds = common_seeds(part)
@@ -50,7 +57,7 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
             part = part[part["seed"].isin(seeds)]
             if left_out:
                 st.caption(f"{left_out} run(s) left out: their seeds are not shared by every chosen method.")
-    return part, protocol
+    return part, protocol, every_k
 
 
 def headline(summary: pd.DataFrame, protocol: str) -> None:
@@ -66,7 +73,7 @@ def headline(summary: pd.DataFrame, protocol: str) -> None:
     cols[3].metric("Runs", int(summary["n"].sum()))
 
 
-def results(part: pd.DataFrame, protocol: str) -> None:
+def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
     summary = compare_methods(part)
     if summary.empty:
         st.info("No completed runs match these filters.")
@@ -81,6 +88,13 @@ def results(part: pd.DataFrame, protocol: str) -> None:
     fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]))
     st.plotly_chart(fig, key="method-bars")
     ui.figure_downloads(fig, "methods-mean-std", key="bars")
+    if every_k["shots"].nunique(dropna=False) > 1:
+        st.subheader("Across shots")
+        st.caption("Mean ± std over seeds (number of runs), every K of these methods: the papers' table layout.")
+        metric = "hm" if protocol == "base2novel" else "accuracy"
+        across = shots_table(every_k, metric)
+        st.dataframe(across, hide_index=True, width="stretch")
+        ui.table_download(across, ui.file_stem("shots-table", metric), key="shots-table")
 
     st.subheader("Per-class accuracy")
     runs = ui.load_runs(part["run_id"].tolist())

@@ -194,3 +194,17 @@ def test_compare_methods_reports_both_hm_conventions_and_common_seeds():
     assert a["hm_of_averages"] == pytest.approx(2 * 85 * 50 / 135)
     assert a["average_of_hms"] == pytest.approx((2 * 80 * 60 / 140 + 2 * 90 * 40 / 130) / 2)
     assert a["trainable"] == 10 and a["checkpoint_bytes"] == 100
+
+
+def test_compare_filters_a_sweep_and_shows_the_shots_table(tmp_path):
+    store = RunStore(tmp_path)
+    base = ExperimentConfig(method="zero-shot", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"), shots=1,
+                            seed=1, device="cpu", max_test_per_class=2, sweep="sweep-test")
+    for change in ({}, {"shots": 2}, {"seed": 2}, {"sweep": None}):
+        run_experiment(dataclasses.replace(base, **change), store)
+    at = app_at("pages/7_Compare.py", store.root)
+    assert_clean(at)
+    assert at.selectbox(key="_w_cmp_sweep").options == ["all runs", "sweep-test"]
+    at.selectbox(key="_w_cmp_sweep").select("sweep-test").run()
+    assert_clean(at)
+    assert any("Across shots" in h.value for h in at.subheader)

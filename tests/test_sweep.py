@@ -46,3 +46,14 @@ def test_aggregate_mean_and_std_over_seeds():
                           "accuracy": [70.0, 80.0, 90.0, 10.0], "train_seconds": [1.0, 1.0, 1.0, 1.0]})
     row = aggregate(table).iloc[0]
     assert row["n"] == 3 and row["accuracy_mean"] == 80.0 and row["accuracy_std"] == pytest.approx(10.0)
+
+
+def test_shots_table_is_methods_by_shots():
+    from clipsvd.runs import shots_table
+
+    table = pd.DataFrame({"status": ["completed"] * 5, "method": ["a", "a", "a", "b", "b"], "shots": [1, 1, 4, 1, 4],
+                          "accuracy": [50.0, 60.0, 70.0, 40.0, 80.0], "train_seconds": [1.0] * 5,
+                          "dataset": ["d"] * 5, "protocol": ["few-shot"] * 5})
+    out = shots_table(table).set_index("method")
+    assert list(out.columns) == ["1-shot", "4-shot"]
+    assert out.loc["a", "1-shot"] == "55.00 ± 7.07 (2)" and out.loc["b", "4-shot"] == "80.00 (1)"

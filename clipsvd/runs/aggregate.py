@@ -69,3 +69,21 @@ def per_class_accuracy(runs: list, split_key: str = "per_class") -> pd.DataFrame
     out = out.rename(columns={"count": "n"})
     out["position"] = out["class"].map(order.index)
     return out.sort_values(["method", "position"]).drop(columns="position").reset_index(drop=True)
+
+
+def shots_table(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Methods × shots, each cell "mean ± std (n)" over seeds: the layout of the papers' few-shot tables."""
+    summary = aggregate(table, ("method", "shots"))
+    mean, std = f"{metric}_mean", f"{metric}_std"
+    if summary.empty or mean not in summary:
+        return pd.DataFrame()
+
+    def cell(row: pd.Series) -> str:
+        spread = "" if pd.isna(row[std]) else f" ± {row[std]:.2f}"
+        return f"{row[mean]:.2f}{spread} ({int(row['n'])})"
+
+    cells = summary.assign(cell=summary.apply(cell, axis=1),
+                           shots=summary["shots"].map(lambda v: "all" if pd.isna(v) else f"{int(v)}-shot"))
+    order = [f"{int(v)}-shot" for v in sorted(summary["shots"].dropna().unique())] + \
+        (["all"] if summary["shots"].isna().any() else [])
+    return cells.pivot(index="method", columns="shots", values="cell")[order].reset_index()
