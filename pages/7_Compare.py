@@ -67,7 +67,9 @@ def headline(summary: pd.DataFrame, protocol: str) -> None:
         return
     best = ranked.iloc[0]
     cols = st.columns(4)
-    cols[0].metric("Best method", best["method"])
+    tied = ranked.loc[ranked[key] == best[key], "method"].tolist()
+    cols[0].metric("Best method", best["method"] if len(tied) == 1 else f"tie ({len(tied)})",
+                   help=None if len(tied) == 1 else "Same mean score: " + ", ".join(tied))
     cols[1].metric("HM" if protocol == "base2novel" else "Accuracy", ui.mean_std_text(best, key[:-5], " %"))
     cols[2].metric("Methods compared", len(summary))
     cols[3].metric("Runs", int(summary["n"].sum()))
