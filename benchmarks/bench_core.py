@@ -30,14 +30,19 @@ from clipsvd.models import ModelSpec, load_model, save_checkpoint
 PROMPTS = [f"a photo of a class {i}." for i in range(10)]
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up
+    sync()  # so the first timing does not include the warm-up's queued GPU work
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -56,9 +61,9 @@ def step_fn(loaded, method, images, labels, optimizer=None):
 
 
 def bench_train_step(arch: str, batch: int, repeats: int, device: str) -> None:
-    images = torch.randn(batch, 3, *(2 * [load_model(ModelSpec(arch), device).image_size]))
-    labels = torch.randint(0, len(PROMPTS), (batch,))
     base = load_model(ModelSpec(arch), device)
+    images = torch.randn(batch, 3, base.image_size, base.image_size)
+    labels = torch.randint(0, len(PROMPTS), (batch,))
     base.model.requires_grad_(False)
     base.model.visual.ln_pre.weight.requires_grad_(True)
     text_pos = getattr(base.model, "positional_embedding", None)

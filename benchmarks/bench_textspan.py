@@ -12,17 +12,14 @@ subset, to show the decomposition's own overhead per image, and encoding the cor
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
 
-import torch  # noqa: E402
-
-from clipsvd.analysis.corpus import load_corpus  # noqa: E402
-from clipsvd.analysis.decomposition import resolve_layers  # noqa: E402
-from clipsvd.analysis.textspan import collect_contributions, encode_texts, text_span  # noqa: E402
-from clipsvd.models import ModelSpec, load_model  # noqa: E402
+from clipsvd.analysis.corpus import load_corpus  # importing clipsvd sets HF_HUB_OFFLINE before open_clip loads
+from clipsvd.analysis.decomposition import resolve_layers
+from clipsvd.analysis.textspan import collect_contributions, encode_texts, text_span
+from clipsvd.models import ModelSpec, load_model
 
 
 def main() -> None:
@@ -50,7 +47,7 @@ def main() -> None:
 
     start = time.perf_counter()
     heads, _, layers = collect_contributions(loaded, batches, layers, args.batch)
-    sync(args.device)
+    sync(loaded.device)
     forward = time.perf_counter() - start
 
     n_plain = min(args.plain_forward_images, args.images)
@@ -59,7 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         for i in range(0, n_plain, args.batch):
             loaded.encode_image(images[i:min(i + args.batch, n_plain)])
-        sync(args.device)
+        sync(loaded.device)
     plain = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -85,9 +82,9 @@ def main() -> None:
     print(f"mean variance explained by {args.texts_per_head} texts per head: {sum(explained) / len(explained):.3f}")
 
 
-def sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,21 @@ def test_clip_svd_merge_matches_the_factorised_model(tiny, images):
     assert (after - reference_logits(load_model(TINY, "cpu"), images)).abs().max().item() > 1e-2
 
 
+def test_clip_svd_eval_cache_follows_a_dtype_or_device_move():
+    """.to()/.double() keep σ's version counter: the cached recomposed weight must not outlive the move."""
+    from clipsvd.methods.clip_svd import SingularValueWeight
+
+    torch.manual_seed(0)
+    weight = torch.randn(6, 4)
+    svw = SingularValueWeight(weight, ["q", "k"], {"q"})
+    with torch.no_grad():
+        single = svw()  # cached in float32
+        svw.double()
+        double = svw()
+    assert single.dtype == torch.float32 and double.dtype == torch.float64
+    assert (double.float() - weight).abs().max().item() <= 1e-5
+
+
 def test_clip_svd_selection_by_encoder_layer_kind_and_path(tiny):
     method = create_method("clip-svd", {"encoders": ["visual"], "layers": [1], "matrix_kinds": ["v", "out"]})
     method.attach(tiny, PROMPTS)

@@ -40,6 +40,13 @@ def test_store_ignores_half_written_runs_and_names_corrupt_files(tmp_path):
     (run.path / "metrics.json").write_text("{not json")
     with pytest.raises(DataError, match="metrics.json"):
         store.load(run.run_id)
+    (run.path / "metrics.json").write_text("{}")
+    (run.path / "history.jsonl").write_text('{"epoch": 1}\n{not json\n')
+    with pytest.raises(DataError, match="history.jsonl, line 2"):
+        store.load(run.run_id)
+    (run.path / "history.jsonl").unlink()
+    with pytest.raises(DataError, match="history.jsonl: missing"):
+        store.load(run.run_id)
 
 
 def test_cli_train_list_show_eval(tmp_path, capsys):

@@ -29,7 +29,7 @@ class SingularValueWeight(nn.Module):
         super().__init__()
         self.block_kinds = list(block_kinds)
         self.sigma = nn.ParameterDict()
-        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._cache: tuple[tuple, torch.Tensor] | None = None
         for kind, block in zip(block_kinds, weight.detach().chunk(len(block_kinds), dim=0)):
             if kind in decompose:
                 u, s, vh = torch.linalg.svd(block.double(), full_matrices=False)
@@ -43,7 +43,8 @@ class SingularValueWeight(nn.Module):
 
     def forward(self) -> torch.Tensor:
         if not torch.is_grad_enabled():  # evaluation: recompose once per change of σ, not once per batch
-            versions = tuple(sigma._version for sigma in self.sigma.values())
+            # .to(device/dtype) keeps _version, so the key also names where σ lives and in which precision.
+            versions = tuple((sigma._version, sigma.device, sigma.dtype) for sigma in self.sigma.values())
             if self._cache is None or self._cache[0] != versions:
                 self._cache = (versions, self._recompose())
             return self._cache[1]

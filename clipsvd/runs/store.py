@@ -86,6 +86,9 @@ class Run:
         }
 
 
+SUMMARY_COLUMNS = tuple(Run("", {}, {}).summary())  # the columns of RunStore.table()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()[:40] or "run"
 
@@ -128,8 +131,6 @@ class RunStore:
         if not (folder / "run.json").is_file():
             raise DataError(f"no run '{run_id}' in {self.root}")
         header = _read_json(folder / "run.json")
-        history_file = folder / "history.jsonl"
-        history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()]
         return Run(
             run_id=header["run_id"],
             config=_read_json(folder / "config.json"),
@@ -137,7 +138,7 @@ class RunStore:
             status=header.get("status", "completed"),
             message=header.get("message", ""),
             created=header.get("created", ""),
-            history=history,
+            history=_read_jsonl(folder / "history.jsonl"),
             path=folder,
         )
 
@@ -151,7 +152,7 @@ class RunStore:
 
     def table(self) -> pd.DataFrame:
         rows = [run.summary() for run in self.list()]
-        return pd.DataFrame(rows, columns=list(Run("", {}, {}).summary()))
+        return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
     def delete(self, run_id: str) -> None:
         folder = self.root / run_id
@@ -181,3 +182,19 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: missing") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    """One JSON value per non-empty line; DataError naming the file (and line) if missing or malformed."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {number}: not valid JSON ({exc})") from exc
+    return rows
