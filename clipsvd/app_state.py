@@ -16,14 +16,14 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from clipsvd.analysis.runs import RunPair
+from clipsvd.analysis.runs import RunPair, load_pretrained, run_model_spec
 from clipsvd.analysis.runs import analysis_images as run_analysis_images
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import Method, get_method
-from clipsvd.models import DEFAULT_ARCHITECTURE, UNTRAINED_LABEL, LoadedModel, ModelSpec, load_model
+from clipsvd.models import DEFAULT_ARCHITECTURE, UNTRAINED_LABEL, LoadedModel, ModelSpec
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
-from clipsvd.runs import RUNS_ENV, Run, RunStore, default_runs_root
+from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root, mean_std_text
 from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
 
@@ -155,16 +155,10 @@ def run_model_notice(run: Run) -> None:
     model_notice(run_model_spec(run), where="This run's model")
 
 
-def run_model_spec(run: Run) -> ModelSpec:
-    return ModelSpec.from_dict(run.config.get("model") or {})
-
-
 def runs_table(store: RunStore) -> pd.DataFrame:
     """The store's table with the full model label (architecture, weights, untrained mark) as "model"."""
-    runs = store.list()
-    columns = list(Run("", {}, {}).summary())
-    rows = [{**run.summary(), "model": run_model_spec(run).label} for run in runs]
-    table = pd.DataFrame(rows, columns=columns)
+    rows = [{**run.summary(), "model": run_model_spec(run).label} for run in store.list()]
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     numeric = ["accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "train_seconds",
                "checkpoint_bytes"]
     return table.astype({c: "float64" for c in numeric})  # None -> NaN: shown blank, sorted as numbers
@@ -246,25 +240,9 @@ RUN_COLUMNS = {
 }
 
 
-def per_class_table(run: Run) -> pd.DataFrame:
-    """Per-class accuracy of a run as rows (split, class, accuracy); empty when it was not evaluated."""
-    rows = [{"split": split, "class": name, "accuracy": value}
-            for split, key in (("all", "per_class"), ("base", "per_class_base"), ("novel", "per_class_novel"))
-            for name, value in (run.metrics.get(key) or {}).items()]
-    return pd.DataFrame(rows, columns=["split", "class", "accuracy"])
-
-
 def load_runs(run_ids: list[str]) -> list[Run]:
     store = run_store()
     return [store.load(run_id) for run_id in run_ids]
-
-
-def mean_std_text(row: pd.Series, metric: str, unit: str = "") -> str:
-    """"mean ± std" of an aggregated metric; just the mean for a single run."""
-    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
-    if mean is None or pd.isna(mean):
-        return "—"
-    return f"{mean:.2f}{unit}" if std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}{unit}"
 
 
 def comparison_view(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -330,9 +308,7 @@ def restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel,
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the pretrained model…")
 def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
-    loaded = load_model(spec, device_name)
-    loaded.model.eval()
-    return loaded
+    return load_pretrained(spec, device_name)
 
 
 def analysis_context() -> AnalysisContext | None:
@@ -341,9 +317,8 @@ def analysis_context() -> AnalysisContext | None:
     if run is None:
         return None
     run_model_notice(run)
-    spec = ModelSpec.from_dict(run.config.get("model") or {})
     restored = try_call(restored_run, str(run.path.parent), run.run_id, device())
-    before = try_call(pretrained_model, spec, device())
+    before = try_call(pretrained_model, run_model_spec(run), device())
     if restored is None or before is None:
         return None
     st.caption(f"Before: the model this run started from. After: {run.config.get('method')} as trained in "

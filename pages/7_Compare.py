@@ -4,7 +4,7 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.compare import method_bars, per_class_heatmap
-from clipsvd.runs import common_seeds, compare_methods, per_class_accuracy, shots_table
+from clipsvd.runs import common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
 
 SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
 
@@ -70,7 +70,7 @@ def headline(summary: pd.DataFrame, protocol: str) -> None:
     tied = ranked.loc[ranked[key] == best[key], "method"].tolist()
     cols[0].metric("Best method", best["method"] if len(tied) == 1 else f"tie ({len(tied)})",
                    help=None if len(tied) == 1 else "Same mean score: " + ", ".join(tied))
-    cols[1].metric("HM" if protocol == "base2novel" else "Accuracy", ui.mean_std_text(best, key[:-5], " %"))
+    cols[1].metric("HM" if protocol == "base2novel" else "Accuracy", mean_std_text(best, key[:-5], " %"))
     cols[2].metric("Methods compared", len(summary))
     cols[3].metric("Runs", int(summary["n"].sum()))
 

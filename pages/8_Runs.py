@@ -4,7 +4,7 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.training import history_figure
-from clipsvd.runs import Run
+from clipsvd.runs import Run, run_per_class_table
 
 STATUSES = ("completed", "cancelled", "diverged")
 
@@ -56,7 +56,7 @@ def details(run: Run) -> None:
         else:
             st.caption("No finished epoch recorded.")
     with per_class:
-        table = ui.per_class_table(run)
+        table = run_per_class_table(run)
         if table.empty:
             st.caption("No per-class accuracy (the run did not reach evaluation).")
         else:

@@ -175,6 +175,23 @@ def test_corrupt_and_empty_images_name_the_file(tmp_path):
     split.subset([0]).validate()  # good files pass
 
 
+def test_error_listings_name_the_first_items_then_count_the_rest():
+    from clipsvd.data.splits import listed
+
+    assert listed(["a", "b"]) == "a\n  b"
+    assert listed([f"f{i}" for i in range(7)]) == "f0\n  f1\n  f2\n  f3\n  f4\n  ... and 2 more"
+    assert listed(["a", "b"], total=9) == "a\n  b\n  ... and 7 more"
+
+
+def test_cap_per_class_is_seeded_and_keeps_position_order():
+    from clipsvd.data.sampling import cap_per_class
+
+    split = ArrayImageSplit(np.zeros((9, 4, 4), np.uint8), [0, 1, 0, 1, 0, 1, 2, 0, 1], "x")
+    capped = cap_per_class(split, 2)
+    assert sorted(capped.labels) == [0, 0, 1, 1, 2] and capped.rows == sorted(capped.rows)
+    assert cap_per_class(split, 2).rows == capped.rows
+
+
 def test_grey_and_16bit_images_become_rgb(tmp_path):
     grey = png(tmp_path / "grey.png", value=77, mode="L")
     deep = tmp_path / "deep.png"

@@ -15,7 +15,6 @@ from clipsvd.analysis.weights import _encoder_and_layer, _paired_blocks
 from clipsvd.errors import ConfigError
 from clipsvd.models.layout import attention_heads
 
-HEAD_COLUMNS = ["encoder", "layer", "head", "value_change", "out_change", "ov_change", "qk_change", "rank"]
 RANKING_MEASURES = ("ov_change", "value_change", "qk_change", "out_change")
 
 

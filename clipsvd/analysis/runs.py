@@ -34,10 +34,20 @@ class RunPair:
     method: Method
 
 
+def run_model_spec(run: Run) -> ModelSpec:
+    """The model a run started from, as stored in its config."""
+    return ModelSpec.from_dict(run.config.get("model") or {})
+
+
+def load_pretrained(spec: ModelSpec, device: str = "auto") -> LoadedModel:
+    """The pretrained model in eval mode: the "before" of every analysis."""
+    loaded = load_model(spec, device)
+    loaded.model.eval()
+    return loaded
+
+
 def load_run_pair(run: Run, device: str = "auto") -> RunPair:
-    before = load_model(ModelSpec.from_dict(run.config.get("model") or {}), device)
-    before.model.eval()
-    return RunPair(run, before, restore_run(run, device)[1])
+    return RunPair(run, load_pretrained(run_model_spec(run), device), restore_run(run, device)[1])
 
 
 def analysis_images(run: Run, per_class: int, dataset: ClassificationDataset | None = None) -> ClassificationDataset:

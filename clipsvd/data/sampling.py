@@ -55,6 +55,17 @@ def few_shot(
     return split.subset(chosen)
 
 
+def cap_per_class(split: ImageSplit, limit: int, seed: int = 0) -> ImageSplit:
+    """At most `limit` images of each class present, drawn with a seeded generator, in position order."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(split.labels)
+    keep: list[int] = []
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        keep.extend(rng.choice(indices, size=min(limit, len(indices)), replace=False).tolist())
+    return split.subset(sorted(keep))
+
+
 def split_counts(n: int, val_frac: float, test_frac: float) -> tuple[int, int, int]:
     """(train, val, test) sizes for one class of n images.
 

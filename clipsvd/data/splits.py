@@ -18,7 +18,15 @@ from PIL import Image, UnidentifiedImageError
 from clipsvd.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_MAX_LISTED = 5  # how many bad files validate() names before summarising the rest
+_MAX_LISTED = 5  # how many bad files an error names before summarising the rest
+
+
+def listed(items: Sequence[object], total: int | None = None, limit: int = _MAX_LISTED) -> str:
+    """The first `limit` items on indented lines, then "... and N more" if `total` (default: all items) is larger."""
+    total = len(items) if total is None else total
+    shown = [str(item) for item in items[:limit]]
+    more = f"\n  ... and {total - len(shown)} more" if total > len(shown) else ""
+    return "\n  ".join(shown) + more
 
 
 def _check_labels(labels: Sequence[int], what: str) -> list[int]:
@@ -88,8 +96,7 @@ class ImageSplit(torch.utils.data.Dataset, ABC):
                 if len(bad) < _MAX_LISTED:
                     bad.append(str(exc))
         if n_bad:
-            more = f"\n  ... and {n_bad - len(bad)} more" if n_bad > len(bad) else ""
-            raise DataError(f"{n_bad} of {len(self)} images cannot be read:\n  " + "\n  ".join(bad) + more)
+            raise DataError(f"{n_bad} of {len(self)} images cannot be read:\n  " + listed(bad, n_bad))
 
     def _positions(self, indices: Sequence[int]) -> list[int]:
         out = []

@@ -56,7 +56,6 @@ class CLIPFit(Method):
     def setup(self, loaded, class_prompts) -> None:
         with torch.no_grad():
             self.frozen_text = loaded.encode_text(class_prompts).detach()
-        self.train_prompts = list(class_prompts)
         for _, param in clipfit_parameters(loaded.model):
             param.requires_grad_(True)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from clipsvd.errors import ConfigError
-from clipsvd.methods.base import Method, MethodConfig
+from clipsvd.methods.base import Method, MethodConfig, check_adapter_keys
 from clipsvd.methods.registry import register_method
 
 
@@ -52,8 +52,6 @@ class LinearProbe(Method):
         return {"head": self.head.detach().cpu().clone()}
 
     def load_adapter_state(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        from clipsvd.methods.base import check_adapter_keys
-
         check_adapter_keys(self.adapter_state(), tensors, source, self.name)
         with torch.no_grad():
             self.head.copy_(tensors["head"].to(self.head.device))

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
-from clipsvd.plots.style import AFTER_COLOR, BEFORE_COLOR, SEQUENTIAL, styled
+from clipsvd.plots.style import AFTER_COLOR, BEFORE_COLOR, DIVERGING, SEQUENTIAL, styled
 
 MEASURE_TITLES = {
     "rel_change": "‖σ − σ₀‖ / ‖σ₀‖",
@@ -32,7 +32,7 @@ def sv_shift_heatmap(shifts: pd.DataFrame, value: str = "rel_change", title: str
         grid = part.pivot_table(index="layer", columns="kind", values=value, aggfunc="first").reindex(columns=kinds)
         fig.add_trace(go.Heatmap(
             z=grid.to_numpy(), x=kinds, y=grid.index.to_list(),
-            colorscale="RdBu_r" if diverging else SEQUENTIAL,
+            colorscale=DIVERGING if diverging else SEQUENTIAL,
             zmin=-zmax if diverging else 0.0, zmax=zmax,
             coloraxis=None, showscale=col == len(encoders),
             colorbar=dict(title=dict(text=label, side="right")),

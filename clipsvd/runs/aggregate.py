@@ -71,16 +71,30 @@ def per_class_accuracy(runs: list, split_key: str = "per_class") -> pd.DataFrame
     return out.sort_values(["method", "position"]).drop(columns="position").reset_index(drop=True)
 
 
+def run_per_class_table(run) -> pd.DataFrame:
+    """Per-class accuracy of one run as rows (split, class, accuracy); empty when it was not evaluated."""
+    rows = [{"split": split, "class": name, "accuracy": value}
+            for split, key in (("all", "per_class"), ("base", "per_class_base"), ("novel", "per_class_novel"))
+            for name, value in (run.metrics.get(key) or {}).items()]
+    return pd.DataFrame(rows, columns=["split", "class", "accuracy"])
+
+
+def mean_std_text(row: pd.Series, metric: str, unit: str = "") -> str:
+    """"mean ± std" of an aggregated metric (`<metric>_mean`, `<metric>_std`); the mean alone for one run."""
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None or pd.isna(mean):
+        return "—"
+    return f"{mean:.2f}{unit}" if std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}{unit}"
+
+
 def shots_table(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Methods × shots, each cell "mean ± std (n)" over seeds: the layout of the papers' few-shot tables."""
     summary = aggregate(table, ("method", "shots"))
-    mean, std = f"{metric}_mean", f"{metric}_std"
-    if summary.empty or mean not in summary:
+    if summary.empty or f"{metric}_mean" not in summary:
         return pd.DataFrame()
 
     def cell(row: pd.Series) -> str:
-        spread = "" if pd.isna(row[std]) else f" ± {row[std]:.2f}"
-        return f"{row[mean]:.2f}{spread} ({int(row['n'])})"
+        return f"{mean_std_text(row, metric)} ({int(row['n'])})"
 
     cells = summary.assign(cell=summary.apply(cell, axis=1),
                            shots=summary["shots"].map(lambda v: "all" if pd.isna(v) else f"{int(v)}-shot"))

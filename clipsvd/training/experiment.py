@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
@@ -22,6 +20,7 @@ from clipsvd.data import (
     load_dataset,
     train_transform,
 )
+from clipsvd.data.sampling import cap_per_class
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
@@ -93,19 +92,9 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
             train_set, train=few_shot(train_set.train, config.shots, config.seed, classnames=train_set.classnames))
     if config.max_test_per_class is not None:
         # The subset ignores the training seed: every method and seed is scored on the same images.
-        test_sets = {k: dataclasses.replace(d, test=_cap_per_class(d.test, config.max_test_per_class))
+        test_sets = {k: dataclasses.replace(d, test=cap_per_class(d.test, config.max_test_per_class))
                      for k, d in test_sets.items()}
     return PreparedData(train_set, test_sets)
-
-
-def _cap_per_class(split, limit: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(split.labels)
-    keep = []
-    for label in np.unique(labels):
-        indices = np.flatnonzero(labels == label)
-        keep.extend(sorted(rng.choice(indices, size=min(limit, len(indices)), replace=False).tolist()))
-    return split.subset(sorted(keep))
 
 
 def run_experiment(

@@ -119,12 +119,13 @@ def train(
             weights = method.class_weights(class_prompts)
             logits = method.logits(images, weights)
             loss = method.loss(logits, labels, weights)
-            if not torch.isfinite(loss):
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
                 if last_good is not None:  # the parameters whose loss was still finite
                     with torch.no_grad():
                         for param, value in zip(params, last_good):
                             param.copy_(value)
-                message = (f"loss became {loss.item()} at step {step + 1} (epoch {epoch}); stopped and restored "
+                message = (f"loss became {loss_value} at step {step + 1} (epoch {epoch}); stopped and restored "
                            f"the last parameters with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
                 return _finish(method, DIVERGED, step, start, history, message)
             last_good = [param.detach().clone() for param in params]
@@ -133,10 +134,10 @@ def train(
             optimizer.step()
             scheduler.step()
             step += 1
-            loss_sum += loss.item() * len(labels)
+            loss_sum += loss_value * len(labels)
             correct += (logits.argmax(dim=-1) == labels).sum().item()
             seen += len(labels)
-            report(Progress("train", step, total_steps, epoch, cfg.epochs, loss.item(),
+            report(Progress("train", step, total_steps, epoch, cfg.epochs, loss_value,
                             optimizer.param_groups[0]["lr"], time.perf_counter() - start))
         history.append({"epoch": epoch, "step": step, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.loaders.splitfile import build_split, classnames_from_entries, read_split_json
+from clipsvd.data.splits import listed
 from clipsvd.data.templates import template_for
 from clipsvd.errors import DataError
 
@@ -16,7 +17,6 @@ BIOMEDCOOP_DATASETS = (
     "BTMRI", "BUSI", "CHMNIST", "COVID-QU-Ex", "CTKidney", "DermaMNIST",
     "KneeXray", "Kvasir", "LungColon", "OCTMNIST", "RETINA",
 )
-_MAX_LISTED = 5
 
 
 def available_biomedcoop(root: str | Path) -> list[str]:
@@ -59,10 +59,8 @@ def load_biomedcoop(root: str | Path, name: str, template: str | None = None) ->
         missing: list[str] = []
         splits[split_name] = build_split(split_entries, _resolver(ddir, ddir / name, missing))
         if missing:
-            listed = "\n  ".join(missing[:_MAX_LISTED])
-            more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
             raise DataError(
-                f"split file {split_path}, '{split_name}': {len(missing)} image(s) not found:\n  {listed}{more}"
+                f"split file {split_path}, '{split_name}': {len(missing)} image(s) not found:\n  {listed(missing)}"
             )
     return ClassificationDataset(
         name=name,

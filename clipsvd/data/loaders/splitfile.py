@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from clipsvd.data.splits import FileImageSplit
+from clipsvd.data.splits import FileImageSplit, listed
 from clipsvd.errors import DataError
 
 Entry = tuple[str, int, str]
-_MAX_LISTED = 5
 
 
 def read_split_json(path: Path) -> dict[str, list[Entry]]:
@@ -83,6 +82,4 @@ def check_files_exist(source: str, split: FileImageSplit | None) -> None:
         return
     missing = [p for p in split.paths if not p.is_file()]
     if missing:
-        listed = "\n  ".join(str(p) for p in missing[:_MAX_LISTED])
-        more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        raise DataError(f"{source} names {len(missing)} image(s) that do not exist:\n  {listed}{more}")
+        raise DataError(f"{source} names {len(missing)} image(s) that do not exist:\n  {listed(missing)}")
