@@ -89,7 +89,7 @@ def page(server):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
         tab = context.new_page()
-        tab.set_default_timeout(60_000)
+        tab.set_default_timeout(120_000)  # 2 shared cores: a busy machine can take a minute per page
         tab.goto(server)
         tab.get_by_role("heading", name="clipsvd", exact=True).wait_for()
         yield tab
