@@ -36,11 +36,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def _model_spec(args: argparse.Namespace):
+    """The model of train/sweep: --arch may be left out for a checkpoint file (read off its tensors)."""
+    from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, ModelSpec
+    from clipsvd.models.loading import looks_like_path
+
+    arch = args.arch or (AUTO_ARCHITECTURE if looks_like_path(args.weights) else DEFAULT_ARCHITECTURE)
+    return ModelSpec(arch, args.weights, args.model_seed, args.activation)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from clipsvd.data import DatasetSpec
-    from clipsvd.models import ModelSpec
     from clipsvd.runs import RunStore, aggregate
     from clipsvd.training.sweep import SweepSpec, run_sweep
 
@@ -50,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         datasets=[DatasetSpec(args.dataset_kind, name, args.data_root) for name in args.dataset or ["animal-shape"]],
         shots=[s or None for s in args.shots or [16]],
         seeds=args.seed or [1, 2, 3],
-        model=ModelSpec(args.arch, args.weights, args.model_seed),
+        model=_model_spec(args),
         protocol=args.protocol,
         hyperparameters={method: overrides for method in args.method} if overrides else {},
         device=args.device,
@@ -83,13 +91,12 @@ def _progress_printer(every: int):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clipsvd.data import DatasetSpec
-    from clipsvd.models import ModelSpec
     from clipsvd.runs import RunStore
     from clipsvd.training import ExperimentConfig, run_experiment
 
     overrides = _overrides(args)
     store = RunStore(args.runs_dir)
-    model = ModelSpec(args.arch, args.weights, args.model_seed)
+    model = _model_spec(args)
     dataset = DatasetSpec(args.dataset_kind, args.dataset, args.data_root)
     failures = 0
     for method in args.method:
@@ -238,8 +245,15 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", action="append", required=True, help="repeat for several methods")
     parser.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
     parser.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
-    parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture (or hf-hub:/local-dir: id)")
-    parser.add_argument("--weights", default="random", help="'random', a pretrained tag, or a checkpoint path")
+    parser.add_argument("--arch", default=None,
+                        help="open_clip architecture, or an hf-hub:/local-dir: id (default ViT-B-16; with a checkpoint "
+                             "file: read from its tensors)")
+    parser.add_argument("--weights", default="random",
+                        help="'random', a pretrained tag, or a checkpoint: OpenAI .pt archive, state dict .pt/.bin, "
+                             "safetensors, open_clip training checkpoint, transformers CLIPModel file or folder")
+    parser.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"],
+                        help="MLP activation; quickgelu for OpenAI / LAION-400M weights in a plain file "
+                             "(tags and OpenAI archives choose it themselves)")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
     parser.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
     parser.add_argument("--epochs", type=int)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from clipsvd.analysis.embeddings import image_features, umap_before_after
 from clipsvd.analysis.textspan import TextSpanCache, TextSpanResult, explain_heads, top_images_for_text
 from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
-from clipsvd.data import ClassificationDataset, TransformedSplit, eval_transform
+from clipsvd.data import ClassificationDataset, TransformedSplit
 from clipsvd.errors import ConfigError
 from clipsvd.methods import Method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
@@ -59,7 +59,7 @@ def analysis_images(run: Run, per_class: int, dataset: ClassificationDataset | N
 
 def image_batches(dataset: ClassificationDataset, loaded: LoadedModel, batch_size: int = 64) -> DataLoader:
     """Preprocessed test-image batches for a model (its own size and normalisation)."""
-    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    transform = loaded.eval_transform()
     return DataLoader(TransformedSplit(dataset.test, transform), batch_size=batch_size, shuffle=False)
 
 
@@ -90,7 +90,7 @@ def run_textspan(
 def run_umap(pair: RunPair, dataset: ClassificationDataset, seed: int = 0) -> pd.DataFrame:
     """UMAP layouts of the test images' features before and after, labelled by class name."""
     loaded = pair.before
-    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    transform = loaded.eval_transform()
     before, labels = image_features(loaded, dataset.test, transform)
     after, _ = image_features(pair.method, dataset.test, transform)
     return umap_before_after(before, after, [dataset.classnames[i] for i in labels], seed)

@@ -24,14 +24,19 @@ def train_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Seq
     ])
 
 
-def eval_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> Callable:
-    """CLIP's preprocessing: resize the short side (bicubic), centre crop, normalise."""
-    return T.Compose([
-        T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+def eval_transform(
+    image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+    interpolation: str = "bicubic", resize_mode: str = "shortest",
+) -> Callable:
+    """A model's own evaluation preprocessing (its preprocess_cfg), built by open_clip itself so it matches exactly.
+
+    Defaults are CLIP's: resize the short side (bicubic), centre crop, normalise; `squash`/`longest`
+    and `bilinear` models (e.g. CLIPA) get theirs.
+    """
+    from open_clip.transform import image_transform  # imported here: the rest of the data layer needs no open_clip
+
+    return image_transform(image_size, is_train=False, mean=tuple(mean), std=tuple(std),
+                           resize_mode=resize_mode, interpolation=interpolation)
 
 
 class TransformedSplit(torch.utils.data.Dataset):

@@ -15,7 +15,6 @@ from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
     base_novel,
-    eval_transform,
     few_shot,
     load_dataset,
     train_transform,
@@ -63,7 +62,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"method_config"}
+        unknown = set(data) - known - {"method_config", "model_source"}
         if unknown:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
@@ -113,6 +112,7 @@ def run_experiment(
     data.train_set.train.validate()
     report(Progress("load", message=f"building {config.model.label}"))
     loaded = load_model(config.model, config.device)
+    report(Progress("load", message=f"built {loaded.label}"))
     method = create_method(config.method, method_config)
     report(Progress("load", message=f"attaching {method.display_name}"))
     method.attach(loaded, data.train_set.prompts())
@@ -123,6 +123,8 @@ def run_experiment(
     if result.status == COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
     record = dict(config.to_dict(), method_config=method_config.to_dict())
+    if loaded.info is not None:  # where the weights came from, the activation built, any note (e.g. activation unknown)
+        record["model_source"] = {**loaded.info.to_dict(), "label": loaded.label}
     run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"
     run = Run(run_id, record, metrics, status=result.status, message=result.message, history=result.history)
     report(Progress("done", result.steps, result.steps, message=result.status))
@@ -140,7 +142,7 @@ def _parameter_metrics(method: Method) -> dict[str, Any]:
 
 def evaluate_method(method: Method, data: PreparedData, batch_size: int, report: ProgressCallback) -> dict[str, Any]:
     """Accuracy per test set; base/novel/HM under base2novel (novel is None where a method cannot do it)."""
-    transform = eval_transform(method.loaded.image_size, method.loaded.mean, method.loaded.std)
+    transform = method.loaded.eval_transform()
     metrics: dict[str, Any] = {"eval_seconds": 0.0}
     start = time.perf_counter()
     for name, test_set in data.test_sets.items():
