@@ -377,7 +377,7 @@ def _check_shapes(architecture: str, state: dict[str, torch.Tensor], path: Path)
     if architecture not in open_clip.list_models():
         raise ConfigError(f"architecture: '{architecture}' is not an open_clip model")
     with torch.device("meta"):
-        expected = open_clip.create_model(architecture, pretrained=None).state_dict()
+        expected = open_clip.create_model(architecture, pretrained=None, device="meta").state_dict()
     wrong = [k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     missing = [k for k in expected if k not in state and k != "attn_mask"]
     if wrong or missing:
@@ -402,12 +402,12 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     position_ids = "text.transformer.embeddings.position_ids"
     if position_ids in state_dict and not hasattr(model, position_ids):
         del state_dict[position_ids]
-    open_clip.model.resize_pos_embed(state_dict, model)
-    open_clip.model.resize_text_pos_embed(state_dict, model)
     try:
+        open_clip.model.resize_pos_embed(state_dict, model)
+        open_clip.model.resize_text_pos_embed(state_dict, model)
         model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines()[1:3]]
+    except (RuntimeError, AssertionError, KeyError) as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines()[:3]]
         raise CheckpointError(
             f"checkpoint {path} does not load into {arch}: its tensors look like "
             f"{formats.describe_tensors(state_dict)}. ({'; '.join(lines)[:300]})"
