@@ -390,6 +390,7 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     """open_clip's load_checkpoint steps on a dict (conversions, logit_scale shape, position ids), then strict."""
     from clipsvd.models import formats
 
+    original = dict(state_dict)  # open_clip's resizing edits the dict; describe what the file holds
     state_dict = open_clip.convert.convert_state_dict(model, dict(state_dict))
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         state_dict = open_clip.model.convert_to_custom_text_state_dict(state_dict)
@@ -410,7 +411,7 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         lines = [line.strip() for line in str(exc).strip().splitlines()[:3]]
         raise CheckpointError(
             f"checkpoint {path} does not load into {arch}: its tensors look like "
-            f"{formats.describe_tensors(state_dict)}. ({'; '.join(lines)[:300]})"
+            f"{formats.describe_tensors(original)}. ({'; '.join(lines)[:300]})"
         ) from exc
 
 
