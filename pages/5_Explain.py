@@ -3,7 +3,7 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
-from clipsvd.analysis.decomposition import resolve_layers, vision_tower
+from clipsvd.analysis.decomposition import resolve_layers, tower_blocks, vision_tower
 from clipsvd.analysis.runs import images_for_text, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
@@ -63,7 +63,7 @@ ui.page_header("Explain (TextSpan)", "Describe what each attention head writes w
 CONTEXT = ui.analysis_context()
 TOWER = ui.try_call(vision_tower, CONTEXT.before) if CONTEXT is not None else None
 if TOWER is not None:
-    n_layers = len(TOWER.transformer.resblocks)
+    n_layers = len(tower_blocks(TOWER))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
     with c1:
         corpus = choose_corpus()

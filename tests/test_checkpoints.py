@@ -265,3 +265,51 @@ def test_missing_transformers_names_the_package(biomed_cache, monkeypatch):
 
 def test_describe_tensors_of_a_timm_tower():
     assert "timm" in describe_tensors({"visual.trunk.patch_embed.proj.weight": torch.zeros(1)})
+
+
+# ----- every method and analysis on the BiomedCLIP-style model ---------------------------------------
+
+@pytest.mark.parametrize("name", ["clip-svd", "clipfit", "prolip", "linear-probe", "zero-shot"])
+def test_every_method_attaches_and_trains_on_biomedclip(biomed_cache, name):
+    from clipsvd.methods import create_method
+
+    loaded = load_model(ModelSpec(f"hf-hub:{BIOMED_ID}"), "cpu")
+    method = create_method(name).attach(loaded, PROMPTS)
+    images = torch.randn(2, 3, 160, 160)
+    logits = method.logits(images, method.class_weights(PROMPTS))
+    loss = method.loss(logits, torch.tensor([0, 1]), method.class_weights(PROMPTS))
+    if method.trainable_parameters():
+        loss.backward()
+        assert all(p.grad is not None for p in method.trainable_parameters())
+    if name == "clip-svd":  # timm ViT 6 × 6 × 64 + BERT 2 × (4·32 + 32 + 32)
+        assert method.parameter_report()["trainable"] == 6 * 6 * 64 + 2 * 6 * 32
+
+
+def test_textspan_terms_sum_to_the_embedding_on_the_timm_tower(biomed_cache):
+    from clipsvd.analysis.decomposition import direct_contributions
+    from clipsvd.analysis.textspan import explain_heads
+
+    loaded = load_model(ModelSpec(f"hf-hub:{BIOMED_ID}"), "cpu")
+    loaded.model.eval()
+    images = torch.randn(3, 3, 160, 160)
+    parts = direct_contributions(loaded, images, layers=[-2, -1])
+    assert parts.heads.shape == (3, 2, 2, 32)
+    assert (parts.heads.sum((1, 2)) + parts.rest - parts.embedding).abs().max() <= 1e-4
+    with torch.no_grad():
+        assert (parts.embedding - loaded.encode_image(images)).abs().max() <= 1e-5
+    result = explain_heads(loaded, [images], ["a photo of a cat.", "a tumor scan.", "a dog."], texts_per_head=2)
+    assert len(result.heads) == 4 * 2 and all(h.texts for h in result.heads.values())
+
+
+def test_head_changes_on_timm_and_bert_towers(biomed_cache):
+    from clipsvd.analysis import head_changes
+
+    before = load_model(ModelSpec(f"hf-hub:{BIOMED_ID}"), "cpu")
+    after = load_model(ModelSpec(f"hf-hub:{BIOMED_ID}"), "cpu")
+    with torch.no_grad():
+        after.model.visual.trunk.blocks[5].attn.qkv.weight[128:160] *= 2  # v rows of head 0 in layer 5
+        after.model.text.transformer.encoder.layer[1].attention.self.value.weight[16:] *= 2  # head 1, layer 1
+    visual = head_changes(before, after, "visual")
+    assert (visual.iloc[0]["layer"], visual.iloc[0]["head"]) == (5, 0) and len(visual) == 12
+    text = head_changes(before, after, "text")
+    assert (text.iloc[0]["layer"], text.iloc[0]["head"]) == (1, 1) and len(text) == 4

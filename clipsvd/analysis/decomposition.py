@@ -9,6 +9,9 @@ add up to the normalised image embedding exactly (up to float rounding).
 The forward pass is recomputed here, mirroring open_clip's VisionTransformer (batch-first tokens,
 no attention mask in the image tower, LayerScale ls_1/ls_2 applied when present, patch dropout
 skipped as in eval mode) so per-head outputs are available without materialising attention maps.
+timm ViT image towers (BiomedCLIP's) are decomposed the same way: class-token pooling, the
+trunk's final norm linearised per image, then the tower's projection head (its bias, if any,
+joins the rest term).
 """
 from __future__ import annotations
 
@@ -45,8 +48,12 @@ def vision_tower(model: Any) -> nn.Module:
     module = as_module(model)
     visual = getattr(module, "visual", module)
     name = type(visual).__name__
+    if name == "TimmModel":
+        _check_timm_tower(visual)
+        return visual
     if name != "VisionTransformer" or not hasattr(visual, "transformer"):
-        raise ConfigError(f"TextSpan decomposition supports open_clip VisionTransformer image towers, not {name}")
+        raise ConfigError(f"TextSpan decomposition supports open_clip VisionTransformer and timm ViT image towers, "
+                          f"not {name}")
     if getattr(visual, "attn_pool", None) is not None:
         raise ConfigError("TextSpan decomposition: attentional pooling (CoCa-style) is not supported")
     if visual.proj is None:
@@ -68,6 +75,42 @@ def vision_tower(model: Any) -> nn.Module:
         if list(dict(block.mlp.named_children())) != ["c_fc", "gelu", "c_proj"]:
             raise ConfigError(f"TextSpan decomposition: block {i} has an MLP other than c_fc → gelu → c_proj")
     return visual
+
+
+def _check_timm_tower(visual: nn.Module) -> None:
+    """Refuse timm towers whose forward this decomposition does not mirror (pooling, extra norms, gates)."""
+    trunk = visual.trunk
+    if type(trunk).__name__ != "VisionTransformer" or not hasattr(trunk, "blocks"):
+        raise ConfigError(f"TextSpan decomposition: timm trunk {type(trunk).__name__} is not a ViT")
+    if getattr(trunk, "global_pool", None) != "token" or getattr(trunk, "attn_pool", None) is not None:
+        raise ConfigError(f"TextSpan decomposition: timm pooling '{getattr(trunk, 'global_pool', None)}' is not "
+                          "supported; supported: class-token pooling ('token')")
+    for part in ("fc_norm", "head"):
+        if not isinstance(getattr(trunk, part, nn.Identity()), nn.Identity):
+            raise ConfigError(f"TextSpan decomposition: the timm trunk has a {part} layer; not supported")
+    if not isinstance(trunk.norm, nn.LayerNorm):
+        raise ConfigError("TextSpan decomposition: the timm trunk's final norm is not a LayerNorm")
+    head = dict(visual.head.named_children())
+    if not isinstance(head.get("proj"), nn.Linear) or set(head) - {"drop", "proj"}:
+        raise ConfigError(f"TextSpan decomposition: projection head {list(head)} is not supported (expected a "
+                          "linear 'proj')")
+    for i, block in enumerate(trunk.blocks):
+        attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+        plain = all(isinstance(getattr(attn, n, nn.Identity()), nn.Identity) for n in ("q_norm", "k_norm", "norm"))
+        if type(block).__name__ != "Block" or not plain or getattr(attn, "gate", None) is not None:
+            raise ConfigError(f"TextSpan decomposition: timm block {i} ({type(block).__name__}) is not a plain ViT block")
+        if not (hasattr(mlp, "fc1") and hasattr(mlp, "fc2")) or not isinstance(getattr(mlp, "norm", nn.Identity()),
+                                                                                 nn.Identity):
+            raise ConfigError(f"TextSpan decomposition: timm block {i} has an MLP other than fc1 → act → fc2")
+
+
+def tower_blocks(visual: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of an image tower vision_tower accepted."""
+    return list(visual.trunk.blocks) if hasattr(visual, "trunk") else list(visual.transformer.resblocks)
+
+
+def tower_head_dim(visual: nn.Module) -> int:
+    return tower_blocks(visual)[0].attn.head_dim
 
 
 def resolve_layers(n_layers: int, layers: Sequence[int] | None) -> tuple[int, ...]:
@@ -107,14 +150,19 @@ def _attention(
     slice of the attention context times its columns of W_O; the out_proj bias is left out.
     """
     attn = block.attn
+    if hasattr(attn, "qkv"):  # timm
+        w_in, b_in, out = current_weight(attn.qkv, "weight"), attn.qkv.bias, attn.proj
+        x = block.norm1(x)
+    else:
+        w_in, b_in, out = current_weight(attn, "in_proj_weight"), attn.in_proj_bias, attn.out_proj
+        x = block.ln_1(x)
     n, t, width = x.shape
     heads = attn.num_heads
-    w_in = current_weight(attn, "in_proj_weight")
-    w_out = current_weight(attn.out_proj, "weight")
-    qkv = F.linear(block.ln_1(x), w_in, attn.in_proj_bias)
+    w_out = current_weight(out, "weight")
+    qkv = F.linear(x, w_in, b_in)
     q, k, v = (part.reshape(n, t, heads, width // heads).transpose(1, 2) for part in qkv.split(width, dim=-1))
     context = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, d_h); no mask, no dropout
-    out = F.linear(context.transpose(1, 2).reshape(n, t, width), w_out, attn.out_proj.bias)
+    out = F.linear(context.transpose(1, 2).reshape(n, t, width), w_out, out.bias)
     head_context = pooled(context.transpose(1, 2))  # (N, H, d_h)
     per_head = torch.einsum("nhd,whd->nhw", head_context, w_out.reshape(width, heads, width // heads))
     return out, per_head
@@ -122,8 +170,38 @@ def _attention(
 
 def _mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     mlp = block.mlp
+    if hasattr(mlp, "fc1"):  # timm: fc1 → act → fc2 (dropouts and the identity norm skipped)
+        hidden = mlp.act(F.linear(x, current_weight(mlp.fc1, "weight"), mlp.fc1.bias))
+        return F.linear(hidden, current_weight(mlp.fc2, "weight"), mlp.fc2.bias)
     hidden = mlp.gelu(F.linear(x, current_weight(mlp.c_fc, "weight"), mlp.c_fc.bias))
     return F.linear(hidden, current_weight(mlp.c_proj, "weight"), mlp.c_proj.bias)
+
+
+def _timm_embeds(trunk: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """timm's own embedding steps (patches, class token, positions), patch dropout skipped as in eval mode."""
+    return trunk.norm_pre(trunk._pos_embed(trunk.patch_embed(images)))
+
+
+@dataclass
+class _TowerParts:
+    """What the decomposition needs of an image tower, whichever family it is."""
+
+    embeds: Callable[[torch.Tensor], torch.Tensor]
+    blocks: list[nn.Module]
+    pooled: Callable[[torch.Tensor], torch.Tensor]
+    final_norm: nn.LayerNorm
+    proj: torch.Tensor  # (width, embed)
+    proj_bias: torch.Tensor | None
+    ls: tuple[str, str]  # names of the LayerScale modules after attention and MLP
+
+
+def _tower_parts(visual: nn.Module) -> _TowerParts:
+    if hasattr(visual, "trunk"):
+        trunk, linear = visual.trunk, visual.head.proj
+        return _TowerParts(lambda images: _timm_embeds(trunk, images), list(trunk.blocks), lambda x: x[:, 0],
+                           trunk.norm, current_weight(linear, "weight").t(), linear.bias, ("ls1", "ls2"))
+    return _TowerParts(lambda images: _embeds(visual, images), list(visual.transformer.resblocks),
+                       lambda x: _pool(visual, x), visual.ln_post, visual.proj, None, ("ls_1", "ls_2"))
 
 
 @torch.no_grad()
@@ -135,13 +213,12 @@ def direct_contributions(
     Runs on the model's device; returns tensors there (float32).
     """
     visual = vision_tower(model)
-    blocks = list(visual.transformer.resblocks)
+    parts = _tower_parts(visual)
+    blocks = parts.blocks
     chosen = resolve_layers(len(blocks), layers)
-    device, dtype = visual.proj.device, visual.proj.dtype
-    x = _embeds(visual, images.to(device, dtype))
-
-    def pooled(tokens: torch.Tensor) -> torch.Tensor:
-        return _pool(visual, tokens)
+    device, dtype = parts.proj.device, parts.proj.dtype
+    x = parts.embeds(images.to(device, dtype))
+    pooled = parts.pooled
 
     rest = pooled(x).float()  # ln_pre term
     head_terms = []
@@ -149,28 +226,30 @@ def direct_contributions(
     for index, block in enumerate(blocks):
         heads = block.attn.num_heads
         attn_out, per_head = _attention(block, x, pooled)
-        attn_out = block.ls_1(attn_out)
+        ls_1, ls_2 = getattr(block, parts.ls[0]), getattr(block, parts.ls[1])
+        attn_out = ls_1(attn_out)
         if index in chosen:
-            head_terms.append(block.ls_1(per_head).float())
-            bias = block.attn.out_proj.bias
+            head_terms.append(ls_1(per_head).float())
+            bias = (block.attn.proj if hasattr(block.attn, "proj") else block.attn.out_proj).bias
             if bias is not None:
-                rest = rest + block.ls_1(bias.expand_as(rest).to(dtype)).float()
+                rest = rest + ls_1(bias.expand_as(rest).to(dtype)).float()
         else:
             rest = rest + pooled(attn_out).float()
         x = x + attn_out
-        mlp_out = block.ls_2(_mlp(block, block.ln_2(x)))
+        mlp_out = ls_2(_mlp(block, (block.norm2 if hasattr(block, "norm2") else block.ln_2)(x)))
         rest = rest + pooled(mlp_out).float()
         x = x + mlp_out
         n_terms += heads + 2  # H heads, out_proj bias, MLP
 
     heads_raw = torch.stack(head_terms, dim=1)  # (N, L, H, W)
     residual = pooled(x).float()
-    ln = visual.ln_post
+    ln = parts.final_norm
     mean = residual.mean(dim=-1)
     std = (residual.var(dim=-1, unbiased=False) + ln.eps).sqrt()
     gamma = ln.weight.float() if ln.weight is not None else torch.ones_like(residual[0])
     beta = ln.bias.float() if ln.bias is not None else torch.zeros_like(residual[0])
-    proj = visual.proj.float()
+    proj = parts.proj.float()
+    proj_bias = parts.proj_bias.float() if parts.proj_bias is not None else torch.zeros_like(proj[0])
 
     def linearised(c: torch.Tensor, share: float, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
         """ln_post's share for `share` of the K terms: γ⊙(c − share·μ/K)/σ + share·β/K, then proj."""
@@ -178,8 +257,8 @@ def direct_contributions(
 
     n_head_terms = heads_raw.shape[1] * heads_raw.shape[2]
     heads_out = linearised(heads_raw, 1.0, mean[:, None, None, None], std[:, None, None, None])
-    rest_out = linearised(rest, float(n_terms - n_head_terms), mean[:, None], std[:, None])
-    embedding = (gamma * (residual - mean[:, None]) / std[:, None] + beta) @ proj
+    rest_out = linearised(rest, float(n_terms - n_head_terms), mean[:, None], std[:, None]) + proj_bias
+    embedding = (gamma * (residual - mean[:, None]) / std[:, None] + beta) @ proj + proj_bias
     norm = embedding.norm(dim=-1, keepdim=True)
     return DirectContributions(
         heads=heads_out / norm[:, :, None, None],

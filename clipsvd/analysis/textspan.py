@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from clipsvd.analysis.access import as_loaded, as_module
-from clipsvd.analysis.decomposition import direct_contributions, resolve_layers, vision_tower
+from clipsvd.analysis.decomposition import (
+    direct_contributions,
+    resolve_layers,
+    tower_blocks,
+    tower_head_dim,
+    vision_tower,
+)
 from clipsvd.errors import ConfigError, DataError
 
 DEFAULT_TEXTS_PER_HEAD = 20
@@ -226,8 +232,8 @@ def explain_heads(
     if len(set(corpus)) != len(corpus):
         raise DataError("TextSpan: the corpus has duplicate lines; load it with clipsvd.analysis.corpus")
     visual = vision_tower(model_or_loaded)
-    chosen = resolve_layers(len(visual.transformer.resblocks), layers)
-    head_dim = visual.transformer.resblocks[0].attn.head_dim
+    chosen = resolve_layers(len(tower_blocks(visual)), layers)
+    head_dim = tower_head_dim(visual)
     use_cache = cache is not None and images_key is not None
     fingerprint = model_fingerprint(as_module(model_or_loaded)) if use_cache else ""
 
