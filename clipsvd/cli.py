@@ -137,7 +137,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
-    from clipsvd.analysis.runs import analysis_images, load_run_pair, run_sv_shifts, run_textspan, run_umap
+    from clipsvd.analysis.capabilities import unsupported_analyses
+    from clipsvd.analysis.runs import (
+        analysis_images,
+        load_run_pair,
+        run_model_spec,
+        run_sv_shifts,
+        run_textspan,
+        run_umap,
+    )
+    from clipsvd.errors import ClipsvdError
     from clipsvd.plots import (
         export_figure,
         head_heatmap,
@@ -148,9 +157,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     from clipsvd.runs import RunStore
 
+    run = RunStore(args.runs_dir).load(args.run_id)
+    # Decide what this model supports on a weightless skeleton, before minutes of loading.
+    skipped = unsupported_analyses(run_model_spec(run), args.what)
+    for name, reason in skipped.items():
+        print(f"  skipping {name}: {reason}", flush=True)
+    what = [name for name in args.what if name not in skipped]
+    if not what:
+        print("nothing to analyse for this model", flush=True)
+        return 1
     out = Path(args.out or f"analysis-{args.run_id}")
     out.mkdir(parents=True, exist_ok=True)
-    pair = load_run_pair(RunStore(args.runs_dir).load(args.run_id), args.device)
+    pair = load_run_pair(run, args.device)
 
     def save(name: str, table=None, figure=None) -> None:
         if table is not None:
@@ -159,17 +177,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             (out / f"{name}.{fmt}").write_bytes(export_figure(figure, fmt))
         print(f"  wrote {out / name}.*", flush=True)
 
-    if "sv" in args.what:
+    def sv() -> None:
         shifts = run_sv_shifts(pair)
         save("sv_shifts", shifts, sv_shift_heatmap(shifts) if len(shifts) else None)
-    if "heads" in args.what:
-        heads = head_changes(pair.before, pair.method)
-        save("heads", heads, head_ranking_bar(heads))
-        save("heads_heatmap", None, head_heatmap(heads))
+
+    def heads() -> None:
+        for encoder in ("visual", "text"):
+            table = head_changes(pair.before, pair.method, encoder)
+            suffix = "" if encoder == "visual" else "_text"
+            save(f"heads{suffix}", table, head_ranking_bar(table))
+            save(f"heads{suffix}_heatmap", None, head_heatmap(table))
         if hasattr(pair.method, "singular_value_weights"):
             save("heads_legacy_sigma_blocks", legacy_sigma_block_scores(pair.method))
-    images = analysis_images(pair.run, args.images_per_class) if {"textspan", "umap"} & set(args.what) else None
-    if "textspan" in args.what:
+
+    def textspan() -> None:
         before, after = run_textspan(pair, images, load_corpus(args.corpus), args.layers, args.texts_per_head)
         save("textspan_before", before.frame())
         save("textspan_after", after.frame())
@@ -177,10 +198,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for _, row in after.importance().head(args.top_heads).iterrows():
             layer, head = int(row["layer"]), int(row["head"])
             save(f"textspan_L{layer}H{head}", None, textspan_figure(before.head(layer, head), after.head(layer, head)))
-    if "umap" in args.what:
+
+    def umap() -> None:
         layout = run_umap(pair, images)
         save("umap", layout, umap_figure(layout))
-    return 0
+
+    images = analysis_images(pair.run, args.images_per_class) if {"textspan", "umap"} & set(what) else None
+    failed = []
+    for name, step in (("sv", sv), ("heads", heads), ("textspan", textspan), ("umap", umap)):
+        if name in what:
+            try:
+                step()
+            except ClipsvdError as exc:  # one analysis failing does not cost the others
+                failed.append(name)
+                print(f"  {name} failed: {exc}", flush=True)
+    return 1 if failed else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

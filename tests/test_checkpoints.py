@@ -313,3 +313,11 @@ def test_head_changes_on_timm_and_bert_towers(biomed_cache):
     assert (visual.iloc[0]["layer"], visual.iloc[0]["head"]) == (5, 0) and len(visual) == 12
     text = head_changes(before, after, "text")
     assert (text.iloc[0]["layer"], text.iloc[0]["head"]) == (1, 1) and len(text) == 4
+
+
+def test_analyze_capabilities_are_known_before_loading(biomed_cache):
+    from clipsvd.analysis.capabilities import unsupported_analyses
+
+    assert unsupported_analyses(ModelSpec(f"hf-hub:{BIOMED_ID}")) == {}
+    skipped = unsupported_analyses(ModelSpec("RN50"))
+    assert set(skipped) == {"heads", "sv", "textspan"} and "ModifiedResNet" in skipped["textspan"]
