@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# CLIP-SVD's decomposition cache: a fresh folder per test session, never the user's ~/.cache.
+os.environ.setdefault("CLIPSVD_CACHE", tempfile.mkdtemp(prefix="clipsvd-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

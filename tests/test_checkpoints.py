@@ -321,3 +321,33 @@ def test_analyze_capabilities_are_known_before_loading(biomed_cache):
     assert unsupported_analyses(ModelSpec(f"hf-hub:{BIOMED_ID}")) == {}
     skipped = unsupported_analyses(ModelSpec("RN50"))
     assert set(skipped) == {"heads", "sv", "textspan"} and "ModifiedResNet" in skipped["textspan"]
+
+
+# ----- CLIP-SVD decomposition cache, progress and cancel ---------------------------------------------
+
+def test_svd_cache_progress_and_cancel(tmp_path, monkeypatch, images):
+    import threading
+
+    from clipsvd.methods import create_method
+    from clipsvd.methods.base import AttachCancelled
+
+    monkeypatch.setenv("CLIPSVD_CACHE", str(tmp_path))
+    spec = ModelSpec("clipsvd-tiny", seed=11)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(AttachCancelled):
+        create_method("clip-svd").attach(load_model(spec, "cpu"), PROMPTS, cancel=cancel)
+    reports = []
+    first = create_method("clip-svd").attach(load_model(spec, "cpu"), PROMPTS,
+                                             progress=lambda done, total, message: reports.append((done, total)))
+    assert reports and reports[-1][1] == len(reports) and list((tmp_path / "svd").glob("*.safetensors"))
+    again = []
+    second = create_method("clip-svd").attach(load_model(spec, "cpu"), PROMPTS,
+                                              progress=lambda *report: again.append(report))
+    assert not again  # read from the cache: nothing to decompose
+    images64 = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(first.image_features(images64), second.image_features(images64))
+    other = create_method("clip-svd").attach(load_model(ModelSpec("clipsvd-tiny", seed=12), "cpu"), PROMPTS,
+                                             progress=lambda *report: again.append(report))
+    assert again and other is not None  # other weights, other fingerprint

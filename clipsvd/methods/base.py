@@ -7,18 +7,23 @@ training loop and the evaluation code talk to methods only through this class.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from abc import ABC
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsvd.errors import CheckpointError, ConfigError
+from clipsvd.errors import CheckpointError, ClipsvdError, ConfigError
 from clipsvd.models.loading import LoadedModel
 
 PROTOCOLS = ("few-shot", "base2novel")
+
+
+class AttachCancelled(ClipsvdError):
+    """The user cancelled while a method was being attached (e.g. during CLIP-SVD's decomposition)."""
 
 
 @dataclass
@@ -96,8 +101,16 @@ class Method(ABC):
         return config
 
     # ----- life cycle ----------------------------------------------------------------------
-    def attach(self, loaded: LoadedModel, class_prompts: list[str]) -> "Method":
-        """Freeze the backbone, then let the subclass open up (or insert) what it trains."""
+    def attach(
+        self, loaded: LoadedModel, class_prompts: list[str],
+        progress: Callable[[int, int, str], None] | None = None, cancel: threading.Event | None = None,
+    ) -> "Method":
+        """Freeze the backbone, then let the subclass open up (or insert) what it trains.
+
+        progress(done, total, message) and cancel reach long set-ups (CLIP-SVD's first decomposition).
+        """
+        self.attach_progress = progress or (lambda done, total, message: None)
+        self.attach_cancel = cancel
         self.loaded = loaded
         self.original_parameter_count = count_parameters(loaded.model)
         loaded.model.requires_grad_(False)

@@ -1,7 +1,9 @@
 """CLIP-SVD (arXiv 2509.03740): train only the singular values of every attention and MLP matrix.
 
 Each selected matrix is decomposed once, W = U·diag(σ)·Vᵀ (thin SVD), with U and V frozen and
-σ trainable, initialised to σ₀ so the attached model equals the pretrained one. The weight is
+σ trainable, initialised to σ₀ so the attached model equals the pretrained one. The factors of a
+given set of weights are cached on disk (clipsvd.methods.svd_cache), so only the first attach of
+a model pays for the SVDs; it reports progress and honours cancel between matrices. The weight is
 recomposed once per forward pass of its module (not factored per token: one matmul per matrix
 instead of two per token). `merge()` writes the trained W back as a plain parameter.
 """
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 
 from clipsvd.errors import ConfigError
-from clipsvd.methods.base import Method, MethodConfig
+from clipsvd.methods import svd_cache
+from clipsvd.methods.base import AttachCancelled, Method, MethodConfig
 from clipsvd.methods.registry import register_method
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS, encoder_blocks
 
@@ -25,14 +28,18 @@ class SingularValueWeight(nn.Module):
     kind is not selected stay as frozen copies.
     """
 
-    def __init__(self, weight: torch.Tensor, block_kinds: list[str], decompose: set[str]):
+    def __init__(self, weight: torch.Tensor, block_kinds: list[str], decompose: set[str],
+                 factors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None):
         super().__init__()
         self.block_kinds = list(block_kinds)
         self.sigma = nn.ParameterDict()
         self._cache: tuple[tuple, torch.Tensor] | None = None
         for kind, block in zip(block_kinds, weight.detach().chunk(len(block_kinds), dim=0)):
             if kind in decompose:
-                u, s, vh = torch.linalg.svd(block.double(), full_matrices=False)
+                if factors is not None and kind in factors:  # from the on-disk cache
+                    u, s, vh = (t.to(weight.device) for t in factors[kind])
+                else:
+                    u, s, vh = torch.linalg.svd(block.double(), full_matrices=False)
                 dtype = weight.dtype
                 self.register_buffer(f"U_{kind}", u.to(dtype).contiguous())
                 self.register_buffer(f"Vh_{kind}", vh.to(dtype).contiguous())
@@ -121,10 +128,30 @@ class CLIPSVD(Method):
 
     def setup(self, loaded, class_prompts) -> None:
         self.hooked_blocks: list[tuple[nn.Module, torch.utils.hooks.RemovableHandle]] = []
-        for block_path, module_path, param, kinds, selected in self._targets(loaded.model):
+        targets = self._targets(loaded.model)
+        weights = {f"{m}.{p}": (getattr(loaded.model.get_submodule(m), p), kinds, selected)
+                   for _, m, p, kinds, selected in targets}
+        key = svd_cache.fingerprint(weights)
+        cached = svd_cache.load(key)
+        computed: dict[str, torch.Tensor] = {}
+        for index, (block_path, module_path, param, kinds, selected) in enumerate(targets):
+            if self.attach_cancel is not None and self.attach_cancel.is_set():
+                raise AttachCancelled(f"clip-svd: cancelled while decomposing ({index}/{len(targets)} weights)")
+            if cached is None:
+                self.attach_progress(index, len(targets), f"decomposing {module_path}.{param} "
+                                                          f"({index + 1}/{len(targets)}; cached for later runs)")
+            name = f"{module_path}.{param}"
+            factors = None
+            if cached is not None and all(f"{name}.{k}.{t}" in cached for k in selected for t in "USV"):
+                factors = {k: tuple(cached[f"{name}.{k}.{t}"] for t in "USV") for k in selected}
             block = loaded.model.get_submodule(block_path)
             host = loaded.model.get_submodule(module_path)
-            host.register_module(f"{param}_svd", SingularValueWeight(getattr(host, param), kinds, selected))
+            svw = SingularValueWeight(getattr(host, param), kinds, selected, factors)
+            for kind in svw.sigma:
+                computed.update({f"{name}.{kind}.U": getattr(svw, f"U_{kind}").cpu(),
+                                 f"{name}.{kind}.S": getattr(svw, f"sigma0_{kind}").cpu(),
+                                 f"{name}.{kind}.V": getattr(svw, f"Vh_{kind}").cpu()})
+            host.register_module(f"{param}_svd", svw)
             del host._parameters[param]
             setattr(host, param, getattr(host, f"{param}_svd")().detach())
             if not hasattr(block, "_svd_targets"):
@@ -133,6 +160,8 @@ class CLIPSVD(Method):
             block._svd_targets.append((host, param))
         if not self.hooked_blocks:
             raise ConfigError("clip-svd: the selection of encoders/layers/matrix kinds matches no matrix")
+        if cached is None:
+            svd_cache.save(key, computed)
 
     def _targets(self, model: nn.Module) -> list[tuple[str, str, str, list[str], set[str]]]:
         """(block path, module path, parameter, kinds of its row blocks, selected kinds) per weight to decompose."""

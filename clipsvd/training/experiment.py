@@ -22,10 +22,11 @@ from clipsvd.data import (
 from clipsvd.data.sampling import cap_per_class
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
+from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
 from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
-from clipsvd.training.loop import COMPLETED, Progress, ProgressCallback, train
+from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallback, train
 
 
 @dataclass
@@ -115,7 +116,12 @@ def run_experiment(
     report(Progress("load", message=f"built {loaded.label}"))
     method = create_method(config.method, method_config)
     report(Progress("load", message=f"attaching {method.display_name}"))
-    method.attach(loaded, data.train_set.prompts())
+    try:
+        method.attach(loaded, data.train_set.prompts(), cancel=cancel, progress=lambda done, total, message: report(
+            Progress("load", done, total, message=message)))
+    except AttachCancelled as exc:
+        report(Progress("done", message=CANCELLED))
+        return Run("unsaved", config.to_dict(), {}, status=CANCELLED, message=str(exc))
     result = train(method, data.train_set.train, data.train_set.prompts(),
                    train_transform(loaded.image_size, loaded.mean, loaded.std),
                    seed=config.seed, on_progress=on_progress, cancel=cancel)
