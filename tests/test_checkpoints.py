@@ -351,3 +351,26 @@ def test_svd_cache_progress_and_cancel(tmp_path, monkeypatch, images):
     other = create_method("clip-svd").attach(load_model(ModelSpec("clipsvd-tiny", seed=12), "cpu"), PROMPTS,
                                              progress=lambda *report: again.append(report))
     assert again and other is not None  # other weights, other fingerprint
+
+
+@pytest.mark.slow
+def test_clip_svd_count_on_the_biomedclip_architecture(biomed_cache):
+    """Full BiomedCLIP shapes (ViT-B/16 timm + BiomedBERT-base), built on the meta device: counts, no weights."""
+    from open_clip.model import CustomTextCLIP
+
+    from clipsvd.methods import create_method
+    from clipsvd.models import LoadedModel
+
+    bert = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512}
+    _hub_repo(biomed_cache, "lab/biomedbert-size", {"config.json": json.dumps(bert)})
+    with torch.device("meta"):
+        model = CustomTextCLIP(
+            embed_dim=512,
+            vision_cfg={"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False,
+                        "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+            text_cfg={"hf_model_name": "lab/biomedbert-size", "hf_model_pretrained": False, "hf_proj_type": "mlp",
+                      "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256})
+    loaded = LoadedModel(model, None, ModelSpec("biomedclip-shapes"), 224, (0.5,) * 3, (0.5,) * 3)
+    method = create_method("clip-svd").attach(loaded, PROMPTS)
+    assert method.parameter_report()["trainable"] == 110_592

@@ -148,6 +148,8 @@ class CLIPSVD(Method):
             host = loaded.model.get_submodule(module_path)
             svw = SingularValueWeight(getattr(host, param), kinds, selected, factors)
             for kind in svw.sigma:
+                if not key:
+                    continue
                 computed.update({f"{name}.{kind}.U": getattr(svw, f"U_{kind}").cpu(),
                                  f"{name}.{kind}.S": getattr(svw, f"sigma0_{kind}").cpu(),
                                  f"{name}.{kind}.V": getattr(svw, f"Vh_{kind}").cpu()})

@@ -21,7 +21,9 @@ def cache_root() -> Path:
 
 
 def fingerprint(weights: dict[str, tuple[torch.Tensor, list[str], set[str]]]) -> str:
-    """Hash of every weight to decompose, with which row blocks of it are decomposed."""
+    """Hash of every weight to decompose, with which row blocks of it are decomposed ("" for meta tensors: no cache)."""
+    if any(tensor.is_meta for tensor, _, _ in weights.values()):
+        return ""
     hasher = hashlib.blake2b(digest_size=20)
     for name in sorted(weights):
         tensor, kinds, selected = weights[name]
@@ -32,6 +34,8 @@ def fingerprint(weights: dict[str, tuple[torch.Tensor, list[str], set[str]]]) ->
 
 
 def load(key: str) -> dict[str, torch.Tensor] | None:
+    if not key:
+        return None
     path = cache_root() / f"{key}.safetensors"
     if not path.is_file():
         return None
@@ -47,6 +51,8 @@ def save(key: str, tensors: dict[str, torch.Tensor]) -> None:
     """Write atomically; a read-only or full disk only costs the next run the decomposition."""
     from safetensors.torch import save_file
 
+    if not key:
+        return
     root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
