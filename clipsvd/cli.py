@@ -1,10 +1,11 @@
 """`python -m clipsvd ...`: everything the dashboard does, headless.
 
-    python -m clipsvd train --method clip-svd --method clipfit --dataset animal-shape --shots 4 --seed 1 --seed 2
+    python -m clipsvd train --method clip-svd --method clipfit --dataset world-shape-microscopy --shots 16 --seed 1 --seed 2
     python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
     python -m clipsvd eval RUN_ID
     python -m clipsvd analyze RUN_ID --corpus biomedical --format html png
     python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
+    python -m clipsvd pretrain-world --out clipsvd-world.safetensors
     python -m clipsvd methods | datasets | models
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from typing import Any, Sequence
 
 from clipsvd.errors import ClipsvdError, ConfigError
+
+DEFAULT_DATASET = "world-shape-microscopy"  # = clipsvd.data.builtin.DEFAULT_DATASET (not imported: it needs torch)
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:
@@ -38,11 +41,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _model_spec(args: argparse.Namespace):
     """The model of train/sweep: --arch may be left out for a checkpoint file (read off its tensors)."""
-    from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, ModelSpec
+    from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, RANDOM_WEIGHTS, ModelSpec
     from clipsvd.models.loading import looks_like_path
 
-    arch = args.arch or (AUTO_ARCHITECTURE if looks_like_path(args.weights) else DEFAULT_ARCHITECTURE)
-    return ModelSpec(arch, args.weights, args.model_seed, args.activation)
+    if args.arch is None and args.weights is None:
+        return ModelSpec.default()
+    weights = args.weights or RANDOM_WEIGHTS
+    arch = args.arch or (AUTO_ARCHITECTURE if looks_like_path(weights) else DEFAULT_ARCHITECTURE)
+    return ModelSpec(arch, weights, args.model_seed, args.activation)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -55,7 +61,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     spec = SweepSpec(
         methods=args.method,
-        datasets=[DatasetSpec(args.dataset_kind, name, args.data_root) for name in args.dataset or ["animal-shape"]],
+        datasets=[DatasetSpec(args.dataset_kind, name, args.data_root) for name in args.dataset or [DEFAULT_DATASET]],
         shots=[s or None for s in args.shots or [16]],
         seeds=args.seed or [1, 2, 3],
         model=_model_spec(args),
@@ -260,7 +266,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from clipsvd.data import builtin_datasets
 
     for name, description in builtin_datasets().items():
-        print(f"{name:16s} {description}")
+        print(f"{name:24s} {description}")
     print("\nOther kinds: --dataset-kind imagefolder|coop|biomedcoop|medmnist --data-root PATH --dataset NAME")
     return 0
 
@@ -272,16 +278,50 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain_world(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clipsvd.models.world import sha256_of
+    from clipsvd.world.config import PretrainConfig
+    from clipsvd.world.pretrain import pretrain_world
+
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    with tqdm(total=cfg.steps, unit="step", desc="pretraining the world CLIP") as bar:
+        def progress(step: int, record: dict) -> None:
+            bar.n = step
+            bar.set_postfix({k: v for k, v in record.items() if k in ("loss", "shape_acc", "colour_acc")})
+            if "shape_acc" in record:
+                bar.write(f"step {step}: zero-shot shape {record['shape_acc']:.1%}, colour {record['colour_acc']:.1%}")
+        pretrain_world(cfg, args.out, progress)
+    print(f"wrote {args.out} (sha256 {sha256_of(args.out)}) and its learning curve")
+    return 0
+
+
+def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per field of a config dataclass, its help text taken from the field's metadata."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default {f.default})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
+
+
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `train` and `sweep`: methods, model, data kind, protocol, hyperparameters."""
     parser.add_argument("--method", action="append", required=True, help="repeat for several methods")
     parser.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
     parser.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
     parser.add_argument("--arch", default=None,
-                        help="open_clip architecture, or an hf-hub:/local-dir: id (default ViT-B-16; with a checkpoint "
-                             "file: read from its tensors)")
-    parser.add_argument("--weights", default="random",
-                        help="'random', a pretrained tag, or a checkpoint: OpenAI .pt archive, state dict .pt/.bin, "
+                        help="open_clip architecture, or an hf-hub:/local-dir: id (default: clipsvd-world with its shipped "
+                             "weights, a small CLIP pretrained on the generated world; with a checkpoint file: read "
+                             "from its tensors)")
+    parser.add_argument("--weights", default=None,
+                        help="'random' (the default once --arch is given), a pretrained tag, 'world' (clipsvd-world's "
+                             "shipped weights), or a checkpoint: OpenAI .pt archive, state dict .pt/.bin, "
                              "safetensors, open_clip training checkpoint, transformers CLIPModel file or folder")
     parser.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"],
                         help="MLP activation; quickgelu for OpenAI / LAION-400M weights in a plain file "
@@ -304,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train and evaluate methods; each run lands in the run store")
     _add_experiment_arguments(train)
-    train.add_argument("--dataset", default="animal-shape", help="builtin name, or a label for other kinds")
+    train.add_argument("--dataset", default=DEFAULT_DATASET, help="builtin name, or a label for other kinds")
     train.add_argument("--shots", type=int, default=16, help="images per class (0: the whole train split)")
     train.add_argument("--seed", type=int, action="append", help="repeat for several seeds (default 1)")
     train.add_argument("--log-every", type=int, default=10)
@@ -312,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run a grid datasets × shots × seeds × methods on Ray")
     _add_experiment_arguments(sweep)
-    sweep.add_argument("--dataset", action="append", help="repeat for several datasets (default animal-shape)")
+    sweep.add_argument("--dataset", action="append", help=f"repeat for several datasets (default {DEFAULT_DATASET})")
     sweep.add_argument("--shots", type=int, action="append", help="repeat (default 16; 0: whole train split)")
     sweep.add_argument("--seed", type=int, action="append", help="repeat (default 1 2 3)")
     sweep.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
@@ -339,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--images-per-class", type=int, default=20)
     analyze.add_argument("--device", default="auto")
     analyze.set_defaults(func=cmd_analyze)
+
+    pretrain = commands.add_parser("pretrain-world", help="reproduce the shipped world CLIP from a seed "
+                                   "(about an hour on 2 CPU cores, minutes on a GPU)")
+    from clipsvd.world.config import PretrainConfig  # torch-free
+
+    _add_dataclass_arguments(pretrain, PretrainConfig)
+    pretrain.add_argument("--out", default="clipsvd-world.safetensors",
+                          help="checkpoint to write (fp16 safetensors; the learning curve goes beside it as .jsonl)")
+    pretrain.set_defaults(func=cmd_pretrain_world)
 
     runs = commands.add_parser("runs", help="list, show, delete or export stored runs")
     runs.add_argument("action", choices=["list", "show", "delete", "export"])

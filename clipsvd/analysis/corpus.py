@@ -1,12 +1,19 @@
-"""Text corpora TextSpan chooses head descriptions from: one short image description per line."""
+"""Text corpora TextSpan chooses head descriptions from: one short image description per line.
+
+A line may start with a tag in brackets, "[colour] a red object": the tag names what the line
+describes (the world corpus tags each line with its factor), is not part of the text, and lets
+TextSpan's choices be scored by topic (`corpus_tags`).
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from clipsvd.errors import DataError
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "corpus"
-BUILTIN_CORPORA = ("general", "biomedical")
+BUILTIN_CORPORA = ("world", "general", "biomedical")
+_TAG = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
 
 
 def parse_corpus(text: str, source: str | None = None) -> list[str]:
@@ -14,14 +21,21 @@ def parse_corpus(text: str, source: str | None = None) -> list[str]:
 
     With `source` (e.g. an uploaded file's name), an empty result raises DataError naming it.
     """
-    seen: dict[str, None] = {}
+    return list(parse_tagged_corpus(text, source))
+
+
+def parse_tagged_corpus(text: str, source: str | None = None) -> dict[str, str | None]:
+    """Text -> its tag (None when the line has none), in file order, without duplicates."""
+    seen: dict[str, str | None] = {}
     for line in text.splitlines():
         line = line.strip()
+        match = _TAG.match(line)
+        tag, line = (match.group(1).strip(), match.group(2).strip()) if match else (None, line)
         if line:
-            seen.setdefault(line, None)
+            seen.setdefault(line, tag)
     if not seen and source is not None:
         raise DataError(f"corpus {source} has no text lines; expected one description per line")
-    return list(seen)
+    return seen
 
 
 def corpus_path(name_or_path: str | Path) -> Path:
@@ -33,6 +47,11 @@ def corpus_path(name_or_path: str | Path) -> Path:
 
 def load_corpus(name_or_path: str | Path) -> list[str]:
     """A built-in corpus by name or a user's text file; DataError naming the file if unusable or empty."""
+    return list(corpus_tags(name_or_path))
+
+
+def corpus_tags(name_or_path: str | Path) -> dict[str, str | None]:
+    """Text -> tag of every line of a corpus (tags are None for untagged lines)."""
     path = corpus_path(name_or_path)
     if not path.is_file():
         raise DataError(f"corpus file not found: {path} (built-in corpora: {', '.join(BUILTIN_CORPORA)})")
@@ -40,4 +59,4 @@ def load_corpus(name_or_path: str | Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"corpus file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return parse_corpus(text, source=f"file {path}")
+    return parse_tagged_corpus(text, source=f"file {path}")

@@ -129,7 +129,11 @@ def resolve_layers(n_layers: int, layers: Sequence[int] | None) -> tuple[int, ..
 
 def _embeds(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """open_clip's VisionTransformer._embeds without patch dropout (identity in eval mode)."""
-    x = F.conv2d(images, current_weight(visual.conv1, "weight"), visual.conv1.bias, stride=visual.conv1.stride)
+    stem = visual.conv1
+    if isinstance(stem, nn.Conv2d):  # read the weight through current_weight: a method may factorise it
+        x = F.conv2d(images, current_weight(stem, "weight"), stem.bias, stride=stem.stride)
+    else:  # a convolutional stem (the world CLIP): no method touches it
+        x = stem(images)
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)

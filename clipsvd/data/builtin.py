@@ -22,6 +22,9 @@ from clipsvd.data.templates import DEFAULT_TEMPLATE
 from clipsvd.errors import DataError
 
 SPLIT_SEED = 0
+# The CLI's and dashboard's default dataset: shapes in the microscopy-like style of the generated world,
+# where the world CLIP's zero-shot accuracy drops and adaptation has something to do.
+DEFAULT_DATASET = "world-shape-microscopy"
 NOT_BIOMEDICAL = (
     "Not biomedical images: no real biomedical dataset ships offline; "
     "point a data root at your BiomedCoOp or MedMNIST files for that."
@@ -182,9 +185,33 @@ def load_fashion_mnist(data_dir: str | Path | None = None, template: str | None 
 BUILTIN_LOADERS = {"animal-shape": load_animal_shape, "fashion-mnist": load_fashion_mnist}
 
 
+def _world_loader(name: str):
+    def load(root: str | Path | None = None, template: str | None = None) -> ClassificationDataset:
+        from clipsvd.world.datasets import load_world
+
+        if root is not None:
+            raise DataError(f"{name} is generated, not read from files; got a data root {root!r}")
+        return load_world(name, template)
+    return load
+
+
+def _register_world() -> None:
+    from clipsvd.world.datasets import world_dataset_names
+
+    for name in world_dataset_names():
+        BUILTIN_LOADERS[name] = _world_loader(name)
+
+
+_register_world()
+
+
 def builtin_datasets() -> dict[str, str]:
-    """Name -> one-line description of the built-in datasets whose files are on this machine."""
-    out = {}
+    """Name -> one-line description of the built-in datasets available on this machine (generated
+    world datasets always are; the others need their package's files)."""
+    from clipsvd.world.datasets import world_dataset_names
+
+    out = {name: "Generated world: " + name.removeprefix("world-").replace("-", " task, ") + " style"
+           for name in world_dataset_names()}
     folder = animal_shape_dir()
     if folder is not None and all((folder / f).is_file() for f in ANIMAL_SHAPE_FILES):
         out["animal-shape"] = ANIMAL_SHAPE_DESCRIPTION

@@ -16,10 +16,13 @@ from clipsvd.models.loading import (
     save_checkpoint,
 )
 from clipsvd.models.tiny import TINY_MODEL_NAME, register_model_config, register_tiny_model
+from clipsvd.models.world import WORLD_LABEL, WORLD_MODEL_NAME, WORLD_WEIGHTS, register_world_model
+
+register_world_model()
 
 __all__ = [
     "AUTO_ARCHITECTURE", "WeightsInfo", "register_model_config", "register_post_build", "register_weights_source",
     "DEFAULT_ARCHITECTURE", "RANDOM_WEIGHTS", "UNTRAINED_LABEL", "LoadedModel", "ModelSpec", "TINY_MODEL_NAME",
     "list_architectures", "list_pretrained_tags", "load_model", "register_tiny_model", "resolve_device",
-    "save_checkpoint",
+    "save_checkpoint", "WORLD_LABEL", "WORLD_MODEL_NAME", "WORLD_WEIGHTS", "register_world_model",
 ]

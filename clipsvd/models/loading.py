@@ -10,6 +10,7 @@ QuickGELU run without error but give wrong features.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import threading
 from dataclasses import asdict, dataclass, field
@@ -23,11 +24,12 @@ import torch.nn.functional as F
 from clipsvd.errors import CheckpointError, ConfigError
 from clipsvd.models.device import resolve_device
 from clipsvd.models.tiny import register_tiny_model
+from clipsvd.models.world import WORLD_MODEL_NAME, WORLD_WEIGHTS
 
 RANDOM_WEIGHTS = "random"
 UNTRAINED_LABEL = "untrained — load a checkpoint"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-DEFAULT_ARCHITECTURE = "ViT-B-16"
+DEFAULT_ARCHITECTURE = WORLD_MODEL_NAME  # the CLI's and dashboard's default model: the shipped world CLIP
 HUB_SCHEMAS = ("hf-hub:", "local-dir:")
 # Random weights come from torch's global RNG: two builds must not interleave (dashboard jobs run in
 # threads). A thread drawing random numbers *during* a build (e.g. augmenting another run) can still
@@ -62,12 +64,20 @@ class ModelSpec:
             return self.architecture
         if not self.is_pretrained:
             return f"{self.architecture} · {UNTRAINED_LABEL} (seed {self.seed})"
+        if (self.architecture, self.weights) in _WEIGHT_LABELS:
+            return f"{self.architecture} · {_WEIGHT_LABELS[(self.architecture, self.weights)]}"
         weights = Path(self.weights).name if _looks_like_path(self.weights) else self.weights
         activation = {"quickgelu": " · QuickGELU", "gelu": " · GELU"}.get(self.activation, "")
         return f"{self.architecture} · {weights}{activation}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def default(cls) -> "ModelSpec":
+        """The model the CLI and dashboard start on: the small CLIP pretrained on the generated world,
+        whose weights ship with the package (no CLIP weights can be downloaded here)."""
+        return cls(WORLD_MODEL_NAME, WORLD_WEIGHTS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
@@ -152,6 +162,7 @@ AUTO_ARCHITECTURE = "auto"  # with a checkpoint file: read the architecture off 
 PostBuildStep = Callable[[torch.nn.Module, "ModelSpec"], "torch.nn.Module | None"]
 _POST_BUILD: dict[str, list[PostBuildStep]] = {}
 _WEIGHT_SOURCES: dict[tuple[str, str], Callable[["ModelSpec"], Path]] = {}
+_WEIGHT_LABELS: dict[tuple[str, str], str] = {}
 
 
 def register_post_build(architecture: str, step: PostBuildStep) -> None:
@@ -162,9 +173,13 @@ def register_post_build(architecture: str, step: PostBuildStep) -> None:
     _build_cpu_model.cache_clear()
 
 
-def register_weights_source(architecture: str, name: str, resolve: Callable[["ModelSpec"], Path]) -> None:
-    """Let `weights=name` on `architecture` mean the checkpoint file `resolve(spec)` returns (e.g. shipped weights)."""
+def register_weights_source(architecture: str, name: str, resolve: Callable[["ModelSpec"], Path],
+                            label: str | None = None) -> None:
+    """Let `weights=name` on `architecture` mean the checkpoint file `resolve(spec)` returns (e.g. shipped
+    weights); `label` says in words what those weights are, wherever the model is named."""
     _WEIGHT_SOURCES[(architecture, name)] = resolve
+    if label:
+        _WEIGHT_LABELS[(architecture, name)] = label
     _build_cpu_model.cache_clear()
 
 
@@ -217,8 +232,10 @@ def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo
             raise ConfigError(f"weights: '{spec.weights}' given with '{spec.architecture}', whose weights come with it")
         return _load_hub_model(spec)
     resolver = _WEIGHT_SOURCES.get((spec.architecture, spec.weights))
-    if resolver is not None:
-        return _load_checkpoint_file(spec, Path(resolver(spec)), source=spec.weights)
+    if resolver is not None:  # registered weights: their registrant knows what they are, activation included
+        model, tokenizer, info = _load_checkpoint_file(spec, Path(resolver(spec)), source=spec.weights)
+        label = _WEIGHT_LABELS.get((spec.architecture, spec.weights))
+        return model, tokenizer, dataclasses.replace(info, source=label or info.source, note="")
     if _looks_like_path(spec.weights):
         return _load_checkpoint_file(spec, Path(spec.weights))
     if spec.architecture == AUTO_ARCHITECTURE:
@@ -417,7 +434,7 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
 
 def load_model(spec: ModelSpec | None = None, device: str | torch.device | None = "auto") -> LoadedModel:
     """A fresh, trainable copy of the model `spec` names, on `device` (auto: CUDA if present)."""
-    spec = spec or ModelSpec()
+    spec = spec or ModelSpec.default()
     cpu_model, tokenizer, info = _build_cpu_model(spec)
     model = copy.deepcopy(cpu_model).float()
     target = resolve_device(device)

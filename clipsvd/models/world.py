@@ -43,9 +43,15 @@ class ConvStem(nn.Module):
 
 
 def register_world_model() -> str:
-    """Register the world config with open_clip (idempotent) and return its name."""
+    """Register the world architecture with open_clip, its conv stem and its shipped weights ("world")
+    with the model loader; idempotent. Returns the architecture name."""
+    from clipsvd.models.loading import register_post_build, register_weights_source
+
     if WORLD_MODEL_NAME not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR / f"{WORLD_MODEL_NAME}.json")
+        register_post_build(WORLD_MODEL_NAME, lambda model, spec: add_conv_stem(model))
+        register_weights_source(WORLD_MODEL_NAME, WORLD_WEIGHTS, lambda spec: verified_world_checkpoint(),
+                                label=WORLD_LABEL)
     return WORLD_MODEL_NAME
 
 

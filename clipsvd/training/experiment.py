@@ -20,6 +20,7 @@ from clipsvd.data import (
     train_transform,
 )
 from clipsvd.data.sampling import cap_per_class
+from clipsvd.data.builtin import DEFAULT_DATASET
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
 from clipsvd.methods.base import AttachCancelled
@@ -32,8 +33,8 @@ from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallba
 @dataclass
 class ExperimentConfig:
     method: str
-    model: ModelSpec = field(default_factory=ModelSpec)
-    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("builtin", "animal-shape"))
+    model: ModelSpec = field(default_factory=ModelSpec.default)
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("builtin", DEFAULT_DATASET))
     shots: int | None = 16  # images per class for training; None: the whole train split
     seed: int = 1
     protocol: str = "few-shot"  # few-shot | base2novel
@@ -68,7 +69,7 @@ class ExperimentConfig:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
         values["model"] = ModelSpec.from_dict(data.get("model", {}))
-        values["dataset"] = DatasetSpec.from_dict(data["dataset"]) if "dataset" in data else DatasetSpec("builtin", "animal-shape")
+        values["dataset"] = DatasetSpec.from_dict(data["dataset"]) if "dataset" in data else DatasetSpec("builtin", DEFAULT_DATASET)
         return cls(**values)
 
 

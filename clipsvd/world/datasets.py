@@ -1,0 +1,97 @@
+"""Classification datasets drawn from the world, in every style, available like the built-ins.
+
+- ``world-shape-<style>``: 8 shapes (colour, size, fill and position vary);
+- ``world-colour-<style>``: 8 colours (shape, size, fill and position vary);
+- ``world-object-<style>``: the 64 colour x shape combinations, ordered so that CoOp's base/novel
+  split (first half of the labels = base) puts each shape with four colours in base and with the
+  four others in novel: novel classes are combinations never shown during adaptation, made of
+  shapes and colours that were.
+
+Images are single objects at 64 px, rendered deterministically from a seed per split, so every
+run (and every machine) sees the same pixels.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from clipsvd.data.dataset import ClassificationDataset
+from clipsvd.data.splits import ArrayImageSplit
+from clipsvd.errors import DataError
+from clipsvd.world.factors import COLOURS, SHAPES
+from clipsvd.world.render import STYLES, render, to_uint8
+from clipsvd.world.scenes import single_objects
+from clipsvd.world.zeroshot import COLOUR_TEMPLATE, OBJECT_TEMPLATE, SHAPE_TEMPLATE
+
+TASKS = ("shape", "colour", "object")
+IMAGES_PER_CLASS = {"shape": (160, 40, 100), "colour": (160, 40, 100), "object": (24, 8, 16)}  # train/val/test
+SPLIT_SEEDS = {"train": 11, "val": 12, "test": 13}
+STYLE_WORDS = {
+    "clean": "flat colours on a light background (the style the world CLIP was pretrained on)",
+    "microscopy": "cell-like objects on a stained, blurred, noisy slide (a domain shift)",
+    "sketch": "hand-drawn outlines and hatching on paper (a domain shift)",
+}
+
+
+def world_dataset_names() -> list[str]:
+    return [f"world-{task}-{style}" for task in TASKS for style in STYLES]
+
+
+def object_classes() -> list[tuple[int, int]]:
+    """(shape, colour) per label: the 32 base combinations ((s + c) even) first, then the 32 novel ones."""
+    pairs = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOURS))]
+    return [p for p in pairs if sum(p) % 2 == 0] + [p for p in pairs if sum(p) % 2 == 1]
+
+
+def _classes(task: str) -> tuple[list[str], list[tuple[int, int]] | None, str]:
+    if task == "shape":
+        return [s.name for s in SHAPES], None, SHAPE_TEMPLATE
+    if task == "colour":
+        return [c.name for c in COLOURS], None, COLOUR_TEMPLATE
+    pairs = object_classes()
+    return [f"{COLOURS[c].name} {SHAPES[s].name}" for s, c in pairs], pairs, OBJECT_TEMPLATE
+
+
+@lru_cache(maxsize=16)
+def _split_arrays(task: str, style: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    n_classes = len(_classes(task)[0])
+    per_class = IMAGES_PER_CLASS[task][("train", "val", "test").index(split)]
+    seed = SPLIT_SEEDS[split] * 1000 + TASKS.index(task)  # the same objects in every style
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    rng.shuffle(labels)
+    n = len(labels)
+    if task == "shape":
+        shapes, colours = labels, rng.integers(0, len(COLOURS), n)
+    elif task == "colour":
+        shapes, colours = rng.integers(0, len(SHAPES), n), labels
+    else:
+        pairs = np.asarray(object_classes())[labels]
+        shapes, colours = pairs[:, 0], pairs[:, 1]
+    scenes = single_objects(rng, shapes, colours)
+    images = to_uint8(render(scenes, style, size, seed=seed))
+    images.setflags(write=False)
+    return images, labels
+
+
+def load_world(name: str, template: str | None = None, size: int = 64) -> ClassificationDataset:
+    """`world-<task>-<style>`, e.g. world-shape-microscopy."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] != "world" or parts[1] not in TASKS or parts[2] not in STYLES:
+        raise DataError(f"unknown world dataset {name!r}; expected world-<task>-<style> with task in "
+                        f"{', '.join(TASKS)} and style in {', '.join(STYLES)}")
+    _, task, style = parts
+    classnames, _, default_template = _classes(task)
+    splits = {}
+    for split in ("train", "val", "test"):
+        images, labels = _split_arrays(task, style, split, size)
+        splits[split] = ArrayImageSplit(images, labels.tolist(), f"{name}:{split}")
+    train, val, test = (IMAGES_PER_CLASS[task][i] for i in range(3))
+    return ClassificationDataset(
+        name=name, classnames=classnames, template=template or default_template,
+        train=splits["train"], val=splits["val"], test=splits["test"],
+        description=(f"Generated world, {task} task: {len(classnames)} classes, {STYLE_WORDS[style]}; "
+                     f"{train}/{val}/{test} train/val/test single objects per class at {size} px, "
+                     "rendered from fixed seeds. Synthetic: a world whose truth is known, not real images."),
+    )
