@@ -9,6 +9,7 @@ from clipsvd.methods import available_methods, get_method
 
 ui.page_header("clipsvd", "Adapt CLIP to a new domain with parameter-efficient fine-tuning, then see what changed.")
 
+st.info(ui.WORLD_STORY, icon=":material/public:")
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Methods")

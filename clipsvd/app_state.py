@@ -19,9 +19,10 @@ import streamlit as st
 from clipsvd.analysis.runs import RunPair, load_pretrained, run_model_spec
 from clipsvd.analysis.runs import analysis_images as run_analysis_images
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
+from clipsvd.data.builtin import DEFAULT_DATASET as DEFAULT_DATASET_NAME
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import Method, get_method
-from clipsvd.models import DEFAULT_ARCHITECTURE, UNTRAINED_LABEL, LoadedModel, ModelSpec
+from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL, LoadedModel, ModelSpec, load_model
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
 from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root, mean_std_text
 from clipsvd.training import restore_run
@@ -32,17 +33,26 @@ OPTIMIZERS = ("adamw", "adam", "sgd")  # what MethodConfig.validate accepts
 
 MODEL_KEY, DATASET_KEY, SHOTS_KEY, DATA_SEED_KEY = "model_spec", "dataset_spec", "shots", "data_seed"
 DEVICE_KEY, RUNS_ROOT_KEY, JOB_KEY, RUN_KEY = "device", "runs_root", "job_id", "run_id"
-DEFAULT_DATASET = DatasetSpec("builtin", "animal-shape")
+DEFAULT_DATASET = DatasetSpec("builtin", DEFAULT_DATASET_NAME)  # the world's microscopy-like shape task
 NO_WEIGHTS_NOTE = (
-    "**No CLIP weights ship offline.** Without a checkpoint the model is a seeded random initialisation, "
-    f"labelled *{UNTRAINED_LABEL}*: numbers from it show the pipeline works, not what CLIP can do. "
-    "Load real weights on **Model & data** with a pretrained tag (needs internet) or a local "
+    "**No OpenAI or LAION CLIP weights ship offline.** The default model is *" + WORLD_LABEL + "*: real "
+    "pretrained weights, but of an 8M-parameter model that has only seen the generated world. Any other "
+    f"architecture starts as a seeded random initialisation, labelled *{UNTRAINED_LABEL}*. Load real CLIP "
+    "weights on **Model & data** with a pretrained tag (needs internet or a filled cache) or a local "
     "`.safetensors` / `.pt` / `.bin` checkpoint (path or upload)."
 )
 NO_BIOMEDICAL_NOTE = (
-    "**No real biomedical images ship offline.** The built-in datasets are Animal Shape silhouettes and "
-    "Fashion-MNIST. For biomedical work point a data root at your BiomedCoOp folders or MedMNIST `.npz` "
-    "files (or upload a zipped ImageFolder) on **Model & data**."
+    "**No real biomedical images ship offline.** The built-in datasets are the generated world (shape, colour "
+    "and object tasks in clean, microscopy-like and sketch styles: synthetic, not real images), Animal Shape "
+    "silhouettes and Fashion-MNIST. For biomedical work point a data root at your BiomedCoOp folders or "
+    "MedMNIST `.npz` files (or upload a zipped ImageFolder) on **Model & data**."
+)
+WORLD_STORY = (
+    "**The generated world** is a synthetic image world whose truth is known — shapes, colours, sizes, "
+    "positions, counts and fills — drawn in a *clean* style that the small default CLIP was pretrained on, and in "
+    "shifted *microscopy-like* and *sketch* styles for it to adapt to. It is here so that CLIP-SVD and TextSpan "
+    "can be seen working, and checked against that known truth, offline and in minutes on a CPU before a "
+    "GPU-day is spent on real CLIP and real (biomedical) data."
 )
 
 PAGES = {
@@ -98,13 +108,13 @@ def settings_sidebar() -> None:
         st.session_state[RUNS_ROOT_KEY] = root.strip() or str(default_runs_root())
         st.divider()
         st.caption("Selected")
-        st.markdown(f"**Model** · {model_spec().label}")
+        st.markdown(f"**Model** · {model_label(model_spec())}")
         st.markdown(f"**Data** · {dataset_label(dataset_spec())} · {shots_label(shots())}")
 
 
 # ----- selections --------------------------------------------------------------------------------
 def model_spec() -> ModelSpec:
-    return st.session_state.get(MODEL_KEY) or ModelSpec(DEFAULT_ARCHITECTURE)
+    return st.session_state.get(MODEL_KEY) or ModelSpec.default()
 
 
 def dataset_spec() -> DatasetSpec:
@@ -140,24 +150,47 @@ def shots_label(k: int | None) -> str:
     return "all images" if k is None else f"{k}-shot"
 
 
-def model_notice(spec: ModelSpec | None = None, where: str = "Model") -> None:
-    """The model's label; a visible warning when its weights are random."""
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _built_model_label(spec: ModelSpec) -> str:
+    return load_model(spec, "cpu").label
+
+
+def model_label(spec: ModelSpec | None = None) -> str:
+    """The model's full label as built (LoadedModel.label: architecture, where the weights came from and in
+    which format, the activation built, any note such as "activation unknown"). Builds the model once per
+    spec and process; falls back to the spec's own label when it cannot be built."""
     spec = spec or model_spec()
+    try:
+        return _built_model_label(spec)
+    except Exception:  # shown where the model is named; the error itself is shown where the model is used
+        return spec.label
+
+
+def run_model_label(run: Run) -> str:
+    """The full label of the model a stored run started from, as recorded when it was trained."""
+    source = run.config.get("model_source") or {}
+    return source.get("label") or run_model_spec(run).label
+
+
+def model_notice(spec: ModelSpec | None = None, where: str = "Model", label: str | None = None) -> None:
+    """The model's full label; a visible warning when its weights are random."""
+    spec = spec or model_spec()
+    label = label or model_label(spec)
     if spec.is_pretrained:
-        st.info(f"{where}: **{spec.label}**", icon=":material/memory:")
+        st.info(f"{where}: **{label}**", icon=":material/memory:")
     else:
-        st.warning(f"{where}: **{spec.label}**. Its weights are random, so accuracies and analyses "
+        st.warning(f"{where}: **{label}**. Its weights are random, so accuracies and analyses "
                    "describe an untrained network. Load a checkpoint on *Model & data*.", icon="⚠️")
 
 
 def run_model_notice(run: Run) -> None:
-    """The same warning for the model a stored run was trained from."""
-    model_notice(run_model_spec(run), where="This run's model")
+    """The same notice for the model a stored run was trained from."""
+    model_notice(run_model_spec(run), where="This run's model", label=run_model_label(run))
 
 
 def runs_table(store: RunStore) -> pd.DataFrame:
-    """The store's table with the full model label (architecture, weights, untrained mark) as "model"."""
-    rows = [{**run.summary(), "model": run_model_spec(run).label} for run in store.list()]
+    """The store's table with the full model label (architecture, weights source and format, activation) as "model"."""
+    rows = [{**run.summary(), "model": run_model_label(run)} for run in store.list()]
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     numeric = ["accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "train_seconds",
                "checkpoint_bytes"]

@@ -13,17 +13,30 @@ from clipsvd.methods import count_parameters
 from clipsvd.models import (
     RANDOM_WEIGHTS,
     TINY_MODEL_NAME,
+    WORLD_LABEL,
+    WORLD_MODEL_NAME,
+    WORLD_WEIGHTS,
     ModelSpec,
     list_architectures,
     list_pretrained_tags,
     load_model,
 )
+from clipsvd.models.loading import ACTIVATIONS, looks_like_path
 
 UPLOAD_TYPES = ["safetensors", "pt", "bin"]
-WEIGHT_SOURCES = ("Random (seeded)", "Pretrained tag", "Local checkpoint file", "Upload checkpoint")
+SHIPPED, RANDOM, TAG, LOCAL, UPLOAD = ("Shipped (pretrained on the world)", "Random (seeded)", "Pretrained tag",
+                                       "Local checkpoint file", "Upload checkpoint")
+ACTIVATION_HELP = ("auto: what the file says (OpenAI archives and transformers files), else the architecture's "
+                   "default, and the label then says 'activation unknown'. quickgelu: OpenAI's and LAION-400M's "
+                   "weights were trained with it; gelu: most other open_clip weights. A wrong choice runs without "
+                   "error but gives wrong features.")
 DATA_SOURCES = ("Built-in", "Data root (CoOp / BiomedCoOp / ImageFolder)", "MedMNIST .npz file",
                 "Upload zipped ImageFolder")
-FIRST_ARCHITECTURES = (TINY_MODEL_NAME, "ViT-B-16", "ViT-B-32")  # the fast test model, then the papers' backbones
+# the world CLIP (weights ship), the fast test model, then the papers' backbones
+FIRST_ARCHITECTURES = (WORLD_MODEL_NAME, TINY_MODEL_NAME, "ViT-B-16", "ViT-B-32")
+ARCHITECTURE_HELP = (f"{WORLD_MODEL_NAME}: {WORLD_LABEL} (8M parameters, 64 px; its weights ship with clipsvd). "
+                     f"{TINY_MODEL_NAME}: 2 layers, width 64, 64 px, random — seconds per run on CPU.")
+SAMPLES_SHOWN = 8  # sample images of the dataset chosen in the picker
 HUB_EXAMPLE = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 PREVIEW_SHOTS = 6  # images per class shown at most
 
@@ -44,30 +57,59 @@ def save_upload(uploaded) -> Path:
     return target
 
 
+def weight_sources(architecture: str) -> tuple[str, ...]:
+    """The weight choices an architecture offers: the world CLIP has its shipped weights first."""
+    others = (RANDOM, TAG, LOCAL, UPLOAD)
+    return (SHIPPED, *others) if architecture == WORLD_MODEL_NAME else others
+
+
+def current_source(current: ModelSpec) -> str:
+    if current.architecture == WORLD_MODEL_NAME and current.weights == WORLD_WEIGHTS:
+        return SHIPPED
+    if current.weights == RANDOM_WEIGHTS:
+        return RANDOM
+    return LOCAL if looks_like_path(current.weights) else TAG
+
+
+def activation_widget(current: ModelSpec) -> str:
+    return st.selectbox("Activation", ACTIVATIONS, index=ACTIVATIONS.index(current.activation),
+                        key="_w_activation", help=ACTIVATION_HELP)
+
+
 def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
-    source = st.radio("Weights", WEIGHT_SOURCES, horizontal=True, key="_w_weight_source")
-    if source == WEIGHT_SOURCES[0]:
+    sources = weight_sources(architecture)
+    wanted = current_source(current) if current.architecture == architecture else sources[0]
+    source = st.radio("Weights", sources, index=sources.index(wanted) if wanted in sources else 0, horizontal=True,
+                      key=f"_w_weight_source-{'world' if architecture == WORLD_MODEL_NAME else 'open_clip'}")
+    if source == SHIPPED:
+        st.caption(f"{WORLD_LABEL}. Pretrained on the clean style of the generated world; its weights ship with "
+                   "clipsvd, so it works offline.")
+        return ModelSpec(architecture, WORLD_WEIGHTS)
+    if source == RANDOM:
         seed = st.number_input("Initialisation seed", 0, 2**31 - 1, current.seed, key="_w_model_seed")
         return ModelSpec(architecture, RANDOM_WEIGHTS, int(seed))
-    if source == WEIGHT_SOURCES[1]:
+    if source == TAG:
         tags = list_pretrained_tags(architecture)
         if not tags:
             st.info(f"open_clip lists no pretrained tags for {architecture}.")
             return None
         st.caption("Downloads need internet (set HF_HUB_OFFLINE=0 before starting) or a filled cache.")
         return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key="_w_tag"))
-    if source == WEIGHT_SOURCES[2]:
+    if source == LOCAL:
         path = st.text_input("Checkpoint path", placeholder="/path/to/ViT-B-16.safetensors", key="_w_ckpt_path")
-        return ModelSpec(architecture, path.strip()) if path.strip() else None
+        activation = activation_widget(current)
+        return ModelSpec(architecture, path.strip(), activation=activation) if path.strip() else None
     uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key="_w_ckpt_upload",
                                 help="Loaded with weights_only=True: plain tensors only, never pickled objects.")
-    return ModelSpec(architecture, str(save_upload(uploaded))) if uploaded else None
+    activation = activation_widget(current)
+    return ModelSpec(architecture, str(save_upload(uploaded)), activation=activation) if uploaded else None
 
 
 @st.cache_resource(show_spinner="Building the model…", max_entries=2)
-def parameter_count(spec: ModelSpec) -> int:
-    """Builds the model once (this also validates a checkpoint) and counts its parameters."""
-    return count_parameters(load_model(spec, "cpu").model)
+def built_model(spec: ModelSpec) -> tuple[int, str]:
+    """Builds the model once (this also validates a checkpoint): its parameter count and full label."""
+    loaded = load_model(spec, "cpu")
+    return count_parameters(loaded.model), loaded.label
 
 
 def model_section() -> None:
@@ -79,17 +121,37 @@ def model_section() -> None:
     if hub.strip():
         spec = ModelSpec(hub.strip())
     else:
-        index = ordered.index(current.architecture) if current.architecture in ordered else 1
-        architecture = st.selectbox("Architecture", ordered, index=index, key="_w_arch",
-                                    help=f"{TINY_MODEL_NAME}: 2 layers, width 64, 64 px — seconds per run on CPU.")
+        index = ordered.index(current.architecture) if current.architecture in ordered else 0
+        architecture = st.selectbox("Architecture", ordered, index=index, key="_w_arch", help=ARCHITECTURE_HELP)
         spec = weights_widgets(architecture, current)
     if st.button("Use this model", type="primary", disabled=spec is None, key="use_model"):
-        count = ui.try_call(parameter_count, spec)
-        if count is not None:
+        built = ui.try_call(built_model, spec)
+        if built is not None:
             st.session_state[ui.MODEL_KEY] = spec
-            ui.flash("model", f"Model set: {spec.label} ({count:,} parameters)")
+            ui.flash("model", f"Model set: {built[1]} ({built[0]:,} parameters)")
     ui.show_flash("model")
     ui.model_notice()
+
+
+def short_description(text: str, limit: int = 60) -> str:
+    """The first clause of a dataset's description, for the picker's list."""
+    text = text.removeprefix("Generated world: ").split(" (")[0].split(":")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def samples(spec: DatasetSpec) -> None:
+    """A few training images of the dataset chosen in the picker (one per class), before it is used."""
+    dataset = ui.try_call(ui.cached_dataset, spec)
+    if dataset is None:
+        return
+    sample = ui.try_call(few_shot, dataset.train, 1, 0, classnames=dataset.classnames)
+    if sample is None:
+        return
+    shown = list(range(min(len(sample.labels), SAMPLES_SHOWN)))
+    st.caption(f"One training image per class of {spec.name} (press **Use this dataset** to select it):")
+    columns = st.columns(SAMPLES_SHOWN)
+    for column, i in zip(columns, shown):
+        column.image(sample.load_image(i), caption=dataset.classnames[sample.labels[i]], width="stretch")
 
 
 def root_dataset_widgets() -> DatasetSpec | None:
@@ -133,9 +195,17 @@ def dataset_section() -> None:
             st.error("No built-in dataset files on this machine (pip install animal-shape-mnist; "
                      "apt-get install dataset-fashion-mnist).")
         else:
-            name = st.selectbox("Dataset", list(builtins), key="_w_builtin")
+            names = list(builtins)
+            current = ui.dataset_spec()
+            wanted = current.name if current.kind == "builtin" else ui.DEFAULT_DATASET.name
+            name = st.selectbox("Dataset", names, index=names.index(wanted) if wanted in names else 0,
+                                key="_w_builtin", format_func=lambda n: f"{n} — {short_description(builtins[n])}",
+                                help="world-…: the generated world (task, then style); the default model was "
+                                     "pretrained on its clean style.")
             st.caption(builtins[name])
             spec = DatasetSpec("builtin", name)
+            if spec != ui.dataset_spec():  # the selected one is previewed below the two columns
+                samples(spec)
     elif source == DATA_SOURCES[1]:
         spec = root_dataset_widgets()
     elif source == DATA_SOURCES[2]:

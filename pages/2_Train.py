@@ -76,6 +76,8 @@ def progress_text(state: JobState) -> str:
         return f"{where} · {state.status}"
     if p.phase == "train":
         return f"{where} · training epoch {p.epoch}/{p.epochs}, step {p.step}/{p.total_steps}"
+    if state.attach_fraction is not None:
+        return f"{where} · decomposing matrix {p.step + 1}/{p.total_steps} (first time for this model only)"
     return f"{where} · {p.message or p.phase}"
 
 
@@ -103,6 +105,12 @@ def finished_metrics(state: JobState) -> None:
 def job_view(state: JobState) -> None:
     """Everything about one job; drawn by the live fragment while it runs, once more when it ends."""
     st.progress(state.fraction, text=progress_text(state))
+    if state.attach_fraction is not None:
+        st.progress(state.attach_fraction, text=f"CLIP-SVD's first decomposition of this model: "
+                                                f"{state.progress.message}. Cancel stops between two matrices.")
+    for note in state.unsaved:
+        st.warning(f"Cancelled before training began — {note}. The next run of this model decomposes again.",
+                   icon=":material/cancel:")
     if state.done:
         finished_metrics(state)
     else:

@@ -3,18 +3,24 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
+from clipsvd.analysis.corpus import default_corpus_for
 from clipsvd.analysis.decomposition import resolve_layers, tower_blocks, vision_tower
-from clipsvd.analysis.runs import images_for_text, run_textspan
+from clipsvd.analysis.runs import images_for_text, run_model_spec, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
 
 UPLOAD = "upload a .txt file"
 
 
-def choose_corpus() -> tuple[str, list[str]] | None:
-    """(name, lines) of the corpus TextSpan picks descriptions from."""
-    choice = st.radio("Corpus", (*BUILTIN_CORPORA, UPLOAD), horizontal=True, key="_w_ts_corpus",
-                      help="biomedical: imaging descriptions; general: everyday visual descriptions.")
+def choose_corpus(model_spec) -> tuple[str, list[str]] | None:
+    """(name, lines) of the corpus TextSpan picks descriptions from; preset to the one that suits the model."""
+    default = default_corpus_for(model_spec)
+    options = (*BUILTIN_CORPORA, UPLOAD)
+    choice = st.radio("Corpus", options, index=options.index(default), horizontal=True,
+                      key=f"_w_ts_corpus-{default}",
+                      help="world: descriptions of the generated world, tagged by factor (shape, colour, size, "
+                           "position, count, fill, style); biomedical: imaging descriptions; general: everyday "
+                           f"visual descriptions. Preset to '{default}' for this run's model.")
     if choice != UPLOAD:
         lines = ui.try_call(load_corpus, choice)
         return (choice, lines) if lines else None
@@ -66,7 +72,7 @@ if TOWER is not None:
     n_layers = len(tower_blocks(TOWER))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
     with c1:
-        corpus = choose_corpus()
+        corpus = choose_corpus(run_model_spec(CONTEXT.run))
     layers = c2.multiselect("Layers", list(range(n_layers)), default=list(resolve_layers(n_layers, None)),
                             key="_w_ts_layers", help="TextSpan finds most of the effect in the last few layers.")
     texts = c3.slider("Texts per head", 3, 40, DEFAULT_TEXTS_PER_HEAD, key="_w_ts_texts")

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from clipsvd.data import DatasetSpec
-from clipsvd.models import UNTRAINED_LABEL
+from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL, ModelSpec
 from clipsvd.runs import RunStore
 from clipsvd.training import ExperimentConfig, run_experiment
 from tests.conftest import TINY
@@ -24,18 +24,27 @@ PAGES = {
     "pages/8_Runs.py": "Runs",
 }
 TIMEOUT = 120  # pages import torch; the first run of a page also builds the tiny model
+WORLD_DATASET = "world-shape-microscopy"  # the dashboard's default dataset
 
 
 @pytest.fixture(scope="module")
 def filled_store(tmp_path_factory) -> RunStore:
-    """Tiny runs: CLIP-SVD and CLIPFit over two seeds (few-shot) and one CLIP-SVD base→novel run."""
+    """Tiny runs: CLIP-SVD and CLIPFit over two seeds (few-shot) and one CLIP-SVD base→novel run; plus one
+    CLIP-SVD run of the world CLIP on the default dataset (the world's microscopy-like shapes)."""
     store = RunStore(tmp_path_factory.mktemp("runs"))
     base = ExperimentConfig(method="clip-svd", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"), shots=1,
                             seed=1, device="cpu", hyperparameters={"epochs": 1}, max_test_per_class=2)
     for change in ({}, {"seed": 2}, {"method": "clipfit"}, {"method": "clipfit", "seed": 2},
                    {"protocol": "base2novel"}):
         assert run_experiment(dataclasses.replace(base, **change), store).status == "completed"
+    world = dataclasses.replace(base, model=ModelSpec.default(), dataset=DatasetSpec("builtin", WORLD_DATASET))
+    assert run_experiment(world, store).status == "completed"
     return store
+
+
+def world_run_id(store: RunStore) -> str:
+    [run] = [r for r in store.list() if r.config["model"]["architecture"] == "clipsvd-world"]
+    return run.run_id
 
 
 def app_at(page: str | None, root: Path, **state) -> AppTest:
@@ -62,7 +71,8 @@ def test_home_shows_methods_selection_warning_and_offline_notes(tmp_path):
     assert at.title[0].value == "clipsvd"
     assert any(UNTRAINED_LABEL in w.value for w in at.warning)
     notes = " ".join(i.value for i in at.info)
-    assert "No real biomedical images ship offline" in notes and "No CLIP weights ship offline" in notes
+    assert "No real biomedical images ship offline" in notes and "No OpenAI or LAION CLIP weights ship" in notes
+    assert "The generated world" in notes and "microscopy-like" in notes
     text = " ".join(m.value for m in at.markdown)
     assert all(f"`{m}`" in text for m in ("clip-svd", "clipfit", "prolip", "zero-shot", "linear-probe"))
 
@@ -84,13 +94,58 @@ def test_page_renders_on_a_filled_store(page, filled_store):
         assert any(UNTRAINED_LABEL in w.value for w in at.warning)
 
 
+def test_home_tells_the_world_story_on_the_default_model_and_data(tmp_path):
+    at = app_at(None, tmp_path, model_spec=None)
+    assert_clean(at)
+    assert not at.warning  # the shipped world CLIP is pretrained: no untrained warning
+    notes = " ".join(i.value for i in at.info)
+    assert WORLD_LABEL in notes and "(safetensors)" in notes  # the full label: weights source + format + activation
+    assert WORLD_DATASET in " ".join(m.value for m in at.markdown)
+    assert "shapes, colours, sizes, positions, counts and fills" in notes
+
+
 def test_model_and_data_page_previews_the_selected_dataset(tmp_path):
     at = app_at("pages/1_Model_and_data.py", tmp_path)
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Classes"] == "10" and metrics["Train images"] == "6,000"
-    assert len(at.get("image")) >= 10  # one image per class at 1 shot
+    assert metrics["Classes"] == "8" and metrics["Train images"] == "1,280"  # world-shape-microscopy
+    assert len(at.get("image")) >= 8  # one image per class at 1 shot
     assert any("No real biomedical images ship offline" in i.value for i in at.info)
+
+
+def test_model_and_data_page_preselects_the_world_clip_and_the_microscopy_shapes(tmp_path):
+    at = app_at("pages/1_Model_and_data.py", tmp_path, model_spec=None)
+    assert_clean(at)
+    assert at.selectbox(key="_w_arch").value == "clipsvd-world"
+    assert at.radio(key="_w_weight_source-world").value == "Shipped (pretrained on the world)"
+    assert "Random (seeded)" in at.radio(key="_w_weight_source-world").options  # random init stays available
+    picker = at.selectbox(key="_w_builtin")
+    assert picker.value == WORLD_DATASET
+    world = [o for o in picker.options if o.startswith("world-")]
+    assert len(world) == 9 and any("shape task, microscopy style" in o for o in world)  # name — description
+    at.button(key="use_model").click().run()
+    assert_clean(at)
+    assert at.session_state["model_spec"] == ModelSpec.default()
+    assert any(WORLD_LABEL in s.value and "(safetensors)" in s.value for s in at.success)
+    at.radio(key="_w_weight_source-world").set_value("Random (seeded)").run()
+    at.button(key="use_model").click().run()
+    assert_clean(at)
+    assert at.session_state["model_spec"] == ModelSpec("clipsvd-world", "random")
+    assert any(UNTRAINED_LABEL in w.value for w in at.warning)
+
+
+def test_dataset_picker_shows_samples_of_the_chosen_world_dataset(tmp_path):
+    at = app_at("pages/1_Model_and_data.py", tmp_path)
+    before = len(at.get("image"))
+    at.selectbox(key="_w_builtin").select("world-colour-sketch").run()
+    assert_clean(at)
+    assert any("One training image per class of world-colour-sketch" in c.value for c in at.caption)
+    assert len(at.get("image")) > before
+    at.button(key="use_dataset").click().run()
+    assert_clean(at)
+    assert at.session_state["dataset_spec"].name == "world-colour-sketch"
+    assert any(h.value == "Selected dataset: world-colour-sketch" for h in at.subheader)
+    assert not any("One training image per class" in c.value for c in at.caption)  # previewed below instead
 
 
 def test_model_page_sets_the_tiny_model(tmp_path):
@@ -110,7 +165,8 @@ def test_model_page_loads_a_local_checkpoint_and_refuses_a_broken_one(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     at = app_at("pages/1_Model_and_data.py", tmp_path)
     at.selectbox(key="_w_arch").select("clipsvd-tiny").run()
-    at.radio(key="_w_weight_source").set_value("Local checkpoint file").run()
+    at.radio(key="_w_weight_source-open_clip").set_value("Local checkpoint file").run()
+    assert at.selectbox(key="_w_activation").value == "auto"
     at.text_input(key="_w_ckpt_path").input(str(broken)).run()
     at.button(key="use_model").click().run()
     assert any("broken.pt" in e.value for e in at.error)
@@ -120,6 +176,12 @@ def test_model_page_loads_a_local_checkpoint_and_refuses_a_broken_one(tmp_path):
     assert_clean(at)
     assert at.session_state["model_spec"].weights == str(good)
     assert not any(UNTRAINED_LABEL in w.value for w in at.warning)
+    assert any("tiny.safetensors (safetensors)" in i.value and "activation unknown" in i.value for i in at.info)
+    at.selectbox(key="_w_activation").select("quickgelu").run()
+    at.button(key="use_model").click().run()
+    assert_clean(at)
+    assert at.session_state["model_spec"].activation == "quickgelu"
+    assert any("QuickGELU" in i.value and "activation unknown" not in i.value for i in at.info)
 
 
 def test_train_page_runs_a_job_to_completion(tmp_path):
@@ -138,6 +200,7 @@ def test_train_page_runs_a_job_to_completion(tmp_path):
     assert any(s.value == "Runs of this job" for s in at.subheader)
     [run] = RunStore(tmp_path).list()
     assert run.status == "completed" and run.config["shots"] == 1 and run.config["max_test_per_class"] == 2
+    assert run.config["dataset"]["name"] == WORLD_DATASET
 
 
 def test_compare_page_shows_mean_and_std_over_seeds(filled_store):
@@ -208,3 +271,28 @@ def test_compare_filters_a_sweep_and_shows_the_shots_table(tmp_path):
     at.selectbox(key="_w_cmp_sweep").select("sweep-test").run()
     assert_clean(at)
     assert any("Across shots" in h.value for h in at.subheader)
+
+
+def test_explain_presets_the_corpus_that_suits_the_runs_model(filled_store):
+    tiny_run = next(r.run_id for r in filled_store.list() if r.config["model"]["architecture"] == "clipsvd-tiny")
+    at = app_at("pages/5_Explain.py", filled_store.root, run_id=tiny_run)
+    assert_clean(at)
+    assert at.radio(key="_w_ts_corpus-general").value == "general"
+    at = app_at("pages/5_Explain.py", filled_store.root, run_id=world_run_id(filled_store))
+    assert_clean(at)
+    assert at.radio(key="_w_ts_corpus-world").value == "world"
+    assert any(WORLD_LABEL in i.value for i in at.info)  # the run's model, by its full label
+    at.button(key="run-textspan").click().run()
+    assert_clean(at)
+    assert at.get("plotly_chart")
+
+
+def test_default_corpus_for_models():
+    from clipsvd.analysis.corpus import default_corpus_for
+
+    assert default_corpus_for(ModelSpec.default()) == "world"
+    assert default_corpus_for(ModelSpec("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")) \
+        == "biomedical"
+    assert default_corpus_for("local-dir:/models/my-biomed-clip") == "biomedical"
+    assert default_corpus_for(ModelSpec("ViT-B-16", "openai")) == "general"
+    assert default_corpus_for(TINY) == "general"

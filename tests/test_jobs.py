@@ -115,3 +115,41 @@ def test_invalid_config_is_refused_at_submit(tmp_path):
         registry.submit([], RunStore(tmp_path))
     assert registry.list() == [] and registry.get("nope") is None
 
+
+
+def test_cancel_during_clip_svd_decomposition_ends_the_job_as_cancelled_with_nothing_saved(tmp_path, monkeypatch):
+    """The job's cancel Event reaches CLIP-SVD's attach: a cancel between two matrices of the first decomposition
+    stops the job, saves no run, and says so (the run does not just vanish)."""
+    monkeypatch.setenv("CLIPSVD_CACHE", str(tmp_path / "cache"))  # a cache miss: the decomposition runs
+    store = RunStore(tmp_path / "runs")
+    seen = []
+    registry = JobRegistry()
+
+    def runner(config, store, on_progress, cancel):
+        def progress(p):
+            on_progress(p)
+            if p.phase == "load" and p.total_steps:
+                seen.append(registry.get(job_id).attach_fraction)
+                cancel.set()  # as the Cancel button does (registry.cancel), mid-decomposition
+
+        return run_experiment(config, store, on_progress=progress, cancel=cancel)
+
+    registry._runner = runner
+    job_id = registry.submit([tiny_config(), tiny_config(seed=2)], store)
+    state = registry.wait(job_id, timeout=120)
+    assert seen and seen[0] == 0.0  # "decomposing matrix 1/N" was visible to the page
+    assert state.status == CANCELLED_JOB and state.error is None
+    assert state.run_ids == [] and state.run_statuses == ["cancelled"] and store.list() == []
+    assert len(state.unsaved) == 1 and "nothing was trained or saved" in state.unsaved[0]
+    assert "decomposing" in state.unsaved[0] and any("run not saved" in m for m in state.messages)
+    assert state.attach_fraction is None  # done
+
+
+def test_attach_fraction_follows_load_progress():
+    from clipsvd.training.jobs import JobState
+    from clipsvd.training.loop import Progress
+
+    state = JobState("j", ["a"], status="running", progress=Progress("load", 3, 12, message="decomposing x (4/12)"))
+    assert state.attach_fraction == 0.25
+    state.progress = Progress("load", message="building")
+    assert state.attach_fraction is None

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipsvd.errors import DataError
+
+if TYPE_CHECKING:
+    from clipsvd.models import ModelSpec
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "corpus"
 BUILTIN_CORPORA = ("world", "general", "biomedical")
@@ -36,6 +40,20 @@ def parse_tagged_corpus(text: str, source: str | None = None) -> dict[str, str |
     if not seen and source is not None:
         raise DataError(f"corpus {source} has no text lines; expected one description per line")
     return seen
+
+
+def default_corpus_for(model: "ModelSpec | str") -> str:
+    """The built-in corpus that suits a model (a ModelSpec or its architecture name): "world" for the
+    world CLIP, "biomedical" for biomedical models (BiomedCLIP and other hub ids naming "biomed"),
+    "general" otherwise."""
+    from clipsvd.models.world import WORLD_MODEL_NAME
+
+    architecture = str(getattr(model, "architecture", model))
+    if architecture == WORLD_MODEL_NAME:
+        return "world"
+    if "biomed" in architecture.lower():
+        return "biomedical"
+    return "general"
 
 
 def corpus_path(name_or_path: str | Path) -> Path:

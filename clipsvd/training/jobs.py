@@ -48,8 +48,9 @@ class JobState:
     progress: Progress | None = None
     loss_points: list[dict[str, Any]] = field(default_factory=list)  # {"run", "title", "step", "loss"}
     messages: list[str] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
-    run_statuses: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)  # saved runs only
+    run_statuses: list[str] = field(default_factory=list)  # every config that ran, saved or not
+    unsaved: list[str] = field(default_factory=list)  # why a run left nothing in the store (cancelled while attaching)
     error: str | None = None
     error_detail: str | None = None  # traceback of unexpected (non-clipsvd) errors
     submitted: float = field(default_factory=time.time)
@@ -67,6 +68,14 @@ class JobState:
     @property
     def current_title(self) -> str | None:
         return self.titles[self.index] if self.index < self.total else None
+
+    @property
+    def attach_fraction(self) -> float | None:
+        """How far a method's set-up (CLIP-SVD's first decomposition) is, when it reports matrices; else None."""
+        p = self.progress
+        if self.done or p is None or p.phase != "load" or not p.total_steps:
+            return None
+        return p.step / p.total_steps
 
     @property
     def fraction(self) -> float:
@@ -115,7 +124,8 @@ class JobRegistry:
         return job_id
 
     def cancel(self, job_id: str) -> bool:
-        """Ask a job to stop after the current training step; False if it is unknown or already over."""
+        """Ask a job to stop after the current training step, or between two matrices of CLIP-SVD's first
+        decomposition (a run cancelled there is not saved); False if it is unknown or already over."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.state.done:
@@ -204,8 +214,13 @@ def _begin_config(state: JobState, index: int) -> None:
 
 
 def _record_run(state: JobState, run: Run) -> None:
-    state.run_ids.append(run.run_id)
     state.run_statuses.append(run.status)
+    if run.path is None:  # not saved: cancelled before training began (during the method's attach)
+        title = state.titles[state.index] if state.index < state.total else "run"
+        state.unsaved.append(f"{title}: {run.message or run.status}; nothing was trained or saved")
+        state.messages.append(f"run not saved: {run.status}" + (f" ({run.message})" if run.message else ""))
+        return
+    state.run_ids.append(run.run_id)
     line = f"run {run.run_id}: {run.status}"
     if run.message:
         line += f" ({run.message})"
