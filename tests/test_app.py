@@ -296,3 +296,44 @@ def test_default_corpus_for_models():
     assert default_corpus_for("local-dir:/models/my-biomed-clip") == "biomedical"
     assert default_corpus_for(ModelSpec("ViT-B-16", "openai")) == "general"
     assert default_corpus_for(TINY) == "general"
+
+
+def test_train_page_shows_decomposition_progress_and_a_cancel_there(tmp_path):
+    """A job in CLIP-SVD's first decomposition shows "decomposing matrix i/N"; Cancel stops it there, and the
+    page says that nothing was trained or saved (the run does not vanish silently)."""
+    from clipsvd import app_state
+    from clipsvd.methods.base import AttachCancelled
+    from clipsvd.runs import Run
+    from clipsvd.training.loop import Progress
+
+    registry = app_state.job_registry()  # the process-wide registry the page uses (st.cache_resource)
+    reached = __import__("threading").Event()
+
+    def decomposing(config, store, on_progress, cancel):
+        on_progress(Progress("load", 2, 12, message="decomposing visual.transformer.resblocks.0.attn.in_proj_weight "
+                                                    "(3/12; cached for later runs)"))
+        reached.set()
+        cancel.wait(60)
+        message = str(AttachCancelled("clip-svd: cancelled while decomposing (3/12 weights)"))
+        return Run("unsaved", config.to_dict(), {}, status="cancelled", message=message)
+
+    runner, registry._runner = registry._runner, decomposing
+    try:
+        at = app_at("pages/2_Train.py", tmp_path)
+        at.button(key="start_training").click().run()
+        assert reached.wait(30)
+        at.run()
+        assert_clean(at)
+        texts = [p.proto.text for p in at.get("progress")]
+        assert any("decomposing matrix 3/12" in t for t in texts), texts
+        assert any("CLIP-SVD's first decomposition" in t for t in texts), texts
+        at.button(key="cancel_training").click().run()
+        job_id = at.session_state["job_id"]
+        assert registry.wait(job_id, 30).status == "cancelled"
+        at.run()
+        assert_clean(at)
+        assert any("nothing was trained or saved" in w.value and "decomposing" in w.value for w in at.warning)
+        assert not any(s.value == "Runs of this job" for s in at.subheader)
+        assert RunStore(tmp_path).list() == []
+    finally:
+        registry._runner = runner
