@@ -1,7 +1,8 @@
 """End to end: a real Streamlit server driven by Debian's Chromium through Playwright.
 
-Selects the tiny model, trains a run to completion, cancels a second one, opens every page and
-downloads a PNG figure. Skipped where /usr/bin/chromium or playwright is missing.
+Starts on the defaults (the world CLIP, the world's microscopy-like shapes), trains a run of it to
+completion, cancels a second one, opens every page, downloads a PNG figure and switches to the tiny
+model. Skipped where /usr/bin/chromium or playwright is missing.
 """
 import io
 import os
@@ -17,6 +18,9 @@ import pytest
 from PIL import Image
 
 from clipsvd.runs import RunStore
+
+WORLD_LABEL = "a small CLIP pretrained on the generated world"  # clipsvd.models.WORLD_LABEL, start of
+WORLD_DATASET = "world-shape-microscopy"
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +140,7 @@ def screenshot(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
-def start_tiny_training(page, epochs: int) -> None:
+def start_training(page, epochs: int) -> None:
     goto(page, "Train", "Train")
     set_number(page, "Shots per class (0: all)", 1)
     set_number(page, "Max test images per class (0: all)", 2)
@@ -146,14 +150,21 @@ def start_tiny_training(page, epochs: int) -> None:
     page.get_by_role("button", name="Start training").click()
 
 
-def test_select_tiny_model(page):
+def test_home_starts_on_the_world(page):
+    assert page.get_by_text("The generated world", exact=False).count() > 0
+    assert page.get_by_text(WORLD_LABEL, exact=False).count() > 0
+    assert page.get_by_text(WORLD_DATASET, exact=False).count() > 0
+    assert page.get_by_text("Its weights are random", exact=False).count() == 0  # no untrained warning
+    screenshot(page, "home")
+    assert_no_exception(page)
+
+
+def test_model_and_data_preselects_the_world_clip(page):
     goto(page, "Model and data", "Model & data")
-    page.get_by_role("combobox", name="Architecture").click()
-    page.get_by_role("option", name="clipsvd-tiny", exact=True).click()
-    wait_idle(page)
+    assert page.get_by_role("radio", name="Shipped (pretrained on the world)").is_checked()
     page.get_by_role("button", name="Use this model").click()
-    page.get_by_text("Model set: clipsvd-tiny").wait_for()
-    assert page.get_by_text("untrained — load a checkpoint").count() > 0
+    page.get_by_text(f"Model set: clipsvd-world · {WORLD_LABEL}").wait_for()
+    page.get_by_role("heading", name=f"Selected dataset: {WORLD_DATASET}").wait_for()
     screenshot(page, "model-and-data")
     assert_no_exception(page)
 
@@ -186,20 +197,21 @@ def test_upload_zipped_imagefolder_and_refuse_a_climbing_one(page, tmp_path):
     page.get_by_text("Dataset set: shapes (imagefolder)").wait_for()
     assert page.get_by_role("heading", name="Selected dataset: shapes (imagefolder)").count() == 1
     assert_no_exception(page)
-    page.get_by_text("Built-in", exact=True).click()  # back to animal-shape for the training tests
+    page.get_by_text("Built-in", exact=True).click()  # back to the default world dataset for the training tests
     wait_idle(page)
     page.get_by_role("button", name="Use this dataset").click()
-    page.get_by_text("Dataset set: animal-shape").wait_for()
+    page.get_by_text(f"Dataset set: {WORLD_DATASET}").wait_for()
 
 
-def test_train_tiny_run_to_completion(page, runs_root):
-    start_tiny_training(page, epochs=1)
+def test_train_a_world_run_to_completion(page, runs_root):
+    start_training(page, epochs=1)
     page.get_by_role("heading", name="Runs of this job").wait_for(timeout=90_000)
     assert_no_exception(page)
     screenshot(page, "train-after")
     [run] = RunStore(runs_root).list()
     assert run.status == "completed" and run.config["method"] == "clip-svd"
-    assert run.config["model"]["architecture"] == "clipsvd-tiny" and run.config["shots"] == 1
+    assert run.config["model"]["architecture"] == "clipsvd-world" and run.config["shots"] == 1
+    assert run.config["dataset"]["name"] == WORLD_DATASET and WORLD_LABEL in run.config["model_source"]["label"]
     job_id = page.url.split("job=")[1].split("&")[0]
     reloaded = page.context.new_page()  # a fresh browser session: only the query string carries the job
     try:
@@ -211,7 +223,7 @@ def test_train_tiny_run_to_completion(page, runs_root):
 
 
 def test_cancel_a_running_job(page, runs_root):
-    start_tiny_training(page, epochs=400)
+    start_training(page, epochs=400)
     page.get_by_text("training epoch").first.wait_for(timeout=60_000)
     screenshot(page, "train-during")
     page.get_by_role("button", name="Cancel training").click()
@@ -225,6 +237,8 @@ def test_cancel_a_running_job(page, runs_root):
 def test_every_page_renders(page, nav_label):
     goto(page, nav_label, PAGES[nav_label])
     assert_no_exception(page)
+    if nav_label == "Explain":  # the world run's corpus is preset to the world's
+        assert page.get_by_role("radio", name="world", exact=True).is_checked()
     if nav_label in ("Compare", "Runs"):
         screenshot(page, nav_label.lower())
 
@@ -237,3 +251,15 @@ def test_download_png_of_a_figure(page):
     data = Path(download.value.path()).read_bytes()
     assert data.startswith(b"\x89PNG"), data[:16]
     assert download.value.suggested_filename.endswith(".png")
+
+
+def test_select_tiny_model(page):
+    goto(page, "Model and data", "Model & data")
+    page.get_by_role("combobox", name="Architecture").click()
+    page.get_by_role("option", name="clipsvd-tiny", exact=True).click()
+    wait_idle(page)
+    assert page.get_by_role("radio", name="Random (seeded)").is_checked()
+    page.get_by_role("button", name="Use this model").click()
+    page.get_by_text("Model set: clipsvd-tiny").wait_for()
+    assert page.get_by_text("untrained — load a checkpoint").count() > 0
+    assert_no_exception(page)
