@@ -96,7 +96,9 @@ def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
         st.caption("Downloads need internet (set HF_HUB_OFFLINE=0 before starting) or a filled cache.")
         return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key="_w_tag"))
     if source == LOCAL:
-        path = st.text_input("Checkpoint path", placeholder="/path/to/ViT-B-16.safetensors", key="_w_ckpt_path")
+        known = current.weights if current.architecture == architecture and current_source(current) == LOCAL else ""
+        path = st.text_input("Checkpoint path", value=known, placeholder="/path/to/ViT-B-16.safetensors",
+                             key="_w_ckpt_path")
         activation = activation_widget(current)
         return ModelSpec(architecture, path.strip(), activation=activation) if path.strip() else None
     uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key="_w_ckpt_upload",

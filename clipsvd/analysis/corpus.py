@@ -42,7 +42,7 @@ def parse_tagged_corpus(text: str, source: str | None = None) -> dict[str, str |
     return seen
 
 
-def default_corpus_for(model: "ModelSpec | str") -> str:
+def default_corpus_for(model: ModelSpec | str) -> str:
     """The built-in corpus that suits a model (a ModelSpec or its architecture name): "world" for the
     world CLIP, "biomedical" for biomedical models (BiomedCLIP and other hub ids naming "biomed"),
     "general" otherwise."""
