@@ -31,7 +31,7 @@ class SweepSpec:
     datasets: list[DatasetSpec]
     shots: list[int | None] = field(default_factory=lambda: [16])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    model: ModelSpec = field(default_factory=ModelSpec)
+    model: ModelSpec = field(default_factory=ModelSpec.default)
     protocol: str = "few-shot"
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"

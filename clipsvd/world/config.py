@@ -13,6 +13,9 @@ class PretrainConfig:
     warmup: int = field(default=200, metadata={"help": "linear warm-up steps before the cosine decay"})
     curriculum: float = field(default=0.3, metadata={
         "help": "fraction of training over which scenes go from single objects only to half multi-object"})
+    shape_negatives: float = field(default=0.0, metadata={
+        "help": "fraction of each batch made of twins of other scenes that differ only in the shapes, so the "
+                "contrastive loss cannot be solved by colour alone"})
     seed: int = field(default=0, metadata={"help": "seed of the scene stream and the initial weights"})
     image_size: int = field(default=64, metadata={"help": "rendered image side in pixels"})
     bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast (faster on CPUs with AVX512-BF16 and GPUs)"})

@@ -77,7 +77,7 @@ def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int
             break
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
-        scenes = sample_scenes(rng, cfg.batch_size, _single_prob(cfg, step))
+        scenes = sample_scenes(rng, cfg.batch_size, _single_prob(cfg, step), cfg.shape_negatives)
         images = ((render(scenes, "clean", cfg.image_size, seed=int(rng.integers(2**31))).to(device) - mean) / std)
         texts = tokenizer(captions(rng, scenes.groups)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -72,15 +72,15 @@ SHAPE_MARGINS = (_circle, _square, _triangle, _diamond, _star, _cross, _heart, _
 
 
 def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur as weighted sums of shifted views (much faster on CPU than a depthwise conv)."""
     radius = max(1, int(math.ceil(2.5 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-x * x / (2 * sigma * sigma))
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    images = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"),
-                      kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(images, (0, 0, radius, radius), mode="replicate"),
-                    kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    taps = [math.exp(-i * i / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
+    taps = [t / sum(taps) for t in taps]
+    h, w = images.shape[-2:]
+    x = F.pad(images, (radius, radius, 0, 0), mode="replicate")
+    images = sum(t * x[..., :, i:i + w] for i, t in enumerate(taps))
+    x = F.pad(images, (0, 0, radius, radius), mode="replicate")
+    return sum(t * x[..., i:i + h, :] for i, t in enumerate(taps))
 
 
 def _low_frequency_noise(b: int, channels: int, size: int, g: torch.Generator, cells: int = 6) -> torch.Tensor:

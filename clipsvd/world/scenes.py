@@ -7,7 +7,7 @@ picture and "at the top left" is only said of a group with one object. The array
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -116,8 +116,13 @@ def sample_scene(rng: np.random.Generator, single_prob: float = 0.5) -> list[Gro
     return groups
 
 
-def sample_scenes(rng: np.random.Generator, n: int, single_prob: float = 0.5) -> SceneBatch:
-    return to_batch(rng, [sample_scene(rng, single_prob) for _ in range(n)])
+def sample_scenes(rng: np.random.Generator, n: int, single_prob: float = 0.5, shape_twins: float = 0.0) -> SceneBatch:
+    """n scenes; a fraction `shape_twins` of them are copies of others with every group's shape changed."""
+    n_twins = int(n * shape_twins) // 2
+    scenes = [sample_scene(rng, single_prob) for _ in range(n - n_twins)]
+    for original in scenes[:n_twins]:
+        scenes.append([replace(g, shape=int((g.shape + rng.integers(1, len(SHAPES))) % len(SHAPES))) for g in original])
+    return to_batch(rng, scenes)
 
 
 def single_objects(rng: np.random.Generator, shapes: np.ndarray, colours: np.ndarray,
