@@ -53,8 +53,8 @@ def ablation_summary(topics: pd.DataFrame, ablation: pd.DataFrame) -> pd.DataFra
             rows.append({"head_for": factor, "layer": None, "head": None})
             continue
         top = candidates.iloc[0]
-        key = (int(top.layer), int(top.head))
-        rows.append({"head_for": factor, "layer": key[0], "head": key[1], "share": top.share,
+        key = (int(top["layer"]), int(top["head"]))
+        rows.append({"head_for": factor, "layer": key[0], "head": key[1], "share": top["share"],
                      "colour_drop": drops.loc[key, "colour"], "shape_drop": drops.loc[key, "shape"]})
     return pd.DataFrame(rows)
 

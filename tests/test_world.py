@@ -155,4 +155,7 @@ def test_pretrain_world_writes_a_loadable_checkpoint(tmp_path):
     assert [r["step"] for r in history if "shape_acc" in r] == [0, 2]
     loaded = load_model(ModelSpec("clipsvd-world", str(out)), "cpu")
     assert type(loaded.model.visual.conv1).__name__ == "ConvStem"
+    again, _ = pretrain_world(PretrainConfig(steps=0, eval_every=1, device="cpu", init_from=str(out)),
+                              tmp_path / "again.safetensors")  # a second stage starts from the first's weights
+    assert torch.equal(again.visual.proj.half(), loaded.model.visual.proj.half().cpu())
     assert to_uint8(render(sample_scenes(np.random.default_rng(0), 2), "clean")).shape == (2, 64, 64, 3)

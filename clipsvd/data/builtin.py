@@ -208,10 +208,9 @@ _register_world()
 def builtin_datasets() -> dict[str, str]:
     """Name -> one-line description of the built-in datasets available on this machine (generated
     world datasets always are; the others need their package's files)."""
-    from clipsvd.world.datasets import world_dataset_names
+    from clipsvd.world.datasets import describe_world, world_dataset_names
 
-    out = {name: "Generated world: " + name.removeprefix("world-").replace("-", " task, ") + " style"
-           for name in world_dataset_names()}
+    out = {name: describe_world(name) for name in world_dataset_names()}
     folder = animal_shape_dir()
     if folder is not None and all((folder / f).is_file() for f in ANIMAL_SHAPE_FILES):
         out["animal-shape"] = ANIMAL_SHAPE_DESCRIPTION

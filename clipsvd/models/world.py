@@ -23,7 +23,7 @@ WORLD_LABEL = "a small CLIP pretrained on the generated world — not OpenAI's C
 CONFIG_DIR = Path(__file__).parent / "configs"
 WORLD_CHECKPOINT = Path(__file__).parent / "weights" / "clipsvd-world.safetensors"
 # sha256 of the shipped checkpoint; `python -m clipsvd pretrain-world` prints the one it wrote.
-WORLD_CHECKPOINT_SHA256 = ""
+WORLD_CHECKPOINT_SHA256 = "a271f27e67175316e4d066e45401f760ba23347e80025539d15d9cf0b36fafac"
 
 
 class ConvStem(nn.Module):
@@ -86,7 +86,7 @@ def verified_world_checkpoint() -> Path:
             "`python -m clipsvd pretrain-world`)"
         )
     actual = sha256_of(WORLD_CHECKPOINT)
-    if WORLD_CHECKPOINT_SHA256 and actual != WORLD_CHECKPOINT_SHA256:
+    if actual != WORLD_CHECKPOINT_SHA256:
         raise CheckpointError(
             f"sha256 mismatch for {WORLD_CHECKPOINT}: expected {WORLD_CHECKPOINT_SHA256}, got {actual}"
         )

@@ -75,23 +75,33 @@ def _split_arrays(task: str, style: str, split: str, size: int) -> tuple[np.ndar
     return images, labels
 
 
-def load_world(name: str, template: str | None = None, size: int = 64) -> ClassificationDataset:
-    """`world-<task>-<style>`, e.g. world-shape-microscopy."""
+def _parse(name: str) -> tuple[str, str]:
     parts = name.split("-")
     if len(parts) != 3 or parts[0] != "world" or parts[1] not in TASKS or parts[2] not in STYLES:
         raise DataError(f"unknown world dataset {name!r}; expected world-<task>-<style> with task in "
                         f"{', '.join(TASKS)} and style in {', '.join(STYLES)}")
-    _, task, style = parts
+    return parts[1], parts[2]
+
+
+def describe_world(name: str, size: int = 64) -> str:
+    """One line on a world dataset (no rendering needed)."""
+    task, style = _parse(name)
+    n_classes = len(_classes(task)[0])
+    train, val, test = IMAGES_PER_CLASS[task]
+    return (f"Generated world, {task} task: {n_classes} classes, {STYLE_WORDS[style]}; {train}/{val}/{test} "
+            f"train/val/test single objects per class at {size} px, rendered from fixed seeds. Synthetic, "
+            "not biomedical images: a world whose truth is known.")
+
+
+def load_world(name: str, template: str | None = None, size: int = 64) -> ClassificationDataset:
+    """`world-<task>-<style>`, e.g. world-shape-microscopy."""
+    task, style = _parse(name)
     classnames, _, default_template = _classes(task)
     splits = {}
     for split in ("train", "val", "test"):
         images, labels = _split_arrays(task, style, split, size)
         splits[split] = ArrayImageSplit(images, labels.tolist(), f"{name}:{split}")
-    train, val, test = (IMAGES_PER_CLASS[task][i] for i in range(3))
     return ClassificationDataset(
         name=name, classnames=classnames, template=template or default_template,
-        train=splits["train"], val=splits["val"], test=splits["test"],
-        description=(f"Generated world, {task} task: {len(classnames)} classes, {STYLE_WORDS[style]}; "
-                     f"{train}/{val}/{test} train/val/test single objects per class at {size} px, "
-                     "rendered from fixed seeds. Synthetic: a world whose truth is known, not real images."),
+        train=splits["train"], val=splits["val"], test=splits["test"], description=describe_world(name, size),
     )

@@ -49,7 +49,12 @@ def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = create_world_model().to(device)
+    model = create_world_model()
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(cfg.init_from).items()})
+    model = model.to(device)
     tokenizer = open_clip.get_tokenizer(WORLD_MODEL_NAME)
     loss_fn = open_clip.ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]

@@ -117,7 +117,8 @@ def sample_scene(rng: np.random.Generator, single_prob: float = 0.5) -> list[Gro
 
 
 def sample_scenes(rng: np.random.Generator, n: int, single_prob: float = 0.5, shape_twins: float = 0.0) -> SceneBatch:
-    """n scenes; a fraction `shape_twins` of them are copies of others with every group's shape changed."""
+    """n scenes; a fraction `shape_twins` of them come in pairs, the second a copy of the first with every
+    group's shape changed (the pretraining's hard negatives for shape)."""
     n_twins = int(n * shape_twins) // 2
     scenes = [sample_scene(rng, single_prob) for _ in range(n - n_twins)]
     for original in scenes[:n_twins]:

@@ -1,0 +1,64 @@
+"""The shipped world CLIP knows its world: the issue's claims, measured on the shipped weights in seconds."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from clipsvd.errors import CheckpointError
+from clipsvd.models import ModelSpec, load_model
+from clipsvd.models import world as world_model
+from clipsvd.world.evaluation import ablation_table, factor_heads, zero_shot_by_style
+
+
+@pytest.fixture(scope="module")
+def world_clip():
+    return load_model(ModelSpec.default(), "cpu")
+
+
+@pytest.fixture(scope="module")
+def zero_shot(world_clip):
+    return zero_shot_by_style(world_clip, styles=("clean", "microscopy")).set_index(["task", "style"])["accuracy"]
+
+
+def test_the_default_model_is_the_shipped_world_clip(world_clip):
+    assert "pretrained on the generated world" in world_clip.label and "not OpenAI" in world_clip.label
+    assert world_model.WORLD_CHECKPOINT_SHA256 == world_model.sha256_of(world_model.WORLD_CHECKPOINT)
+
+
+def test_a_corrupted_checkpoint_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "clipsvd-world.safetensors"
+    shutil.copy(world_model.WORLD_CHECKPOINT, copy)
+    with open(copy, "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    monkeypatch.setattr(world_model, "WORLD_CHECKPOINT", copy)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        world_model.verified_world_checkpoint()
+
+
+def test_zero_shot_on_clean_single_objects(zero_shot):
+    assert zero_shot[("colour", "clean")] >= 90  # chance 12.5 %
+    assert zero_shot[("shape", "clean")] >= 70
+
+
+def test_the_microscopy_style_is_a_real_shift(zero_shot):
+    for task in ("shape", "colour"):
+        assert zero_shot[(task, "clean")] - zero_shot[(task, "microscopy")] >= 10
+
+
+@pytest.fixture(scope="module")
+def topics(world_clip):
+    return factor_heads(world_clip)[0]
+
+
+def test_textspan_finds_factor_specific_heads(topics):
+    specific = topics[topics.share >= 0.8]
+    assert len(specific) >= 2, topics[["layer", "head", "topic", "share", "texts"]]
+
+
+def test_ablating_a_colour_head_costs_colour_more_than_shape(world_clip, topics):
+    drops = ablation_table(world_clip).pivot_table(index=["layer", "head"], columns="task", values="drop")
+    colour_head = topics[topics.topic == "colour"].iloc[0]
+    colour = drops.loc[(int(colour_head["layer"]), int(colour_head["head"]))]
+    assert colour["colour"] > 0 and colour["colour"] >= 2 * max(colour["shape"], 0.0), drops
