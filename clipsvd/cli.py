@@ -281,7 +281,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_pretrain_world(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from clipsvd.models.world import sha256_of
+    from clipsvd.checksums import sha256_of
     from clipsvd.world.config import PretrainConfig
     from clipsvd.world.pretrain import pretrain_world
 

@@ -6,7 +6,6 @@ data root at their BiomedCoOp or MedMNIST files for that. Arrays are read once p
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import pickle
 import struct
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsvd.checksums import sha256_of
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.sampling import split_per_class
 from clipsvd.data.splits import ArrayImageSplit
@@ -59,14 +59,6 @@ def animal_shape_dir() -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=4)
 def read_animal_shape(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N,28,28) uint8, labels (N,) int64), read-only. Checksums are verified before unpickling:
@@ -76,7 +68,7 @@ def read_animal_shape(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         path = data_dir / filename
         if not path.is_file():
             raise DataError(f"Animal Shape file not found: {path} (pip install animal-shape-mnist==0.39)")
-        actual = _sha256(path)
+        actual = sha256_of(path)
         if actual != expected:
             raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}; refusing to unpickle it")
         try:

@@ -9,12 +9,12 @@ every method and analysis works on, are open_clip's own.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import open_clip
 from torch import nn
 
+from clipsvd.checksums import sha256_of
 from clipsvd.errors import CheckpointError
 
 WORLD_MODEL_NAME = "clipsvd-world"
@@ -68,14 +68,6 @@ def create_world_model() -> nn.Module:
     """The world architecture with random weights (for pretraining, or before loading the checkpoint)."""
     register_world_model()
     return add_conv_stem(open_clip.create_model(WORLD_MODEL_NAME, pretrained=None, device="cpu"))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verified_world_checkpoint() -> Path:
