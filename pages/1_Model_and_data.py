@@ -135,9 +135,9 @@ def model_section() -> None:
     ui.model_notice()
 
 
-def short_description(text: str, limit: int = 60) -> str:
+def short_description(text: str, limit: int = 90) -> str:
     """The first clause of a dataset's description, for the picker's list."""
-    text = text.removeprefix("Generated world: ").split(" (")[0].split(":")[0]
+    text = text.split(";")[0].split(" (")[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

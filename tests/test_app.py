@@ -122,7 +122,8 @@ def test_model_and_data_page_preselects_the_world_clip_and_the_microscopy_shapes
     picker = at.selectbox(key="_w_builtin")
     assert picker.value == WORLD_DATASET
     world = [o for o in picker.options if o.startswith("world-")]
-    assert len(world) == 9 and any("shape task, microscopy style" in o for o in world)  # name — description
+    assert len(world) == 9  # name — description
+    assert any(o.startswith("world-shape-microscopy") and "shape task" in o and "stained" in o for o in world)
     at.button(key="use_model").click().run()
     assert_clean(at)
     assert at.session_state["model_spec"] == ModelSpec.default()
