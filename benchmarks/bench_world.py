@@ -29,6 +29,7 @@ from clipsvd.world.scenes import sample_scenes
 
 
 def generation_speed(seconds: float = 3.0) -> pd.DataFrame:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
     for style in STYLES:
@@ -39,7 +40,7 @@ def generation_speed(seconds: float = 3.0) -> pd.DataFrame:
                 n += 256
             rows.append({"style": style, "scenes": "single objects" if single == 1.0 else "half multi-object",
                          "images_per_s": round(n / (time.perf_counter() - start))})
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)  # the model measurements below use every core again
     return pd.DataFrame(rows)
 
 

@@ -75,7 +75,7 @@ def test_world_datasets_are_builtins_with_known_splits():
     assert set(shape.class_counts("train").values()) == {160}
     clean = load_world("world-shape-clean")
     assert clean.test.labels == shape.test.labels  # the same objects, another style
-    image, label = shape.test[0]
+    image, _ = shape.test[0]
     assert image.size == (64, 64) and image.mode == "RGB"
     with pytest.raises(DataError, match="world-<task>-<style>"):
         load_world("world-texture-clean")

@@ -66,7 +66,7 @@ class ModelSpec:
             return f"{self.architecture} · {UNTRAINED_LABEL} (seed {self.seed})"
         if (self.architecture, self.weights) in _WEIGHT_LABELS:
             return f"{self.architecture} · {_WEIGHT_LABELS[(self.architecture, self.weights)]}"
-        weights = Path(self.weights).name if _looks_like_path(self.weights) else self.weights
+        weights = Path(self.weights).name if looks_like_path(self.weights) else self.weights
         activation = {"quickgelu": " · QuickGELU", "gelu": " · GELU"}.get(self.activation, "")
         return f"{self.architecture} · {weights}{activation}"
 
@@ -147,10 +147,6 @@ def list_pretrained_tags(architecture: str) -> list[str]:
 
 def looks_like_path(weights: str) -> bool:
     """A checkpoint path (by suffix or separator) rather than a tag."""
-    return _looks_like_path(weights)
-
-
-def _looks_like_path(weights: str) -> bool:
     return weights.endswith(CHECKPOINT_SUFFIXES) or "/" in weights or "\\" in weights
 
 
@@ -223,6 +219,12 @@ def _quick_gelu_of(spec: ModelSpec) -> bool | None:
     return {"quickgelu": True, "gelu": False}.get(spec.activation)
 
 
+def _activation_kwargs(spec: ModelSpec) -> dict[str, bool]:
+    """open_clip.create_model's quick_gelu argument for the user's explicit choice; none for auto."""
+    quick_gelu = _quick_gelu_of(spec)
+    return {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+
+
 @functools.lru_cache(maxsize=4)
 def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo]:
     """Build once per spec and process; callers get deep copies, since methods edit models in place."""
@@ -236,7 +238,7 @@ def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo
         model, tokenizer, info = _load_checkpoint_file(spec, Path(resolver(spec)), source=spec.weights)
         label = _WEIGHT_LABELS.get((spec.architecture, spec.weights))
         return model, tokenizer, dataclasses.replace(info, source=label or info.source, note="")
-    if _looks_like_path(spec.weights):
+    if looks_like_path(spec.weights):
         return _load_checkpoint_file(spec, Path(spec.weights))
     if spec.architecture == AUTO_ARCHITECTURE:
         raise ConfigError("architecture: 'auto' needs a checkpoint file to read the architecture from; name one "
@@ -246,7 +248,7 @@ def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo
             f"architecture: '{spec.architecture}' is not an open_clip model; "
             f"choose one of open_clip.list_models() (e.g. ViT-B-16, ViT-B-32, {register_tiny_model()})"
         )
-    kwargs = {} if _quick_gelu_of(spec) is None else {"quick_gelu": _quick_gelu_of(spec)}
+    kwargs = _activation_kwargs(spec)
     if spec.weights == RANDOM_WEIGHTS:
         with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
@@ -290,7 +292,7 @@ def _load_hub_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo]
     from clipsvd.models.hub import check_hub_model
 
     check_hub_model(spec.architecture)
-    kwargs = {} if _quick_gelu_of(spec) is None else {"quick_gelu": _quick_gelu_of(spec)}
+    kwargs = _activation_kwargs(spec)
     model = _post_build(_create(spec.architecture, None, **kwargs), spec)
     try:
         tokenizer = open_clip.get_tokenizer(spec.architecture)
@@ -347,7 +349,7 @@ def _load_checkpoint_file(
     kwargs = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
     if config is not None:
         model_cfg = {**config, **kwargs}
-        model = open_clip.model.CLIP(**{k: v for k, v in model_cfg.items()})
+        model = open_clip.model.CLIP(**model_cfg)
         open_clip.set_model_preprocess_cfg(model, _openai_preprocess(model))
         tokenizer = open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
     else:

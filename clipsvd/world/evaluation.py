@@ -16,6 +16,8 @@ from clipsvd.analysis.head_topics import ablation_effects, head_topics
 from clipsvd.analysis.textspan import TextSpanResult, collect_contributions, explain_heads
 from clipsvd.data import TransformedSplit
 from clipsvd.data.splits import ArrayImageSplit
+from clipsvd.methods import create_method
+from clipsvd.training.evaluate import predict
 from clipsvd.world.datasets import load_world
 from clipsvd.world.factors import COLOURS, SHAPES
 from clipsvd.world.render import STYLES, render, to_uint8
@@ -35,21 +37,19 @@ def _text_features(loaded, template: str, names: list[str]) -> torch.Tensor:
     return loaded.encode_text([template.format(n) for n in names]).float().cpu()
 
 
-@torch.no_grad()
 def zero_shot_by_style(loaded, styles: tuple[str, ...] = STYLES, tasks: tuple[str, ...] = ("shape", "colour"),
                        split: str = "test") -> pd.DataFrame:
-    """Zero-shot top-1 accuracy (%) on each world dataset's `split`, one row per task × style."""
+    """Zero-shot top-1 accuracy (%) on each world dataset's `split`, one row per task × style, through the same
+    method and evaluation path as the zero-shot row of every comparison."""
     rows = []
     for task in tasks:
         for style in styles:
             dataset = load_world(f"world-{task}-{style}")
-            part = dataset.split(split)
-            text = loaded.encode_text(dataset.prompts()).float()
-            correct = 0
-            for images, labels in DataLoader(TransformedSplit(part, loaded.eval_transform()), batch_size=256):
-                predictions = (loaded.encode_image(images).float() @ text.T).argmax(1).cpu()
-                correct += int((predictions == labels).sum())
-            rows.append({"task": task, "style": style, "accuracy": 100 * correct / len(part), "n": len(part)})
+            method = create_method("zero-shot").attach(loaded, dataset.prompts())
+            predictions, labels = predict(method, dataset.split(split), dataset.prompts(), loaded.eval_transform(),
+                                          batch_size=256)
+            rows.append({"task": task, "style": style, "accuracy": 100 * float((predictions == labels).mean()),
+                         "n": len(labels)})
     return pd.DataFrame(rows)
 
 

@@ -2,7 +2,7 @@
 
 nanoGPT-style: one loop on one screen. Each step draws fresh scenes from a seeded generator,
 renders them, captions them and takes an AdamW step on open_clip's contrastive loss (ClipLoss),
-with warm-up then cosine decay. A curriculum starts with single objects (one clear subject per
+with warm-up then cosine decay (the training loop's own schedule). A curriculum starts with single objects (one clear subject per
 caption) and mixes in multi-object scenes. Zero-shot colour and shape accuracy on held-out clean
 single objects are logged as it goes, so the learning curve is part of the result.
 """
@@ -20,26 +20,17 @@ import open_clip
 import torch
 
 from clipsvd.models.world import WORLD_MODEL_NAME, create_world_model
+from clipsvd.training.loop import cosine_with_warmup
 from clipsvd.world.captions import captions
 from clipsvd.world.config import PretrainConfig
 from clipsvd.world.render import render
 from clipsvd.world.scenes import sample_scenes
-from clipsvd.world.zeroshot import held_out_accuracy
-
-# open_clip's default (OpenAI) normalisation, so the model needs no preprocessing config of its own.
-WORLD_MEAN, WORLD_STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+from clipsvd.world.zeroshot import held_out_accuracy, normalise
 
 
 def _single_prob(cfg: PretrainConfig, step: int) -> float:
     ramp = max(1, int(cfg.curriculum * cfg.steps))
     return 1.0 - 0.5 * min(1.0, step / ramp)
-
-
-def _lr(cfg: PretrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int, dict], None] | None = None
@@ -57,12 +48,12 @@ def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int
     model = model.to(device)
     tokenizer = open_clip.get_tokenizer(WORLD_MODEL_NAME)
     loss_fn = open_clip.ClipLoss()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    mean = torch.tensor(WORLD_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(WORLD_STD, device=device).view(1, 3, 1, 1)
+    decayed = {n: p.ndim >= 2 and "embedding" not in n for n, p in model.named_parameters()}  # matrices only
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in model.named_parameters() if decayed[n]], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if not decayed[n]], "weight_decay": 0.0},
+    ], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    schedule = cosine_with_warmup(opt, cfg.warmup, cfg.steps, min_lr=0.0)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
     start = time.time()
@@ -80,10 +71,8 @@ def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int
             _save(model, cfg, history, out)  # a usable checkpoint at every evaluation
         if step == cfg.steps:
             break
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
         scenes = sample_scenes(rng, cfg.batch_size, _single_prob(cfg, step), cfg.shape_negatives)
-        images = ((render(scenes, "clean", cfg.image_size, seed=int(rng.integers(2**31))).to(device) - mean) / std)
+        images = normalise(render(scenes, "clean", cfg.image_size, seed=int(rng.integers(2**31))), device)
         texts = tokenizer(captions(rng, scenes.groups)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             image_features, text_features, logit_scale = model(images, texts)
@@ -92,10 +81,12 @@ def pretrain_world(cfg: PretrainConfig, out: str | Path, progress: Callable[[int
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        lr = opt.param_groups[0]["lr"]
+        schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 25 == 0:
-            history.append({"step": step, "loss": round(loss.item(), 4), "lr": _lr(cfg, step)})
+            history.append({"step": step, "loss": round(loss.item(), 4), "lr": lr})
             if progress:
                 progress(step, history[-1])
 

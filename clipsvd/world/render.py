@@ -73,7 +73,7 @@ SHAPE_MARGINS = (_circle, _square, _triangle, _diamond, _star, _cross, _heart, _
 
 def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur as weighted sums of shifted views (much faster on CPU than a depthwise conv)."""
-    radius = max(1, int(math.ceil(2.5 * sigma)))
+    radius = max(1, math.ceil(2.5 * sigma))
     taps = [math.exp(-i * i / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
     taps = [t / sum(taps) for t in taps]
     h, w = images.shape[-2:]

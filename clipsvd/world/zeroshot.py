@@ -25,16 +25,21 @@ def held_out_single_objects(n_per_class: int = 8, seed: int = HELD_OUT_SEED, sty
     return render(scenes, style, size, seed=seed), pairs[:, 0], pairs[:, 1]
 
 
+def normalise(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rendered images (0..1) -> model input, with open_clip's default (OpenAI) normalisation: the world CLIP
+    uses it, so it needs no preprocessing config of its own."""
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
+    return (images.to(device) - mean) / std
+
+
 @torch.no_grad()
 def zero_shot_accuracy(model, tokenizer, images: torch.Tensor, labels: np.ndarray, prompts: list[str],
                        device: torch.device, batch_size: int = 256) -> float:
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
     text = F.normalize(model.encode_text(tokenizer(prompts).to(device)).float(), dim=-1)
     correct = 0
     for i in range(0, len(images), batch_size):
-        x = (images[i:i + batch_size].to(device) - mean) / std
-        feats = F.normalize(model.encode_image(x).float(), dim=-1)
+        feats = F.normalize(model.encode_image(normalise(images[i:i + batch_size], device)).float(), dim=-1)
         correct += int(((feats @ text.T).argmax(1).cpu().numpy() == labels[i:i + batch_size]).sum())
     return correct / len(images)
 
