@@ -36,6 +36,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
+expect = sync_api.expect
 
 
 def free_port() -> int:
@@ -161,7 +162,7 @@ def test_home_starts_on_the_world(page):
 
 def test_model_and_data_preselects_the_world_clip(page):
     goto(page, "Model and data", "Model & data")
-    assert page.get_by_role("radio", name="Shipped (pretrained on the world)").is_checked()
+    expect(page.get_by_role("radio", name="Shipped (pretrained on the world)")).to_be_checked()
     page.get_by_role("button", name="Use this model").click()
     page.get_by_text(f"Model set: clipsvd-world · {WORLD_LABEL}").wait_for()
     page.get_by_role("heading", name=f"Selected dataset: {WORLD_DATASET}").wait_for()
@@ -238,7 +239,7 @@ def test_every_page_renders(page, nav_label):
     goto(page, nav_label, PAGES[nav_label])
     assert_no_exception(page)
     if nav_label == "Explain":  # the world run's corpus is preset to the world's
-        assert page.get_by_role("radio", name="world", exact=True).is_checked()
+        expect(page.get_by_role("radio", name="world", exact=True)).to_be_checked()
     if nav_label in ("Compare", "Runs"):
         screenshot(page, nav_label.lower())
 
@@ -257,8 +258,8 @@ def test_select_tiny_model(page):
     goto(page, "Model and data", "Model & data")
     page.get_by_role("combobox", name="Architecture").click()
     page.get_by_role("option", name="clipsvd-tiny", exact=True).click()
-    wait_idle(page)
-    assert page.get_by_role("radio", name="Random (seeded)").is_checked()
+    # the rerun that swaps the weight choices may start after wait_idle looked: expect() retries
+    expect(page.get_by_role("radio", name="Random (seeded)")).to_be_checked(timeout=30_000)
     page.get_by_role("button", name="Use this model").click()
     page.get_by_text("Model set: clipsvd-tiny").wait_for()
     assert page.get_by_text("untrained — load a checkpoint").count() > 0
