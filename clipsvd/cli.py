@@ -144,6 +144,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
     from clipsvd.analysis.capabilities import unsupported_analyses
+    from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.runs import (
         analysis_images,
         load_run_pair,
@@ -152,6 +153,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         run_textspan,
         run_umap,
     )
+    from clipsvd.analysis.textspan import DEFAULT_RANK, check_rank
     from clipsvd.errors import ClipsvdError
     from clipsvd.plots import (
         export_figure,
@@ -163,6 +165,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     from clipsvd.runs import RunStore
 
+    # TextSpan settings are checked before minutes of loading.
+    split = resolve_ln_post_split(args.ln_post_split or DEFAULT_LN_POST_SPLIT)
+    rank = check_rank(DEFAULT_RANK if args.rank is None else args.rank)
     run = RunStore(args.runs_dir).load(args.run_id)
     # Decide what this model supports on a weightless skeleton, before minutes of loading.
     skipped = unsupported_analyses(run_model_spec(run), args.what)
@@ -197,7 +202,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             save("heads_legacy_sigma_blocks", legacy_sigma_block_scores(pair.method))
 
     def textspan() -> None:
-        before, after = run_textspan(pair, images, load_corpus(args.corpus), args.layers, args.texts_per_head)
+        before, after = run_textspan(pair, images, load_corpus(args.corpus), args.layers, args.texts_per_head,
+                                     rank=rank, ln_post_split=split.value)
         save("textspan_before", before.frame())
         save("textspan_after", after.frame())
         save("textspan_head_importance", after.importance())
@@ -375,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--corpus", default="general", help="general, biomedical, or a text file (one per line)")
     analyze.add_argument("--layers", type=int, nargs="+", default=None, help="TextSpan layers (default: last 4)")
     analyze.add_argument("--texts-per-head", type=int, default=20)
+    analyze.add_argument("--rank", type=int, default=None,
+                         help="TextSpan: rank of the span texts are projected onto, capped by images and embedding "
+                              "size (default: clip_text_span's --w_ov_rank, 80)")
+    analyze.add_argument("--ln-post-split", default=None, metavar="{official,even}",
+                         help="TextSpan: how ln_post's mean and bias are shared among terms: 'official' (the "
+                              "default; clip_text_span: μ/((2L+1)H) per head, each head 1/H of the out_proj bias) "
+                              "or 'even' (μ/K for each of K = 1+L(H+2) terms, the bias in the rest)")
     analyze.add_argument("--top-heads", type=int, default=3, help="TextSpan figures for the most important heads")
     analyze.add_argument("--images-per-class", type=int, default=20)
     analyze.add_argument("--device", default="auto")

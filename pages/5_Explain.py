@@ -4,9 +4,15 @@ import streamlit as st
 from clipsvd import app_state as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
 from clipsvd.analysis.corpus import default_corpus_for
-from clipsvd.analysis.decomposition import resolve_layers, tower_blocks, vision_tower
+from clipsvd.analysis.decomposition import (
+    DEFAULT_LN_POST_SPLIT,
+    LnPostSplit,
+    resolve_layers,
+    tower_blocks,
+    vision_tower,
+)
 from clipsvd.analysis.runs import images_for_text, run_model_spec, run_textspan
-from clipsvd.analysis.textspan import DEFAULT_TEXTS_PER_HEAD
+from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import textspan_figure
 
 UPLOAD = "upload a .txt file"
@@ -34,11 +40,12 @@ def choose_corpus(model_spec) -> tuple[str, list[str]] | None:
 @st.cache_resource(show_spinner="Running TextSpan before and after (forward passes, then text embeddings)…",
                    max_entries=4)
 def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[str, ...], layers: tuple[int, ...],
-             texts_per_head: int, per_class: int):
+             texts_per_head: int, per_class: int, rank: int, ln_post_split: str):
     dataset = ui.analysis_images(_ctx.run, per_class)
     cache = TextSpanCache(ui.runs_root() / ".textspan-cache")
     images_key = f"{_ctx.run.config['dataset']}|test|{per_class}|{_ctx.before.image_size}"
-    return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=cache, images_key=images_key)
+    return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=cache, images_key=images_key,
+                        rank=rank, ln_post_split=ln_post_split)
 
 
 def show_top_images(after, dataset, layer: int, head: int) -> None:
@@ -77,12 +84,25 @@ if TOWER is not None:
                             key="_w_ts_layers", help="TextSpan finds most of the effect in the last few layers.")
     texts = c3.slider("Texts per head", 3, 40, DEFAULT_TEXTS_PER_HEAD, key="_w_ts_texts")
     per_class = c4.slider("Images per class", 2, 100, 10, key="_w_ts_images")
+    c5, c6 = st.columns(2)
+    rank = c5.number_input("Rank", 1, 4096, DEFAULT_RANK, key="_w_ts_rank",
+                           help="How many top singular directions of a head's contributions the texts are projected "
+                                "onto, capped by the number of images and the embedding size. Default 80: the "
+                                "official code's --w_ov_rank.")
+    splits = [s.value for s in LnPostSplit]
+    split = c6.selectbox("ln_post split", splits, index=splits.index(DEFAULT_LN_POST_SPLIT.value),
+                         key="_w_ts_split",
+                         help="How ln_post's mean μ and bias β are shared among the residual terms. official "
+                              "(clip_text_span): μ/((2L+1)H) and β/((2L+1)H) per head, and each head carries 1/H of "
+                              "its layer's out_proj bias. even (this project's earlier convention): μ/K and β/K for "
+                              "each of K = 1 + L(H+2) terms, the bias in the rest. Both sum to the embedding; "
+                              "the per-head terms differ.")
     if corpus is not None and layers:
         params = {"run": CONTEXT.run.run_id, "corpus": corpus[0], "n": len(corpus[1]), "layers": sorted(layers),
-                  "texts": texts, "images": per_class}
+                  "texts": texts, "images": per_class, "rank": int(rank), "ln_post_split": split}
         if ui.computed_once("textspan", params, "Run TextSpan"):
             result = ui.try_call(textspan, CONTEXT, CONTEXT.key, tuple(corpus[1]), tuple(sorted(layers)), texts,
-                                 per_class)
+                                 per_class, int(rank), split)
             if result is not None:
                 before, after = result
                 importance = after.importance()

@@ -22,6 +22,8 @@ from clipsvd.analysis import (
     top_images_for_text,
     weights_after,
 )
+from clipsvd.analysis.decomposition import LnPostSplit
+from clipsvd.analysis.textspan import DEFAULT_RANK
 from clipsvd.errors import ConfigError, DataError
 from clipsvd.methods import create_method
 from clipsvd.models import ModelSpec, load_model
@@ -63,13 +65,62 @@ def test_decomposition_sums_to_embedding_tiny(tiny, images):
     with torch.no_grad():
         block.ls_1.gamma.add_(0.2 * torch.randn(WIDTH))
         expected = tiny.encode_image(images)
-    for layers in (None, [1], [0, 1]):
-        parts = direct_contributions(tiny, images, layers)
-        assert parts.heads.shape == (4, len(parts.layers), HEADS, 64)
-        total = parts.heads.sum((1, 2)) + parts.rest
-        assert (total - expected).abs().max() <= 1e-4
-        assert (parts.embedding - expected).abs().max() <= 1e-4
-    assert parts.layers == (0, 1) and parts.n_terms == 1 + 2 * (HEADS + 2)
+    for split in ("official", "even"):
+        for layers in (None, [1], [0, 1]):
+            parts = direct_contributions(tiny, images, layers, ln_post_split=split)
+            assert parts.heads.shape == (4, len(parts.layers), HEADS, 64)
+            total = parts.heads.sum((1, 2)) + parts.rest
+            assert (total - expected).abs().max() <= 1e-4
+            assert (parts.embedding - expected).abs().max() <= 1e-4
+    assert parts.layers == (0, 1) and parts.head_shares == (1 / (1 + 2 * (HEADS + 2)),) * 2
+    assert direct_contributions(tiny, images).ln_post_split is LnPostSplit.OFFICIAL
+    with pytest.raises(ConfigError, match="ln_post_split"):
+        direct_contributions(tiny, images, ln_post_split="uneven")
+
+
+@torch.no_grad()
+def _official_head_terms(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """clip_text_span's PRSLogger, reimplemented on open_clip's own modules: per (source token, head)
+    terms of the class token, each with out_proj.bias/(T·H), ln_post linearised with μ and β over
+    (2L+1)·T·H, then summed over tokens (compute_prs.py). Returns (N, L, H, D)."""
+    visual = model.visual
+    blocks = list(visual.transformer.resblocks)
+    captured = {}
+    handle = visual.ln_post.register_forward_hook(lambda m, args, out: captured.update(x=args[0]))
+    unnormalised = model.encode_image(images)
+    handle.remove()
+    residual = captured["x"][:, 0] if captured["x"].ndim == 3 else captured["x"]
+    mean = residual.mean(-1)
+    std = (((residual ** 2).mean(-1) - mean ** 2) + visual.ln_post.eps).sqrt()  # the official LayerNorm's form
+    x = visual._embeds(images)
+    per_layer = []
+    for block in blocks:
+        attn = block.attn
+        h, width = attn.num_heads, attn.embed_dim
+        y = block.ln_1(x)
+        _, weights = attn(y, y, y, need_weights=True, average_attn_weights=False)  # (N, H, T, T)
+        v = (y @ attn.in_proj_weight[2 * width:].t() + attn.in_proj_bias[2 * width:])
+        v = v.reshape(*v.shape[:2], h, width // h)  # (N, T, H, d_h)
+        w_o = attn.out_proj.weight.reshape(width, h, width // h)
+        spatial = torch.einsum("nhm,nmhc,dhc->nmhd", weights[:, :, 0], v, w_o)  # (N, T, H, D) at the cls query
+        tokens = spatial.shape[1]
+        spatial = spatial + attn.out_proj.bias / (tokens * h)
+        share = 1 / ((2 * len(blocks) + 1) * tokens * h)
+        post = (visual.ln_post.weight * (spatial - mean[:, None, None, None] * share) / std[:, None, None, None]
+                + visual.ln_post.bias * share)
+        per_layer.append((post @ visual.proj).sum(1))
+        x = block(x)
+    return torch.stack(per_layer, 1) / unnormalised.norm(dim=-1)[:, None, None, None]
+
+
+def test_official_split_matches_the_reference_formula(tiny, images):
+    _randomise_affine_params(tiny.model)
+    reference = _official_head_terms(tiny.model, images)
+    official = direct_contributions(tiny, images, [0, 1], ln_post_split="official")
+    even = direct_contributions(tiny, images, [0, 1], ln_post_split="even")
+    assert (official.heads - reference).abs().max() <= 1e-5
+    assert official.head_shares == (1 / ((2 * 2 + 1) * HEADS),) * 2
+    assert (even.heads - official.heads).abs().max() > 1e-3  # the conventions really differ per head
 
 
 def test_decomposition_follows_unmerged_clip_svd_sigma(tiny, images):
@@ -138,6 +189,23 @@ def test_textspan_finds_planted_texts_first(corpus_embeddings):
     assert explained[:3].sum() > 0.99 and explained.sum() <= 1 + 1e-9
 
 
+def test_textspan_rank_defaults_to_the_official_80_and_is_capped():
+    import inspect
+
+    from clipsvd.analysis.runs import run_textspan
+
+    assert DEFAULT_RANK == 80
+    for function in (text_span, explain_heads, run_textspan):
+        assert inspect.signature(function).parameters["rank"].default == DEFAULT_RANK
+    generator = torch.Generator().manual_seed(0)
+    texts = torch.randn(30, 64, generator=generator)
+    assert text_span(torch.randn(24, 64, generator=generator), texts, 3).rank == 24  # images cap it
+    assert text_span(torch.randn(200, 64, generator=generator), texts, 3).rank == 64  # so does d
+    assert text_span(torch.randn(200, 64, generator=generator), texts, 3, rank=10).rank == 10
+    with pytest.raises(ConfigError, match="rank"):
+        text_span(torch.randn(24, 64, generator=generator), texts, 3, rank=0)
+
+
 def test_textspan_explained_variance_can_rise():
     """Faithful to the greedy reference: deflating T can turn a text towards a direction C still varies
     along, so a later step can explain more than an earlier one (documented, not hidden by sorting)."""
@@ -171,6 +239,8 @@ def test_explain_heads_streams_caches_and_compares(tmp_path, corpus_embeddings):
     frame = result.frame()
     assert set(frame.columns) >= {"layer", "head", "step", "text", "explained_variance", "cumulative_variance"}
     assert len(frame) == 2 * HEADS * 5
+    assert (frame["rank"] == 24).all() and (frame["ln_post_split"] == "official").all()  # min(80, 24 images, 64)
+    assert (importance["rank"] == 24).all() and (importance["ln_post_split"] == "official").all()
 
     def must_not_run():
         raise AssertionError("the cached contributions should have been used")
@@ -178,6 +248,16 @@ def test_explain_heads_streams_caches_and_compares(tmp_path, corpus_embeddings):
 
     again = explain_heads(loaded, must_not_run(), texts, texts_per_head=5, cache=cache, images_key="rand24")
     assert again.frame().equals(frame)
+    with pytest.raises(AssertionError, match="cached"):  # the other convention's terms are never reused
+        explain_heads(loaded, must_not_run(), texts, texts_per_head=5, cache=cache, images_key="rand24",
+                      ln_post_split="even")
+    even = explain_heads(loaded, batches, texts, texts_per_head=5, rank=8, cache=cache, images_key="rand24",
+                         ln_post_split="even")
+    assert torch.allclose(even.contributions, direct_contributions(loaded, images, ln_post_split="even").heads,
+                          atol=1e-6)
+    assert (even.frame()["rank"] == 8).all() and (even.frame()["ln_post_split"] == "even").all()
+    assert explain_heads(loaded, must_not_run(), texts, texts_per_head=5, rank=8, cache=cache, images_key="rand24",
+                         ln_post_split="even").frame().equals(even.frame())
 
     tuned = _clip_svd(load_model(TINY, "cpu"))
     _scale_sigma(tuned, "visual.transformer.resblocks.1.", 1.3)

@@ -2,9 +2,10 @@
 
 The residual stream at the pooled (class) token is a sum of terms: the ln_pre output, then per
 layer each head's attention output, the out-projection bias and the MLP output. ln_post is
-linearised with the image's own mean μ and std σ at that token — each of the K terms c becomes
-γ⊙(c − μ/K)/σ + β/K — then multiplied by proj and divided by the embedding's norm, so the terms
-add up to the normalised image embedding exactly (up to float rounding).
+linearised with the image's own mean μ and std σ at that token — a term c with share s of ln_post's
+mean and bias becomes γ⊙(c − s·μ)/σ + s·β — then multiplied by proj and divided by the embedding's
+norm. The shares add up to 1, so the terms add up to the normalised image embedding exactly (up to
+float rounding) whichever LnPostSplit shares them out.
 
 The forward pass is recomputed here, mirroring open_clip's VisionTransformer (batch-first tokens,
 no attention mask in the image tower, LayerScale ls_1/ls_2 applied when present, patch dropout
@@ -16,6 +17,7 @@ joins the rest term).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Callable, Sequence
 
 import torch
@@ -28,6 +30,31 @@ from clipsvd.errors import ConfigError
 DEFAULT_LAST_LAYERS = 4
 
 
+class LnPostSplit(str, Enum):
+    """How ln_post's mean μ and bias β (and the out-projection bias) are shared among the residual terms.
+
+    Both conventions sum to the same embedding; they differ in what one head's term carries.
+    """
+
+    # clip_text_span's prs_hook.py (PRSLogger._normalize_*): 2L+1 terms — the embedding, L attention
+    # layers, L MLPs — each take μ/(2L+1) and β/(2L+1); an attention layer's share is split evenly over
+    # its H heads (μ/((2L+1)H) each), and each head also carries 1/H of the layer's out_proj bias.
+    OFFICIAL = "official"
+    # Every one of K = 1 + L(H+2) terms (embedding; per layer H heads, the out_proj bias, the MLP) takes
+    # μ/K and β/K; the out_proj bias is a term of its own, in the rest.
+    EVEN = "even"
+
+
+DEFAULT_LN_POST_SPLIT = LnPostSplit.OFFICIAL
+
+
+def resolve_ln_post_split(value: str | LnPostSplit) -> LnPostSplit:
+    try:
+        return LnPostSplit(value)
+    except ValueError:
+        raise ConfigError(f"ln_post_split: expected one of {[s.value for s in LnPostSplit]}, got '{value}'") from None
+
+
 @dataclass
 class DirectContributions:
     """heads: (N, L, H, D) for `layers`; rest: (N, D) everything else; heads.sum((1, 2)) + rest == embedding."""
@@ -36,11 +63,12 @@ class DirectContributions:
     rest: torch.Tensor
     embedding: torch.Tensor  # (N, D), L2-normalised image embedding
     layers: tuple[int, ...]
-    n_terms: int  # K, the number of terms ln_post's mean and bias are shared among
+    ln_post_split: LnPostSplit
+    head_shares: tuple[float, ...]  # per layer of `layers`: the share of ln_post's μ and β each head takes
 
     def to(self, device: str | torch.device) -> "DirectContributions":
         return DirectContributions(self.heads.to(device), self.rest.to(device), self.embedding.to(device),
-                                   self.layers, self.n_terms)
+                                   self.layers, self.ln_post_split, self.head_shares)
 
 
 def vision_tower(model: Any) -> nn.Module:
@@ -208,14 +236,25 @@ def _tower_parts(visual: nn.Module) -> _TowerParts:
                        lambda x: _pool(visual, x), visual.ln_post, visual.proj, None, ("ls_1", "ls_2"))
 
 
+def head_shares(heads_per_layer: Sequence[int], layers: Sequence[int], split: LnPostSplit) -> tuple[float, ...]:
+    """The share of ln_post's μ and β each head of `layers` takes, per layer, under `split`."""
+    if split is LnPostSplit.OFFICIAL:
+        spatial_terms = 2 * len(heads_per_layer) + 1
+        return tuple(1.0 / (spatial_terms * heads_per_layer[i]) for i in layers)
+    n_terms = 1 + sum(h + 2 for h in heads_per_layer)
+    return tuple(1.0 / n_terms for _ in layers)
+
+
 @torch.no_grad()
 def direct_contributions(
-    model: Any, images: torch.Tensor, layers: Sequence[int] | None = None
+    model: Any, images: torch.Tensor, layers: Sequence[int] | None = None,
+    ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT,
 ) -> DirectContributions:
     """Split the normalised image embeddings of `images` into per-head terms (chosen layers) and the rest.
 
     Runs on the model's device; returns tensors there (float32).
     """
+    split = resolve_ln_post_split(ln_post_split)
     visual = vision_tower(model)
     parts = _tower_parts(visual)
     blocks = parts.blocks
@@ -226,24 +265,24 @@ def direct_contributions(
 
     rest = pooled(x).float()  # ln_pre term
     head_terms = []
-    n_terms = 1
     for index, block in enumerate(blocks):
         heads = block.attn.num_heads
         attn_out, per_head = _attention(block, x, pooled)
         ls_1, ls_2 = getattr(block, parts.ls[0]), getattr(block, parts.ls[1])
         attn_out = ls_1(attn_out)
         if index in chosen:
-            head_terms.append(ls_1(per_head).float())
             bias = (block.attn.proj if hasattr(block.attn, "proj") else block.attn.out_proj).bias
-            if bias is not None:
+            if bias is not None and split is LnPostSplit.OFFICIAL:  # each head carries 1/H of the bias
+                per_head = per_head + bias.to(dtype) / heads
+            elif bias is not None:
                 rest = rest + ls_1(bias.expand_as(rest).to(dtype)).float()
+            head_terms.append(ls_1(per_head).float())
         else:
             rest = rest + pooled(attn_out).float()
         x = x + attn_out
         mlp_out = ls_2(_mlp(block, (block.norm2 if hasattr(block, "norm2") else block.ln_2)(x)))
         rest = rest + pooled(mlp_out).float()
         x = x + mlp_out
-        n_terms += heads + 2  # H heads, out_proj bias, MLP
 
     heads_raw = torch.stack(head_terms, dim=1)  # (N, L, H, W)
     residual = pooled(x).float()
@@ -255,13 +294,15 @@ def direct_contributions(
     proj = parts.proj.float()
     proj_bias = parts.proj_bias.float() if parts.proj_bias is not None else torch.zeros_like(proj[0])
 
-    def linearised(c: torch.Tensor, share: float, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
-        """ln_post's share for `share` of the K terms: γ⊙(c − share·μ/K)/σ + share·β/K, then proj."""
-        return (gamma * (c - mu * share / n_terms) / sd + beta * share / n_terms) @ proj
+    def linearised(c: torch.Tensor, share: torch.Tensor | float, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+        """ln_post for a term with `share` of its mean and bias: γ⊙(c − share·μ)/σ + share·β, then proj."""
+        return (gamma * (c - mu * share) / sd + beta * share) @ proj
 
-    n_head_terms = heads_raw.shape[1] * heads_raw.shape[2]
-    heads_out = linearised(heads_raw, 1.0, mean[:, None, None, None], std[:, None, None, None])
-    rest_out = linearised(rest, float(n_terms - n_head_terms), mean[:, None], std[:, None]) + proj_bias
+    shares = head_shares([block.attn.num_heads for block in blocks], chosen, split)
+    per_head_share = torch.tensor(shares, device=device)[None, :, None, None]
+    rest_share = 1.0 - sum(share * blocks[i].attn.num_heads for share, i in zip(shares, chosen))
+    heads_out = linearised(heads_raw, per_head_share, mean[:, None, None, None], std[:, None, None, None])
+    rest_out = linearised(rest, rest_share, mean[:, None], std[:, None]) + proj_bias
     embedding = (gamma * (residual - mean[:, None]) / std[:, None] + beta) @ proj + proj_bias
     norm = embedding.norm(dim=-1, keepdim=True)
     return DirectContributions(
@@ -269,5 +310,6 @@ def direct_contributions(
         rest=rest_out / norm,
         embedding=embedding / norm,
         layers=chosen,
-        n_terms=n_terms,
+        ln_post_split=split,
+        head_shares=shares,
     )

@@ -14,8 +14,15 @@ import pandas as pd
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT
 from clipsvd.analysis.embeddings import image_features, umap_before_after
-from clipsvd.analysis.textspan import TextSpanCache, TextSpanResult, explain_heads, top_images_for_text
+from clipsvd.analysis.textspan import (
+    DEFAULT_RANK,
+    TextSpanCache,
+    TextSpanResult,
+    explain_heads,
+    top_images_for_text,
+)
 from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
 from clipsvd.data import ClassificationDataset, TransformedSplit
 from clipsvd.errors import ConfigError
@@ -78,11 +85,13 @@ def run_textspan(
     texts_per_head: int,
     cache: TextSpanCache | None = None,
     images_key: str | None = None,
+    rank: int = DEFAULT_RANK,
+    ln_post_split: str = DEFAULT_LN_POST_SPLIT.value,
 ) -> tuple[TextSpanResult, TextSpanResult]:
     """TextSpan of the same heads on the same images, before and after fine-tuning."""
     return tuple(
         explain_heads(model, image_batches(dataset, pair.before), list(corpus), list(layers) if layers else None,
-                      texts_per_head, cache=cache, images_key=images_key)
+                      texts_per_head, rank=rank, cache=cache, images_key=images_key, ln_post_split=ln_post_split)
         for model in (pair.before, pair.method)
     )
 

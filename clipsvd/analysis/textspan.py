@@ -31,15 +31,20 @@ from safetensors.torch import load_file, save_file
 
 from clipsvd.analysis.access import as_loaded, as_module
 from clipsvd.analysis.decomposition import (
+    DEFAULT_LN_POST_SPLIT,
+    LnPostSplit,
     direct_contributions,
     resolve_layers,
+    resolve_ln_post_split,
     tower_blocks,
-    tower_head_dim,
     vision_tower,
 )
 from clipsvd.errors import ConfigError, DataError
 
 DEFAULT_TEXTS_PER_HEAD = 20
+# clip_text_span's compute_complete_text_set.py: `--w_ov_rank`, default 80 (the paper's ViT-H head
+# dimension); capped per head by what C has, min(rank, images, d).
+DEFAULT_RANK = 80
 
 
 @dataclass
@@ -53,6 +58,7 @@ class HeadTexts:
     explained_variance: list[float]  # fraction of the head's total variance removed at each step
     of_remaining: list[float]  # fraction of the variance left before the step
     total_variance: float  # variance of the head's contributions over the images (how much it matters)
+    rank: int | None = None  # dimension of the span T was projected onto, min(requested rank, images, d)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame({
@@ -63,6 +69,7 @@ class HeadTexts:
             "explained_variance": self.explained_variance,
             "cumulative_variance": np.cumsum(self.explained_variance),
             "of_remaining": self.of_remaining,
+            "rank": self.rank,
         })
 
 
@@ -72,27 +79,36 @@ class SpanChoice:
     explained_variance: list[float]
     of_remaining: list[float]
     total_variance: float
+    rank: int  # the rank used, after the cap
+
+
+def check_rank(rank: int) -> int:
+    """The rank, refused early when it is not a positive integer (min(rank, N, d) needs one)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ConfigError(f"TextSpan rank: expected a positive integer, got {rank!r}")
+    return rank
 
 
 def text_span(
     contributions: torch.Tensor, text_embeddings: torch.Tensor, n_texts: int = DEFAULT_TEXTS_PER_HEAD,
-    rank: int | None = None,
+    rank: int = DEFAULT_RANK,
 ) -> SpanChoice:
     """The TextSpan greedy choice for one head: C (N × d) contributions, T (M × d) text embeddings.
 
-    rank: how many right singular vectors of C span the projection (default: all that C has; pass
-    the head dimension to follow the paper). Texts are L2-normalised here. Stops early when nothing
-    of C is left in the span of the remaining texts.
+    rank: how many right singular vectors of C span the projection, capped at min(rank, N, d)
+    (default: the official code's 80). Texts are L2-normalised here. Stops early when nothing of C
+    is left in the span of the remaining texts.
     """
     if contributions.ndim != 2 or text_embeddings.ndim != 2 or contributions.shape[1] != text_embeddings.shape[1]:
         raise ConfigError(f"text_span: expected C (images × d) and T (texts × d), got "
                           f"{tuple(contributions.shape)} and {tuple(text_embeddings.shape)}")
+    check_rank(rank)
     c = contributions.detach().double().cpu()
     t = F.normalize(text_embeddings.detach().double().cpu(), dim=-1)
     n, d = c.shape
     # (1) Span of C's top right singular vectors (of the uncentred C, as in the reference code).
     eigenvalues, eigenvectors = torch.linalg.eigh(c.t() @ c)  # ascending; Cᵀ·C = V·diag(s²)·Vᵀ
-    r = min(rank or d, n, d)
+    r = min(rank, n, d)
     basis = eigenvectors[:, -r:].flip(1)  # (d, r)
     texts_r = t @ basis  # rows of T projected onto the span, in span coordinates
     # (2) Centre C; its covariance in span coordinates drives every later step.
@@ -124,7 +140,7 @@ def text_span(
         project_out = torch.eye(r, dtype=cov.dtype) - torch.outer(unit, unit)
         cov = project_out @ cov @ project_out
         texts_r = texts_r - torch.outer(texts_r @ unit, unit)
-    return SpanChoice(chosen, explained, of_remaining, total)
+    return SpanChoice(chosen, explained, of_remaining, total, r)
 
 
 @torch.no_grad()
@@ -147,7 +163,7 @@ def _image_tensor(batch: Any) -> torch.Tensor:
 
 def collect_contributions(
     model: Any, image_batches: Iterable[Any], layers: Sequence[int] | None = None, batch_size: int = 64,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """Stream images through the decomposition: (heads (N, L, H, d), embeddings (N, d), layers), on the CPU.
 
@@ -159,7 +175,7 @@ def collect_contributions(
     for batch in image_batches:
         images = _image_tensor(batch)
         for start in range(0, len(images), batch_size):
-            parts = direct_contributions(model, images[start:start + batch_size], layers)
+            parts = direct_contributions(model, images[start:start + batch_size], layers, ln_post_split)
             heads.append(parts.heads.cpu())
             embeddings.append(parts.embedding.cpu())
             chosen = parts.layers
@@ -180,6 +196,8 @@ class TextSpanResult:
     heads: dict[tuple[int, int], HeadTexts]
     contributions: torch.Tensor = field(repr=False)  # (N, L, H, d) on the CPU
     text_embeddings: torch.Tensor = field(repr=False)  # (M, d)
+    rank: int = DEFAULT_RANK  # as requested; each head's HeadTexts.rank is after the cap
+    ln_post_split: str = DEFAULT_LN_POST_SPLIT.value
 
     @property
     def n_heads(self) -> int:
@@ -197,13 +215,15 @@ class TextSpanResult:
         return self.contributions[:, self.layers.index(layer), head]
 
     def frame(self) -> pd.DataFrame:
-        """Every chosen text of every head, long format."""
-        return pd.concat([h.frame() for h in self.heads.values()], ignore_index=True)
+        """Every chosen text of every head, long format, with the settings that produced them."""
+        frame = pd.concat([h.frame() for h in self.heads.values()], ignore_index=True)
+        return frame.assign(ln_post_split=self.ln_post_split)
 
     def importance(self) -> pd.DataFrame:
         """Heads by the variance of their direct contributions (what TextSpan's explanations are shares of)."""
         rows = [{"layer": h.layer, "head": h.head, "total_variance": h.total_variance,
-                 "explained_by_texts": float(sum(h.explained_variance))} for h in self.heads.values()]
+                 "explained_by_texts": float(sum(h.explained_variance)), "rank": h.rank,
+                 "ln_post_split": self.ln_post_split} for h in self.heads.values()]
         return pd.DataFrame(rows).sort_values("total_variance", ascending=False, ignore_index=True)
 
 
@@ -214,15 +234,17 @@ def explain_heads(
     layers: Sequence[int] | None = None,
     texts_per_head: int = DEFAULT_TEXTS_PER_HEAD,
     batch_size: int = 64,
-    rank: int | None = None,
+    rank: int = DEFAULT_RANK,
     cache: "TextSpanCache | None" = None,
     images_key: str | None = None,
     progress: Callable[[int], None] | None = None,
+    ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT,
 ) -> TextSpanResult:
     """TextSpan for every head of `layers` (default: the last 4) of a model's image tower.
 
     image_batches: an iterable of (N, 3, H, W) tensors or (images, labels) pairs, already
-    preprocessed for the model. rank defaults to the head dimension. With a cache and an
+    preprocessed for the model. rank and ln_post_split default to the official code's (80, and its
+    split of ln_post; "even" is this project's earlier convention). With a cache and an
     `images_key` naming the images (dataset, split, subset, transform), the forward passes and text
     embeddings are read back instead of recomputed when the same model meets the same images.
     """
@@ -231,17 +253,19 @@ def explain_heads(
         raise DataError("TextSpan: the corpus is empty")
     if len(set(corpus)) != len(corpus):
         raise DataError("TextSpan: the corpus has duplicate lines; load it with clipsvd.analysis.corpus")
+    check_rank(rank)
+    split = resolve_ln_post_split(ln_post_split)
     visual = vision_tower(model_or_loaded)
     chosen = resolve_layers(len(tower_blocks(visual)), layers)
-    head_dim = tower_head_dim(visual)
     use_cache = cache is not None and images_key is not None
     fingerprint = model_fingerprint(as_module(model_or_loaded)) if use_cache else ""
 
-    stored = cache.load_contributions(fingerprint, images_key, chosen) if use_cache else None
+    stored = cache.load_contributions(fingerprint, images_key, chosen, split) if use_cache else None
     if stored is None:
-        heads, embeddings, chosen = collect_contributions(model_or_loaded, image_batches, chosen, batch_size, progress)
+        heads, embeddings, chosen = collect_contributions(model_or_loaded, image_batches, chosen, batch_size,
+                                                          progress, split)
         if use_cache:
-            cache.save_contributions(fingerprint, images_key, chosen, heads, embeddings)
+            cache.save_contributions(fingerprint, images_key, chosen, heads, embeddings, split)
     else:
         heads, embeddings = stored
     text_embeddings = cache.load_text_embeddings(fingerprint, corpus) if use_cache else None
@@ -256,11 +280,11 @@ def explain_heads(
     results = {}
     for li, layer in enumerate(chosen):
         for head in range(heads.shape[2]):
-            choice = text_span(heads[:, li, head], text_embeddings, texts_per_head, rank or head_dim)
+            choice = text_span(heads[:, li, head], text_embeddings, texts_per_head, rank)
             results[(layer, head)] = HeadTexts(
                 layer, head, choice.indices, [corpus[i] for i in choice.indices],
-                choice.explained_variance, choice.of_remaining, choice.total_variance)
-    return TextSpanResult(chosen, corpus, results, heads, text_embeddings)
+                choice.explained_variance, choice.of_remaining, choice.total_variance, choice.rank)
+    return TextSpanResult(chosen, corpus, results, heads, text_embeddings, rank, split.value)
 
 
 def compare_heads(before: TextSpanResult, after: TextSpanResult, layer: int, head: int) -> pd.DataFrame:
@@ -315,8 +339,8 @@ def _digest(*parts: Any) -> str:
 class TextSpanCache:
     """Safetensors files under `root`, so the dashboard reuses forward passes and text embeddings.
 
-    Contributions are keyed by (model fingerprint, images key, layers); text embeddings by (model
-    fingerprint, corpus). Files are written atomically; an unreadable file counts as a miss.
+    Contributions are keyed by (model fingerprint, images key, layers, ln_post split); text
+    embeddings by (model fingerprint, corpus). Files are written atomically; an unreadable file counts as a miss.
     """
 
     def __init__(self, root: str | Path):
@@ -350,17 +374,22 @@ class TextSpanCache:
             return None
 
     @staticmethod
-    def _contribution_meta(fingerprint: str, images_key: str, layers: Sequence[int]) -> dict[str, str]:
-        return {"model": fingerprint, "images": images_key, "layers": json.dumps(list(layers))}
+    def _contribution_meta(fingerprint: str, images_key: str, layers: Sequence[int],
+                           ln_post_split: str | LnPostSplit) -> dict[str, str]:
+        """The split changes every head's terms, so it is part of the key: no reuse across conventions."""
+        return {"model": fingerprint, "images": images_key, "layers": json.dumps(list(layers)),
+                "ln_post_split": resolve_ln_post_split(ln_post_split).value}
 
-    def load_contributions(self, fingerprint: str, images_key: str, layers: Sequence[int]):
-        meta = self._contribution_meta(fingerprint, images_key, layers)
+    def load_contributions(self, fingerprint: str, images_key: str, layers: Sequence[int],
+                           ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT):
+        meta = self._contribution_meta(fingerprint, images_key, layers, ln_post_split)
         tensors = self._read(self._path("contributions", _digest(meta)), meta)
         return None if tensors is None else (tensors["heads"], tensors["embeddings"])
 
     def save_contributions(self, fingerprint: str, images_key: str, layers: Sequence[int],
-                           heads: torch.Tensor, embeddings: torch.Tensor) -> None:
-        meta = self._contribution_meta(fingerprint, images_key, layers)
+                           heads: torch.Tensor, embeddings: torch.Tensor,
+                           ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT) -> None:
+        meta = self._contribution_meta(fingerprint, images_key, layers, ln_post_split)
         self._write(self._path("contributions", _digest(meta)), {"heads": heads, "embeddings": embeddings}, meta)
 
     @staticmethod
