@@ -22,6 +22,8 @@ from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.data.builtin import DEFAULT_DATASET as DEFAULT_DATASET_NAME
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import Method, get_method
+from clipsvd.methods.base import OPTIMIZERS, PRECISIONS, SCHEDULES, WARMUPS, config_help
+from clipsvd.methods.presets import Setting
 from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL, LoadedModel, ModelSpec, load_model
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
 from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root, mean_std_text
@@ -29,7 +31,7 @@ from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
 
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adamw", "adam", "sgd")  # what MethodConfig.validate accepts
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "warmup": WARMUPS, "precision": PRECISIONS}
 
 MODEL_KEY, DATASET_KEY, SHOTS_KEY, DATA_SEED_KEY = "model_spec", "dataset_spec", "shots", "data_seed"
 DEVICE_KEY, RUNS_ROOT_KEY, JOB_KEY, RUN_KEY = "device", "runs_root", "job_id", "run_id"
@@ -382,42 +384,59 @@ def computed_once(name: str, params: dict[str, Any], button_label: str) -> bool:
 
 
 # ----- hyperparameter forms ------------------------------------------------------------------------
-def hyperparameter_form(method: str, protocol: str, k: int | None, key: str) -> dict[str, Any]:
-    """Widgets for every field of the method's Config, preset to the papers' defaults for this protocol
-    and K; returns only the values the user changed (the run's overrides)."""
+def hyperparameter_form(method: str, setting: Setting, key: str) -> dict[str, Any]:
+    """Widgets for every field of the method's Config, preset to the official protocol for this setting
+    (protocol, dataset, backbone, K), each with its help; returns only the values the user changed."""
     cls = get_method(method)
-    defaults = cls.default_config(protocol, k)
+    defaults = cls.default_config(setting)
     hints = typing.get_type_hints(cls.Config)
+    helps = config_help(cls.Config)
+    preset = cls.preset(setting)
     overrides: dict[str, Any] = {}
     columns = st.columns(3)
     for i, f in enumerate(dataclasses.fields(cls.Config)):
         default = getattr(defaults, f.name)
+        source = preset.sources.get(f.name)
+        help_text = helps.get(f.name, "") + (f"\n\nOfficial value, from {source}" if source else "")
+        widget_key = f"{key}-{setting.protocol}-{setting.shots}-{setting.dataset}-{setting.backbone}-{f.name}"
         with columns[i % 3]:
-            value = _field_widget(f.name, hints.get(f.name, type(default)), default, f"{key}-{protocol}-{k}-{f.name}")
+            value = _field_widget(f.name, hints.get(f.name, type(default)), default, widget_key, help_text)
         if value != default:
             overrides[f.name] = value
     return overrides
 
 
-def _field_widget(name: str, hint: Any, default: Any, key: str) -> Any:
+def _field_widget(name: str, hint: Any, default: Any, key: str, help_text: str = "") -> Any:
     label = name.replace("_", " ")
     args = typing.get_args(hint)
     optional = type(None) in args
+    help_text = help_text or None
+    if name in CHOICES:
+        return st.selectbox(label, CHOICES[name], index=CHOICES[name].index(default), key=key, help=help_text)
     if isinstance(default, bool):
-        return st.checkbox(label, value=default, key=key)
-    if isinstance(default, int):
-        return int(st.number_input(label, value=default, step=1, key=key))
+        return st.checkbox(label, value=default, key=key, help=help_text)
+    if isinstance(default, int) or (default is None and int in args):
+        if optional:
+            text = st.text_input(label, value="" if default is None else str(default), key=key,
+                                 help=(help_text or "") + " (empty: not set)")
+            try:
+                return int(text) if text.strip() else None
+            except ValueError:
+                st.error(f"{label}: expected a whole number or nothing, got '{text}'")
+                return default
+        return int(st.number_input(label, value=default, step=1, key=key, help=help_text))
     if isinstance(default, float):
         step = 10.0 ** math.floor(math.log10(abs(default))) if default else 0.01
-        return float(st.number_input(label, value=default, step=step, format="%g", key=key))
-    if name == "optimizer":
-        return st.selectbox(label, OPTIMIZERS, index=OPTIMIZERS.index(default), key=key)
+        return float(st.number_input(label, value=default, step=step, format="%g", key=key, help=help_text))
     if isinstance(default, str):
-        return st.text_input(label, value=default, key=key)
+        return st.text_input(label, value=default, key=key, help=help_text)
+    if name == "templates":
+        text = st.text_area(label, value="\n".join(default), key=key, help=(help_text or "") + " One per line.")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(default, list) and default and not optional:
-        return st.multiselect(label, default, default=default, key=key)  # the default lists every choice
+        return st.multiselect(label, default, default=default, key=key, help=help_text)  # the default lists every choice
     text = st.text_input(label, value=", ".join(map(str, default or [])), key=key,
-                         help="comma-separated; empty: all" if optional else "comma-separated")
+                         help=(help_text or "") + (" (comma-separated; empty: all)" if optional else " (comma-separated)"))
     items = [t.strip() for t in text.split(",") if t.strip()]
     is_int = any(typing.get_args(a) == (int,) for a in args) or typing.get_args(hint) == (int,)
     try:

@@ -35,12 +35,15 @@ def settings() -> list[ExperimentConfig]:
     st.session_state[ui.SHOTS_KEY] = k
     overrides = {}
     if methods:
-        with st.expander("Hyperparameters (the papers' defaults for this protocol and K; open to change)"):
+        setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol).setting()
+        official = (f"the official protocol for {setting.dataset} ({setting.backbone} backbone)" if setting.backbone
+                    else "the methods' defaults (no official protocol for this dataset)")
+        with st.expander(f"Hyperparameters: {official}, {protocol}, K={k or 'all'}; open to change"):
             tabs = st.tabs([get_method(m).display_name for m in methods])
             for tab, method in zip(tabs, methods):
                 with tab:
                     st.caption(get_method(method).summary)
-                    overrides[method] = ui.hyperparameter_form(method, protocol, k, key=f"hp-{method}")
+                    overrides[method] = ui.hyperparameter_form(method, setting, key=f"hp-{method}")
                     if protocol == "base2novel" and not get_method(method).supports_novel_classes:
                         st.caption("This method cannot score novel classes: its novel accuracy and HM stay empty.")
         changed = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in overrides.items() if o]

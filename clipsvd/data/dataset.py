@@ -52,9 +52,17 @@ class ClassificationDataset:
                     f"but only {len(self.classnames)} class names"
                 )
 
-    def prompts(self) -> list[str]:
-        """One prompt per class, in label order (underscores in class names become spaces)."""
-        return [self.template.format(c.replace("_", " ")) for c in self.classnames]
+    def prompts(self, templates: Sequence[str] = ()) -> list[str | tuple[str, ...]]:
+        """One prompt per class, in label order (underscores in class names become spaces).
+
+        With several templates each class gets a tuple, one prompt per template: an ensemble that
+        LoadedModel.encode_text averages. No templates: the dataset's own.
+        """
+        templates = list(templates) or [self.template]
+        names = [c.replace("_", " ") for c in self.classnames]
+        if len(templates) == 1:
+            return [templates[0].format(name) for name in names]
+        return [tuple(template.format(name) for template in templates) for name in names]
 
     def split(self, split: str) -> ImageSplit:
         """The split called 'train', 'val' or 'test'; DataError if unknown or absent."""

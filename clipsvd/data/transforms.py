@@ -14,10 +14,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def train_transform(image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> Callable:
-    """RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, as in CLIP-SVD / CoOp few-shot training."""
+def train_transform(
+    image_size: int, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, crop_scale_min: float = 0.08,
+) -> Callable:
+    """RandomResizedCrop(scale crop_scale_min-1, bicubic) + horizontal flip: CoOp's few-shot augmentation that
+    CLIP-SVD and CLIPFit train with (scale 0.08); ProLIP's cached views use 0.5."""
     return T.Compose([
-        T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(mean, std),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from abc import ABC
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -17,41 +17,101 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipsvd.errors import CheckpointError, ClipsvdError, ConfigError
+from clipsvd.methods.presets import PROTOCOLS, Preset, Setting, official_preset
 from clipsvd.models.loading import LoadedModel
 
-PROTOCOLS = ("few-shot", "base2novel")
 
 
 class AttachCancelled(ClipsvdError):
     """The user cancelled while a method was being attached (e.g. during CLIP-SVD's decomposition)."""
 
 
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "cosine-cyclic", "cosine-epoch", "constant")
+WARMUPS = ("linear", "constant")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata: help written once, shown by the form, the CLI and `config`."""
+    return {"help": text, **extra}
+
+
 @dataclass
 class MethodConfig:
-    """Optimisation hyperparameters shared by all methods; subclasses change defaults and add their own."""
+    """Optimisation hyperparameters shared by all methods; subclasses change defaults and add their own.
 
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # sgd only
-    eps: float = 1e-8  # adam/adamw only
-    warmup_epochs: int = 0
-    min_lr: float = 1e-6  # cosine schedule floor
+    The defaults here are generic; `Method.default_config(setting)` resolves the official protocol of the
+    method's paper for a protocol × dataset × backbone × K (clipsvd/methods/presets/).
+    """
+
+    epochs: int = field(default=10, metadata=_help("passes over the training split (ignored when iterations is set)"))
+    iterations: int | None = field(default=None, metadata=_help(
+        "total optimiser steps, replacing epochs (official CLIP-SVD few-shot: 200×K)"))
+    batch_size: int = field(default=32, metadata=_help("images per optimiser step"))
+    drop_last: bool = field(default=False, metadata=_help(
+        "drop each epoch's last incomplete batch when the split holds at least one batch (Dassl's loaders, "
+        "used by CLIPFit); CLIP-SVD's loader keeps it"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
+    optimizer: str = field(default="adamw", metadata=_help("adamw | adam | sgd", choices=OPTIMIZERS))
+    weight_decay: float = field(default=0.01, metadata=_help("decoupled for adamw, L2 for adam and sgd"))
+    momentum: float = field(default=0.9, metadata=_help("sgd only"))
+    eps: float = field(default=1e-8, metadata=_help("adam/adamw only"))
+    schedule: str = field(default="cosine", metadata=_help(
+        "cosine: one cosine from lr to min_lr over all steps, stepped per iteration; cosine-cyclic: the official "
+        "CLIP-SVD scheduler, CosineAnnealingLR(T_max=epochs) stepped every iteration, so the rate cycles with "
+        "period 2×epochs steps; cosine-epoch: Dassl's cosine over epochs, stepped once per epoch; constant",
+        choices=SCHEDULES))
+    warmup_epochs: int = field(default=0, metadata=_help("epochs of warm-up before the schedule starts"))
+    warmup: str = field(default="linear", metadata=_help(
+        "linear: ramp up to lr; constant: hold warmup_lr (Dassl's ConstantWarmupScheduler)", choices=WARMUPS))
+    warmup_lr: float = field(default=1e-5, metadata=_help("the rate held during a constant warm-up"))
+    min_lr: float = field(default=1e-6, metadata=_help("the cosine's floor (eta_min)"))
+    crop_scale_min: float = field(default=0.08, metadata=_help(
+        "smallest area fraction of RandomResizedCrop in training augmentation"))
+    templates: list[str] = field(default_factory=list, metadata=_help(
+        "prompt templates with {} for the class name; several form an ensemble (mean of normalised text "
+        "features); empty: the dataset's own template"))
+    cached_views: int = field(default=0, metadata=_help(
+        "train on the features of this many augmented views, computed once by the frozen backbone: each step is "
+        "one full-batch step on one view (the official ProLIP); 0: the mini-batch loop. Only for methods whose "
+        "trainable part follows a frozen backbone"))
+    precision: str = field(default="auto", metadata=_help(
+        "auto: fp16 autocast with a loss scaler on CUDA, fp32 on CPU; fp32; fp16; bf16", choices=PRECISIONS))
 
     def validate(self) -> None:
         if self.epochs < 0:
             raise ConfigError(f"epochs: expected >= 0, got {self.epochs}")
+        if self.iterations is not None and self.iterations < 0:
+            raise ConfigError(f"iterations: expected >= 0 or null, got {self.iterations}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: expected >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise ConfigError(f"optimizer: expected adamw, adam or sgd, got '{self.optimizer}'")
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("warmup", WARMUPS),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got '{getattr(self, name)}'")
+        if self.cached_views < 0:
+            raise ConfigError(f"cached_views: expected >= 0, got {self.cached_views}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ConfigError(f"crop_scale_min: expected a fraction in (0, 1], got {self.crop_scale_min}")
+        for template in self.templates:
+            if not isinstance(template, str) or "{}" not in template:
+                raise ConfigError(f"templates: {template!r} has no '{{}}' for the class name")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def config_help(config_class: type[MethodConfig]) -> dict[str, str]:
+    """Each field's help text; a subclass that only changes a default keeps its parent's help."""
+    helps: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        for name, f in getattr(klass, "__dataclass_fields__", {}).items():
+            if f.metadata.get("help"):
+                helps[name] = f.metadata["help"]
+    return helps
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -76,17 +136,20 @@ class Method(ABC):
 
     # ----- configuration -------------------------------------------------------------------
     @classmethod
-    def default_config(cls, protocol: str = "few-shot", shots: int | None = None) -> MethodConfig:
-        """The papers' defaults for this protocol; subclasses override where the papers differ."""
-        return cls.Config()
+    def preset(cls, setting: Setting = Setting()) -> Preset:
+        """The official protocol of this method's paper for `setting` (clipsvd/methods/presets/<name>.json)."""
+        return official_preset(cls.name, setting)
 
     @classmethod
-    def make_config(
-        cls, config: MethodConfig | dict[str, Any] | None, protocol: str = "few-shot", shots: int | None = None
-    ) -> MethodConfig:
-        """A validated config: as given, or the protocol's defaults with a dict of overrides applied."""
+    def default_config(cls, setting: Setting = Setting()) -> MethodConfig:
+        """The Config defaults with the official preset for `setting` applied on top."""
+        return cls.Config(**cls.preset(setting).values)
+
+    @classmethod
+    def make_config(cls, config: MethodConfig | dict[str, Any] | None, setting: Setting = Setting()) -> MethodConfig:
+        """A validated config: as given, or the setting's defaults with a dict of overrides applied."""
         if config is None:
-            config = cls.default_config(protocol, shots)
+            config = cls.default_config(setting)
         elif isinstance(config, dict):
             known = {f.name for f in dataclasses.fields(cls.Config)}
             unknown = set(config) - known
@@ -94,7 +157,7 @@ class Method(ABC):
                 raise ConfigError(
                     f"{cls.name}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}"
                 )
-            config = dataclasses.replace(cls.default_config(protocol, shots), **config)
+            config = dataclasses.replace(cls.default_config(setting), **config)
         elif not isinstance(config, cls.Config):
             raise ConfigError(f"{cls.name}: expected a {cls.Config.__name__}, got {type(config).__name__}")
         config.validate()
@@ -151,6 +214,16 @@ class Method(ABC):
 
     def regularizer(self, class_weights: torch.Tensor) -> torch.Tensor | float:
         return 0.0
+
+    # ----- training on cached features (a capability) --------------------------------------------
+    def frozen_backbone(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """images -> the features the trainable part starts from, where everything before it is frozen, so
+        training may run on features computed once (cached_views); None where the backbone trains."""
+        return None
+
+    def logits_from_features(self, features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        """Logits from frozen_backbone()'s features; methods that offer frozen_backbone() implement it."""
+        raise NotImplementedError(f"{self.name} does not train on cached features")
 
     # ----- adapter state -------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:

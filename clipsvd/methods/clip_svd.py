@@ -122,10 +122,6 @@ class CLIPSVD(Method):
     Config = CLIPSVDConfig
     trains_text_encoder = True
 
-    @classmethod
-    def default_config(cls, protocol: str = "few-shot", shots: int | None = None) -> CLIPSVDConfig:
-        return CLIPSVDConfig(lr=4e-4 if protocol == "base2novel" else 5e-4)
-
     def setup(self, loaded, class_prompts) -> None:
         self.hooked_blocks: list[tuple[nn.Module, torch.utils.hooks.RemovableHandle]] = []
         targets = self._targets(loaded.model)

@@ -49,10 +49,6 @@ class CLIPFit(Method):
     Config = CLIPFitConfig
     trains_text_encoder = True
 
-    @classmethod
-    def default_config(cls, protocol: str = "few-shot", shots: int | None = None) -> CLIPFitConfig:
-        return CLIPFitConfig(text_consistency_weight=8.0 if protocol == "base2novel" else 2.0)
-
     def setup(self, loaded, class_prompts) -> None:
         with torch.no_grad():
             self.frozen_text = loaded.encode_text(class_prompts).detach()

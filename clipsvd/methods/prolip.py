@@ -58,10 +58,6 @@ class ProLIP(Method):
     summary = "Only the last visual projection, with a Frobenius penalty to the pretrained matrix."
     Config = ProLIPConfig
 
-    @classmethod
-    def default_config(cls, protocol: str = "few-shot", shots: int | None = None) -> ProLIPConfig:
-        return ProLIPConfig(anchor_weight=1.0 / shots if shots else 1.0)
-
     def setup(self, loaded, class_prompts) -> None:
         self.proj, self._frozen_features, self._project = last_visual_projection(loaded.model.visual)
         self.proj_init = self.proj.detach().clone()
@@ -76,10 +72,16 @@ class ProLIP(Method):
         with torch.no_grad():
             return self.loaded.encode_text(class_prompts)
 
+    def frozen_backbone(self):
+        return self._frozen_features
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             features = self._frozen_features(images.to(self.loaded.device))
         return F.normalize(self._project(features), dim=-1)
+
+    def logits_from_features(self, features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        return self.loaded.logit_scale * F.normalize(self._project(features), dim=-1) @ class_weights.t()
 
     def regularizer(self, class_weights: torch.Tensor) -> torch.Tensor:
         return self.config.anchor_weight * (self.proj - self.proj_init).pow(2).sum()

@@ -15,7 +15,7 @@ import functools
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import open_clip
 import torch
@@ -122,9 +122,18 @@ class LoadedModel:
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         return self.tokenizer(prompts).to(self.device)
 
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """L2-normalised text features (differentiable: the text encoder may be training)."""
-        return F.normalize(self.model.encode_text(self.tokenize(prompts)), dim=-1)
+    def encode_text(self, prompts: Sequence[str | tuple[str, ...]]) -> torch.Tensor:
+        """L2-normalised text features (differentiable: the text encoder may be training).
+
+        A tuple of prompts is a template ensemble for one class (CLIP's ImageNet recipe, ProLIP's):
+        the mean of its normalised features, normalised again.
+        """
+        if not any(isinstance(p, tuple) for p in prompts):
+            return F.normalize(self.model.encode_text(self.tokenize(list(prompts))), dim=-1)
+        groups = [p if isinstance(p, tuple) else (p,) for p in prompts]
+        flat = F.normalize(self.model.encode_text(self.tokenize([t for g in groups for t in g])), dim=-1)
+        means = [chunk.mean(dim=0) for chunk in flat.split([len(g) for g in groups])]
+        return F.normalize(torch.stack(means), dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.encode_image(images.to(self.device)), dim=-1)

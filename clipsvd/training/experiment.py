@@ -15,6 +15,7 @@ from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
     base_novel,
+    canonical_dataset_name,
     few_shot,
     load_dataset,
     train_transform,
@@ -23,11 +24,15 @@ from clipsvd.data.sampling import cap_per_class
 from clipsvd.data.builtin import DEFAULT_DATASET
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
+from clipsvd.methods.presets import Setting
 from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
 from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
-from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallback, train
+from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallback, total_steps, train
+
+
+RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps"}  # written to config.json, not inputs
 
 
 @dataclass
@@ -38,6 +43,7 @@ class ExperimentConfig:
     shots: int | None = 16  # images per class for training; None: the whole train split
     seed: int = 1
     protocol: str = "few-shot"  # few-shot | base2novel
+    backbone: str | None = None  # the official presets' family: natural | biomedical; None: from the dataset kind
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     device: str = "auto"
     eval_batch_size: int = 64
@@ -53,8 +59,21 @@ class ExperimentConfig:
         if self.max_test_per_class is not None and self.max_test_per_class < 1:
             raise ConfigError(f"max_test_per_class: expected >= 1, got {self.max_test_per_class}")
 
+    def setting(self) -> Setting:
+        """What the method's official preset depends on: CoOp data -> natural, BiomedCoOp data -> biomedical."""
+        backbone = self.backbone or {"coop": "natural", "biomedcoop": "biomedical"}.get(self.dataset.kind)
+        return Setting(self.protocol, self.shots, canonical_dataset_name(self.dataset), backbone)
+
     def method_config(self):
-        return get_method(self.method).make_config(dict(self.hyperparameters), self.protocol, self.shots)
+        """The official preset for this setting, the user's overrides on top; prompts follow a dataset
+        template override unless the overrides name templates themselves."""
+        overrides = dict(self.hyperparameters)
+        if self.dataset.template is not None:
+            overrides.setdefault("templates", [self.dataset.template])
+        return get_method(self.method).make_config(overrides, self.setting())
+
+    def preset(self):
+        return get_method(self.method).preset(self.setting())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -64,7 +83,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"method_config", "model_source"}
+        unknown = set(data) - known - RECORDED_ONLY
         if unknown:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
@@ -116,20 +135,24 @@ def run_experiment(
     loaded = load_model(config.model, config.device)
     report(Progress("load", message=f"built {loaded.label}"))
     method = create_method(config.method, method_config)
+    prompts = data.train_set.prompts(method_config.templates)
     report(Progress("load", message=f"attaching {method.display_name}"))
     try:
-        method.attach(loaded, data.train_set.prompts(), cancel=cancel, progress=lambda done, total, message: report(
+        method.attach(loaded, prompts, cancel=cancel, progress=lambda done, total, message: report(
             Progress("load", done, total, message=message)))
     except AttachCancelled as exc:
         report(Progress("done", message=CANCELLED))
         return Run("unsaved", config.to_dict(), {}, status=CANCELLED, message=str(exc))
-    result = train(method, data.train_set.train, data.train_set.prompts(),
-                   train_transform(loaded.image_size, loaded.mean, loaded.std),
+    result = train(method, data.train_set.train, prompts,
+                   train_transform(loaded.image_size, loaded.mean, loaded.std, method_config.crop_scale_min),
                    seed=config.seed, on_progress=on_progress, cancel=cancel)
-    metrics: dict[str, Any] = {**_parameter_metrics(method), "train_seconds": result.seconds, "steps": result.steps}
+    metrics: dict[str, Any] = {**_parameter_metrics(method), "train_seconds": result.seconds, "steps": result.steps,
+                               "precision": result.precision}
     if result.status == COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
-    record = dict(config.to_dict(), method_config=method_config.to_dict())
+    record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
+                  preset=config.preset().to_dict(),
+                  steps=total_steps(method_config, len(data.train_set.train)))
     if loaded.info is not None:  # where the weights came from, the activation built, any note (e.g. activation unknown)
         record["model_source"] = {**loaded.info.to_dict(), "label": loaded.label}
     run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"
@@ -157,7 +180,7 @@ def evaluate_method(method: Method, data: PreparedData, batch_size: int, report:
             metrics["novel"], metrics["per_class_novel"] = None, {}
             continue
         predictions, labels = predict(
-            method, test_set.test, test_set.prompts(), transform, batch_size,
+            method, test_set.test, test_set.prompts(method.config.templates), transform, batch_size,
             on_batch=lambda i, n, name=name: report(Progress("evaluate", i, n, message=f"evaluating {name}")),
         )
         result = accuracy_report(predictions, labels, test_set.classnames)
@@ -176,14 +199,14 @@ def restore_run(run: Run, device: str = "auto") -> tuple[LoadedModel, Method]:
     config = ExperimentConfig.from_dict(run.config)
     loaded = load_model(config.model, device)
     method_cls = get_method(config.method)
-    method = method_cls(method_cls.make_config(run.config.get("method_config") or {}))
-    prompts = _prompts_of_run(config)
+    method = method_cls(method_cls.make_config(run.config.get("method_config") or {}, config.setting()))
+    prompts = _prompts_of_run(config, method.config.templates)
     method.attach(loaded, prompts)
     method.load_adapter_state(run.adapter_tensors(), source=f"run {run.run_id} ({run.path})")
     loaded.model.eval()
     return loaded, method
 
 
-def _prompts_of_run(config: ExperimentConfig) -> list[str]:
+def _prompts_of_run(config: ExperimentConfig, templates: list[str]) -> list:
     data = prepare_data(dataclasses.replace(config, shots=None, max_test_per_class=None))
-    return data.train_set.prompts()
+    return data.train_set.prompts(templates)

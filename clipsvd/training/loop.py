@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipsvd.data import ImageSplit, TransformedSplit
+from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 
 COMPLETED, CANCELLED, DIVERGED = "completed", "cancelled", "diverged"
@@ -57,6 +58,7 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)  # one row per epoch
     message: str = ""
+    precision: str = "fp32"  # what the forward passes ran in
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -80,15 +82,102 @@ def cosine_with_warmup(
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return _cosine(floor, progress)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _cosine(floor: float, progress: float) -> float:
+    """CosineAnnealingLR's closed form at t/T_max = progress (periodic beyond 1), as a fraction of the base lr."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_factor(cfg: MethodConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at iteration `step` (0-based), as a fraction of cfg.lr, for every schedule in the configs.
+
+    Warm-up lasts cfg.warmup_epochs epochs: linear ramps to lr, constant holds warmup_lr (Dassl's
+    ConstantWarmupScheduler). Then cosine: one monotone cosine over the remaining steps; cosine-cyclic:
+    CosineAnnealingLR(T_max=epochs) stepped every iteration after the warm-up (the official CLIP-SVD trainer),
+    periodic with 2·epochs steps; cosine-epoch: Dassl's per-epoch cosine with T_max=epochs counted from the
+    first epoch after warm-up; constant.
+    """
+    floor = min(cfg.min_lr / cfg.lr, 1.0)
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps if cfg.warmup == "linear" else cfg.warmup_lr / cfg.lr
+        if cfg.schedule == "cosine":
+            return _cosine(floor, min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0))
+        if cfg.schedule == "cosine-cyclic":
+            return _cosine(floor, (step - warmup_steps) / max(1, cfg.epochs))
+        if cfg.schedule == "cosine-epoch":
+            return _cosine(floor, (step // steps_per_epoch - cfg.warmup_epochs) / max(1, cfg.epochs))
+        return 1.0
+
+    return factor
+
+
+def steps_per_epoch(n_images: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches per epoch; with drop_last (Dassl) the last incomplete batch goes unless the split is smaller
+    than one batch."""
+    if drop_last and n_images >= batch_size:
+        return n_images // batch_size
+    return max(1, math.ceil(n_images / batch_size))
+
+
+def total_steps(cfg: MethodConfig, n_images: int) -> int:
+    """Optimiser steps of a run: cfg.iterations when set, else epochs × batches per epoch (cached views: one
+    full-batch step per view)."""
+    if cfg.cached_views:
+        return cfg.cached_views
+    if cfg.iterations is not None:
+        return cfg.iterations
+    return cfg.epochs * steps_per_epoch(n_images, cfg.batch_size, cfg.drop_last)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> fp16 autocast on CUDA (the official trainers' amp), fp32 elsewhere."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16: autocast in float16 needs a CUDA device, this run is on {device}; "
+                          "use fp32 or bf16")
+    return precision
+
+
+class MixedPrecision:
+    """autocast + a loss scaler (fp16 only) for one training run; a no-op in fp32."""
+
+    def __init__(self, precision: str, device: torch.device):
+        self.precision = precision
+        self.device_type = device.type
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _epochs(loader: DataLoader):
+    """(epoch, images, labels) forever: the caller stops after its number of steps."""
+    epoch = 0
+    while True:
+        epoch += 1
+        for images, labels in loader:
+            yield epoch, images, labels
 
 
 def train(
     method: Method,
     split: ImageSplit,
-    class_prompts: list[str],
+    class_prompts: list,
     transform: Callable,
     *,
     seed: int = 0,
@@ -98,56 +187,71 @@ def train(
     """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history."""
     cfg, device = method.config, method.loaded.device
     params = method.trainable_parameters()
-    if not method.trains or not params or cfg.epochs == 0:
+    if not method.trains or not params or total_steps(cfg, len(split)) == 0:
         return TrainResult(COMPLETED, 0, 0.0, message="nothing to train")
+    precision = MixedPrecision(resolve_precision(cfg.precision, device), device)
+    if cfg.cached_views:
+        from clipsvd.training.cached_views import train_on_cached_views
+
+        return train_on_cached_views(method, split, class_prompts, transform, precision, seed=seed,
+                                     on_progress=on_progress, cancel=cancel)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     loader = DataLoader(TransformedSplit(split, transform), batch_size=cfg.batch_size, shuffle=True,
-                        generator=generator, num_workers=0)
-    total_steps = cfg.epochs * len(loader)
+                        generator=generator, num_workers=0, drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
+    n_steps, per_epoch = total_steps(cfg, len(split)), len(loader)
+    n_epochs = math.ceil(n_steps / per_epoch)
     optimizer = build_optimizer(params, cfg)
-    scheduler = cosine_with_warmup(optimizer, cfg.warmup_epochs * len(loader), total_steps, cfg.min_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, per_epoch, n_steps))
     report = on_progress or (lambda progress: None)
-    history, step, start, last_good = [], 0, time.perf_counter(), None
+    history, start, last_good = [], time.perf_counter(), None
+    loss_sum, correct, seen = 0.0, 0, 0
     method.model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        loss_sum, correct, seen = 0.0, 0, 0
-        for images, labels in loader:
-            if cancel is not None and cancel.is_set():
-                return _finish(method, CANCELLED, step, start, history, f"cancelled at step {step}/{total_steps}")
-            images, labels = images.to(device), labels.to(device)
+    for step, (epoch, images, labels) in enumerate(_epochs(loader)):
+        if step == n_steps:
+            break
+        if cancel is not None and cancel.is_set():
+            return finish(method, CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
+        images, labels = images.to(device), labels.to(device)
+        with precision.autocast():
             weights = method.class_weights(class_prompts)
             logits = method.logits(images, weights)
             loss = method.loss(logits, labels, weights)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                if last_good is not None:  # the parameters whose loss was still finite
-                    with torch.no_grad():
-                        for param, value in zip(params, last_good):
-                            param.copy_(value)
-                message = (f"loss became {loss_value} at step {step + 1} (epoch {epoch}); stopped and restored "
-                           f"the last parameters with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
-                return _finish(method, DIVERGED, step, start, history, message)
-            last_good = [param.detach().clone() for param in params]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            loss_sum += loss_value * len(labels)
-            correct += (logits.argmax(dim=-1) == labels).sum().item()
-            seen += len(labels)
-            report(Progress("train", step, total_steps, epoch, cfg.epochs, loss_value,
-                            optimizer.param_groups[0]["lr"], time.perf_counter() - start))
-        history.append({"epoch": epoch, "step": step, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-    return _finish(method, COMPLETED, step, start, history)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value) and precision.precision != "fp16":  # fp16: the scaler skips the step
+            restore_parameters(params, last_good)
+            message = (f"loss became {loss_value} at step {step + 1} (epoch {epoch}); stopped and restored "
+                       f"the last parameters with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
+            return finish(method, DIVERGED, step, start, history, precision, message)
+        last_good = [param.detach().clone() for param in params]
+        precision.step(loss, optimizer)
+        scheduler.step()
+        loss_sum += loss_value * len(labels)
+        correct += (logits.argmax(dim=-1) == labels).sum().item()
+        seen += len(labels)
+        report(Progress("train", step + 1, n_steps, epoch, n_epochs, loss_value,
+                        optimizer.param_groups[0]["lr"], time.perf_counter() - start))
+        if (step + 1) % per_epoch == 0 or step + 1 == n_steps:
+            history.append({"epoch": epoch, "step": step + 1, "loss": loss_sum / seen,
+                            "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
+                            "seconds": time.perf_counter() - start})
+            loss_sum, correct, seen = 0.0, 0, 0
+    return finish(method, COMPLETED, n_steps, start, history, precision)
 
 
-def _finish(method: Method, status: str, step: int, start: float, history: list[dict], message: str = "") -> TrainResult:
+def restore_parameters(params: list[torch.nn.Parameter], values: list[torch.Tensor] | None) -> None:
+    """Put back the values of the last step whose loss was finite."""
+    if values is not None:
+        with torch.no_grad():
+            for param, value in zip(params, values):
+                param.copy_(value)
+
+
+def finish(method: Method, status: str, step: int, start: float, history: list[dict], precision: MixedPrecision,
+            message: str = "") -> TrainResult:
     method.model.eval()
-    return TrainResult(status, step, time.perf_counter() - start, history, message)
+    return TrainResult(status, step, time.perf_counter() - start, history, message, precision.precision)
 
 
-__all__ = ["CANCELLED", "COMPLETED", "DIVERGED", "Progress", "TrainResult", "build_optimizer",
-           "cosine_with_warmup", "train"]
+__all__ = ["CANCELLED", "COMPLETED", "DIVERGED", "MixedPrecision", "Progress", "TrainResult", "build_optimizer",
+           "cosine_with_warmup", "finish", "lr_factor", "restore_parameters", "resolve_precision", "steps_per_epoch", "total_steps", "train"]

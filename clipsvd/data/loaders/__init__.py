@@ -4,7 +4,7 @@ from __future__ import annotations
 from clipsvd.data.builtin import load_builtin
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.loaders.biomedcoop import load_biomedcoop
-from clipsvd.data.loaders.coop import load_coop
+from clipsvd.data.loaders.coop import canonical_coop_name, load_coop
 from clipsvd.data.loaders.imagefolder import load_imagefolder
 from clipsvd.data.loaders.medmnist import load_medmnist
 from clipsvd.data.spec import DatasetSpec
@@ -27,4 +27,10 @@ def load_dataset(spec: DatasetSpec) -> ClassificationDataset:
     return _ROOTED[spec.kind](spec.root, spec.name, spec.template)
 
 
-__all__ = ["load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]
+def canonical_dataset_name(spec: DatasetSpec) -> str:
+    """The name official presets and published tables use: CoOp's class name for CoOp data ("dtd" ->
+    "DescribableTextures"), the folder name for BiomedCoOp data, the given name otherwise."""
+    return canonical_coop_name(spec.name) if spec.kind == "coop" else spec.name
+
+
+__all__ = ["canonical_dataset_name", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]

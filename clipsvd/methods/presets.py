@@ -1,0 +1,114 @@
+"""The official training protocols of each method's paper, as package data read from its code.
+
+`presets/<method>.json` lists rules in order; a rule's values apply when every key of its `match`
+equals the setting (protocol, backbone, dataset, shots; a list matches any member; a rule without a
+backbone key is the method's default for every dataset, ours included), later rules
+override earlier ones, and each rule names the file of the official repository it comes from. Two
+value forms depend on K: {"per_shot": n} means n·K (CLIP-SVD's 200·K iterations) and
+{"inverse_shot": n} means n/K (ProLIP's λ = 1/K); without K they leave the default.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from clipsvd.errors import ConfigError
+
+PROTOCOLS = ("few-shot", "base2novel")
+BACKBONES = ("natural", "biomedical")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What an official protocol depends on: protocol, K, the dataset (canonical name) and the backbone family."""
+
+    protocol: str = "few-shot"
+    shots: int | None = None
+    dataset: str | None = None  # CoOp / BiomedCoOp canonical name, e.g. "DescribableTextures", "BTMRI"
+    backbone: str | None = None  # natural (CLIP ViT-B/16) | biomedical (BiomedCLIP); None: no official preset
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
+        if self.backbone is not None and self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone: expected one of {', '.join(BACKBONES)}, got '{self.backbone}'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The values an official protocol sets for one setting, and where each came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]  # field -> "owner/repo@commit:path"
+    differences: tuple[str, ...] = ()  # where the paper and its code disagree (we follow the code)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": self.values, "sources": self.sources, "differences": list(self.differences)}
+
+
+NO_PRESET = Preset({}, {})
+
+
+@lru_cache(maxsize=None)
+def _document(method: str) -> dict[str, Any] | None:
+    path = resources.files("clipsvd.methods") / "presets" / f"{method}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _matches(match: dict[str, Any], setting: Setting) -> bool:
+    return all(getattr(setting, key) in (wanted if isinstance(wanted, list) else [wanted])
+               for key, wanted in match.items())
+
+
+def _resolve(value: Any, shots: int | None) -> Any:
+    """Values that depend on K: {"per_shot": n} -> n·K, {"inverse_shot": n} -> n/K; None when K is unknown."""
+    if isinstance(value, dict) and set(value) == {"per_shot"}:
+        return value["per_shot"] * shots if shots else None
+    if isinstance(value, dict) and set(value) == {"inverse_shot"}:
+        return value["inverse_shot"] / shots if shots else None
+    return value
+
+
+def official_preset(method: str, setting: Setting) -> Preset:
+    """The official protocol's values for `setting` (empty where the method's paper has none for it)."""
+    document = _document(method)
+    if document is None:
+        return NO_PRESET
+    origin = f"{document['repository']}@{document['commit'][:12]}"
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for rule in document["rules"]:
+        if not _matches(rule.get("match", {}), setting):
+            continue
+        for key, value in rule["values"].items():
+            resolved = _resolve(value, setting.shots)
+            if resolved is None:
+                continue
+            values[key] = resolved
+            sources[key] = f"{origin}:{rule['source']}"
+    if not values:
+        return NO_PRESET
+    return Preset(values, sources, tuple(document.get("differences", ())))
+
+
+def preset_datasets(method: str, protocol: str, backbone: str) -> list[str]:
+    """Datasets named by the method's official rules for a protocol and backbone."""
+    document = _document(method) or {"rules": []}
+    names: list[str] = []
+    for rule in document["rules"]:
+        match = rule.get("match", {})
+        if match.get("protocol", protocol) == protocol and match.get("backbone", backbone) == backbone:
+            named = match.get("dataset", [])
+            names += [n for n in (named if isinstance(named, list) else [named]) if n not in names]
+    return names
