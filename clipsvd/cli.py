@@ -108,7 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for method in args.method:
         for seed in args.seed:
             config = ExperimentConfig(method=method, model=model, dataset=dataset, shots=args.shots, seed=seed,
-                                      protocol=args.protocol, hyperparameters=overrides, device=args.device,
+                                      protocol=args.protocol, backbone=args.backbone, hyperparameters=overrides,
+                                      device=args.device,
                                       max_test_per_class=args.max_test_per_class)
             print(f"{method} · {dataset.name} · {args.shots or 'all'}-shot · seed {seed} · {model.label}", flush=True)
             run = run_experiment(config, store, on_progress=_progress_printer(args.log_every))
@@ -117,6 +118,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             if run.message:
                 print(f"  {run.message}", flush=True)
     return 1 if failures else 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The resolved config of one run as JSON: official preset, overrides, sources and total steps."""
+    from clipsvd.data import DatasetSpec, guess_kind, load_dataset
+    from clipsvd.training import ExperimentConfig, resolved_config
+
+    kind = args.dataset_kind or guess_kind(args.dataset)
+    dataset = DatasetSpec(kind, args.dataset, args.data_root)
+    config = ExperimentConfig(method=args.method, model=_model_spec(args), dataset=dataset, shots=args.shots or None,
+                              seed=args.seed, protocol=args.protocol, backbone=args.backbone,
+                              hyperparameters=_overrides(args))
+    data = load_dataset(dataset) if args.data_root or kind == "builtin" else None
+    print(json.dumps(resolved_config(config, data), indent=2))
+    return 0
 
 
 def _score_line(metrics: dict) -> str:
@@ -316,6 +332,13 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None
             parser.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
 
 
+def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
+    parser.add_argument("--backbone", default=None, choices=["natural", "biomedical"],
+                        help="whose official protocol applies: natural (CLIP ViT-B/16) or biomedical (BiomedCLIP); "
+                             "default: natural for CoOp data, biomedical for BiomedCoOp data, none otherwise")
+
+
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `train` and `sweep`: methods, model, data kind, protocol, hyperparameters."""
     parser.add_argument("--method", action="append", required=True, help="repeat for several methods")
@@ -333,7 +356,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLP activation; quickgelu for OpenAI / LAION-400M weights in a plain file "
                              "(tags and OpenAI archives choose it themselves)")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
-    parser.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
+    _add_protocol_arguments(parser)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", dest="batch_size", type=int)
@@ -364,6 +387,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
     sweep.add_argument("--workers", type=int, default=None, help="parallel runs (default: all CPUs)")
     sweep.set_defaults(func=cmd_sweep)
+
+    config = commands.add_parser("config", help="print the resolved config of one run as JSON (official preset, "
+                                 "your overrides, where each value comes from, total optimiser steps)")
+    config.add_argument("--method", required=True)
+    config.add_argument("--dataset", required=True, help="a CoOp name (DTD, EuroSAT…), a BiomedCoOp name (BTMRI…) "
+                        "or a built-in")
+    config.add_argument("--dataset-kind", default=None, choices=["builtin", "imagefolder", "coop", "biomedcoop",
+                                                                  "medmnist"], help="default: guessed from the name")
+    config.add_argument("--data-root", default=None, help="count the training images from the data instead of the "
+                        "known class count")
+    config.add_argument("--shots", type=int, default=16, help="images per class (0: the whole train split)")
+    config.add_argument("--seed", type=int, default=1)
+    _add_protocol_arguments(config)
+    config.add_argument("--arch", default=None)
+    config.add_argument("--weights", default=None)
+    config.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"])
+    config.add_argument("--model-seed", type=int, default=0)
+    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
+    config.set_defaults(func=cmd_config, epochs=None, lr=None, batch_size=None)
 
     evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors")
     evaluate.add_argument("run_id")

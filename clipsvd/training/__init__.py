@@ -4,7 +4,9 @@ from clipsvd.training.experiment import (
     ExperimentConfig,
     PreparedData,
     evaluate_method,
+    planned_steps,
     prepare_data,
+    resolved_config,
     restore_run,
     run_experiment,
 )
@@ -12,6 +14,7 @@ from clipsvd.training.loop import CANCELLED, COMPLETED, DIVERGED, Progress, Trai
 
 __all__ = [
     "CANCELLED", "COMPLETED", "DIVERGED", "ExperimentConfig", "PreparedData", "Progress", "TrainResult",
-    "accuracy_report", "evaluate_method", "harmonic_mean", "hm_summary", "predict", "prepare_data", "restore_run",
+    "accuracy_report", "evaluate_method", "harmonic_mean", "hm_summary", "planned_steps", "predict", "prepare_data",
+    "resolved_config", "restore_run",
     "run_experiment", "train",
 ]

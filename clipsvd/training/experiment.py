@@ -6,6 +6,7 @@ Everything the dashboard's Train page and `python -m clipsvd train` do goes thro
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from clipsvd.data import (
     base_novel,
     canonical_dataset_name,
     few_shot,
+    known_class_count,
     load_dataset,
     train_transform,
 )
@@ -92,6 +94,30 @@ class ExperimentConfig:
         return cls(**values)
 
 
+def planned_steps(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> int:
+    """Optimiser steps the run will take: from the prepared training split when the data is given, else from
+    the dataset's known class count (CoOp, BiomedCoOp) and K."""
+    method_config = config.method_config()
+    if dataset is not None:
+        return total_steps(method_config, len(prepare_data(config, dataset).train_set.train))
+    if method_config.iterations is not None or method_config.cached_views:
+        return total_steps(method_config, 0)
+    classes = known_class_count(config.dataset)
+    if classes is None or config.shots is None:
+        raise ConfigError(f"steps of {config.dataset.name}: give the data root (the class count or the size of the "
+                          "whole training split is not known without it)")
+    train_classes = math.ceil(classes / 2) if config.protocol == "base2novel" else classes
+    return total_steps(method_config, config.shots * train_classes)
+
+
+def resolved_config(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> dict[str, Any]:
+    """Everything a run will use, as config.json records it: the setting, the method config with the official
+    preset and the overrides applied, the preset's sources and differences, and the total optimiser steps."""
+    config.validate()
+    return dict(config.to_dict(), setting=config.setting().to_dict(), method_config=config.method_config().to_dict(),
+                preset=config.preset().to_dict(), steps=planned_steps(config, dataset))
+
+
 @dataclass
 class PreparedData:
     """The splits one experiment trains and tests on, after K-shot sampling and the base/novel cut."""
@@ -151,8 +177,7 @@ def run_experiment(
     if result.status == COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
     record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
-                  preset=config.preset().to_dict(),
-                  steps=total_steps(method_config, len(data.train_set.train)))
+                  preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)))
     if loaded.info is not None:  # where the weights came from, the activation built, any note (e.g. activation unknown)
         record["model_source"] = {**loaded.info.to_dict(), "label": loaded.label}
     run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from clipsvd.data.builtin import load_builtin
 from clipsvd.data.dataset import ClassificationDataset
-from clipsvd.data.loaders.biomedcoop import load_biomedcoop
-from clipsvd.data.loaders.coop import canonical_coop_name, load_coop
+from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_CLASSES, load_biomedcoop
+from clipsvd.data.loaders.coop import COOP_DATASETS, canonical_coop_name, load_coop
 from clipsvd.data.loaders.imagefolder import load_imagefolder
 from clipsvd.data.loaders.medmnist import load_medmnist
 from clipsvd.data.spec import DatasetSpec
@@ -33,4 +33,20 @@ def canonical_dataset_name(spec: DatasetSpec) -> str:
     return canonical_coop_name(spec.name) if spec.kind == "coop" else spec.name
 
 
-__all__ = ["canonical_dataset_name", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]
+def known_class_count(spec: DatasetSpec) -> int | None:
+    """Classes of a CoOp or BiomedCoOp dataset without reading it (for cost estimates); None for others."""
+    if spec.kind == "coop":
+        return COOP_DATASETS[canonical_coop_name(spec.name)].classes
+    return BIOMEDCOOP_CLASSES.get(spec.name) if spec.kind == "biomedcoop" else None
+
+
+def guess_kind(name: str) -> str:
+    """The layout a bare dataset name belongs to: a CoOp name, a BiomedCoOp name, else a built-in."""
+    try:
+        canonical_coop_name(name)
+        return "coop"
+    except DataError:
+        return "biomedcoop" if name in BIOMEDCOOP_CLASSES else "builtin"
+
+
+__all__ = ["canonical_dataset_name", "guess_kind", "known_class_count", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]

@@ -17,6 +17,10 @@ BIOMEDCOOP_DATASETS = (
     "BTMRI", "BUSI", "CHMNIST", "COVID-QU-Ex", "CTKidney", "DermaMNIST",
     "KneeXray", "Kvasir", "LungColon", "OCTMNIST", "RETINA",
 )
+# Classes per dataset, from the split files of HealthX-Lab/CLIP-SVD (configs and datasets/*.py); the CLIP-SVD
+# repository calls COVID-QU-Ex's folder COVID_19. Used for cost estimates before any data is read.
+BIOMEDCOOP_CLASSES = {"BTMRI": 4, "BUSI": 3, "CHMNIST": 8, "COVID-QU-Ex": 4, "COVID_19": 4, "CTKidney": 4,
+                      "DermaMNIST": 7, "KneeXray": 5, "Kvasir": 8, "LungColon": 5, "OCTMNIST": 4, "RETINA": 4}
 
 
 def available_biomedcoop(root: str | Path) -> list[str]:

@@ -21,20 +21,21 @@ class CoopLayout:
     dataset_dir: str
     image_dir: str  # relative to dataset_dir; "" = dataset_dir itself
     split_file: str | None  # None: FGVC-Aircraft and ImageNet build their splits from other files
+    classes: int  # how many classes the dataset has (cost estimates before any data is read)
 
 
 COOP_DATASETS: dict[str, CoopLayout] = {
-    "Caltech101": CoopLayout("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
-    "DescribableTextures": CoopLayout("dtd", "images", "split_zhou_DescribableTextures.json"),
-    "EuroSAT": CoopLayout("eurosat", "2750", "split_zhou_EuroSAT.json"),
-    "FGVCAircraft": CoopLayout("fgvc_aircraft", "images", None),
-    "Food101": CoopLayout("food-101", "images", "split_zhou_Food101.json"),
-    "ImageNet": CoopLayout("imagenet", "images", None),
-    "OxfordFlowers": CoopLayout("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
-    "OxfordPets": CoopLayout("oxford_pets", "images", "split_zhou_OxfordPets.json"),
-    "StanfordCars": CoopLayout("stanford_cars", "", "split_zhou_StanfordCars.json"),
-    "SUN397": CoopLayout("sun397", "SUN397", "split_zhou_SUN397.json"),
-    "UCF101": CoopLayout("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json"),
+    "Caltech101": CoopLayout("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json", 100),
+    "DescribableTextures": CoopLayout("dtd", "images", "split_zhou_DescribableTextures.json", 47),
+    "EuroSAT": CoopLayout("eurosat", "2750", "split_zhou_EuroSAT.json", 10),
+    "FGVCAircraft": CoopLayout("fgvc_aircraft", "images", None, 100),
+    "Food101": CoopLayout("food-101", "images", "split_zhou_Food101.json", 101),
+    "ImageNet": CoopLayout("imagenet", "images", None, 1000),
+    "OxfordFlowers": CoopLayout("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json", 102),
+    "OxfordPets": CoopLayout("oxford_pets", "images", "split_zhou_OxfordPets.json", 37),
+    "StanfordCars": CoopLayout("stanford_cars", "", "split_zhou_StanfordCars.json", 196),
+    "SUN397": CoopLayout("sun397", "SUN397", "split_zhou_SUN397.json", 397),
+    "UCF101": CoopLayout("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", 101),
 }
 _ALIASES = {"dtd": "DescribableTextures"}
 
