@@ -44,7 +44,8 @@ def quick_config(method: str, **changes) -> ExperimentConfig:
 def test_each_method_lowers_its_training_loss_on_real_images(name, lr, animals):
     split = few_shot(animals.train, 4, seed=1)
     loaded = load_model(TINY, "cpu")
-    method = create_method(name, {"epochs": 6, "batch_size": 20, "lr": lr}).attach(loaded, animals.prompts())
+    mini_batches = {"cached_views": 0} if name == "prolip" else {}  # ProLIP's own procedure: test_protocols.py
+    method = create_method(name, {"epochs": 6, "batch_size": 20, "lr": lr, **mini_batches}).attach(loaded, animals.prompts())
     # No augmentation here, so the loss curve reflects learning rather than crop noise.
     result = train(method, split, animals.prompts(), eval_transform(loaded.image_size, loaded.mean, loaded.std))
     assert result.status == COMPLETED and result.steps == 12
@@ -87,7 +88,8 @@ def test_cancelled_run_is_saved_as_cancelled(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_finite_parameters(animals):
     loaded = load_model(TINY, "cpu")
-    method = create_method("prolip", {"epochs": 3, "batch_size": 4, "lr": 1e30, "optimizer": "sgd", "momentum": 0.0})
+    method = create_method("prolip", {"epochs": 3, "batch_size": 4, "lr": 1e30, "optimizer": "sgd", "momentum": 0.0,
+                                       "cached_views": 0})
     method.attach(loaded, animals.prompts())
     result = train(method, few_shot(animals.train, 2, 1), animals.prompts(),
                    eval_transform(loaded.image_size, loaded.mean, loaded.std))

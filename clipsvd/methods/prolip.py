@@ -5,7 +5,7 @@ image tower runs without autograd up to the projection.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -42,13 +42,18 @@ def last_visual_projection(visual: nn.Module) -> tuple[nn.Parameter, Callable, C
 
 @dataclass
 class ProLIPConfig(MethodConfig):
+    """ProLIP's own procedure on every dataset: 300 full-batch Adam steps on cached features of 300 augmented
+    views (crop scale 0.5-1), cosine to 0 (astra-vision/ProLIP methods/ProLIP.py); cached_views=0 switches to
+    the shared mini-batch loop."""
+
     optimizer: str = "adam"
     eps: float = 1e-4
     lr: float = 1e-5
     weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: int = 50
-    anchor_weight: float = 1.0  # λ; default_config sets 1/K
+    min_lr: float = 0.0
+    crop_scale_min: float = 0.5
+    cached_views: int = 300
+    anchor_weight: float = field(default=1.0, metadata={"help": "λ of the penalty λ·Σ(W − W₀)²; the preset sets 1/K"})
 
 
 @register_method

@@ -14,7 +14,6 @@ import time
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from clipsvd.data import ImageSplit, TransformedSplit
 from clipsvd.errors import ConfigError
@@ -40,15 +39,20 @@ def cache_view_features(
     backbone: Callable[[torch.Tensor], torch.Tensor], split: ImageSplit, transform: Callable, views: int, seed: int,
     device: torch.device, precision: MixedPrecision, report: ProgressCallback, cancel: threading.Event | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(views × images × d features, labels); None when cancelled. View v is the v-th in-order pass."""
+    """(views × images × d features, labels); None when cancelled. View v is the v-th in-order pass; the
+    augmentations draw from torch's RNG seeded once, image after image (no DataLoader draws in between)."""
     torch.manual_seed(seed)
-    loader = DataLoader(TransformedSplit(split, transform), batch_size=FEATURE_BATCH, shuffle=False, num_workers=0)
+    images = TransformedSplit(split, transform)
     cached = []
     for view in range(views):
         if cancel is not None and cancel.is_set():
             return None
-        with torch.no_grad(), precision.autocast():
-            cached.append(torch.cat([backbone(images.to(device)) for images, _ in loader]))
+        parts = []
+        for start in range(0, len(images), FEATURE_BATCH):
+            batch = torch.stack([images[i][0] for i in range(start, min(start + FEATURE_BATCH, len(images)))])
+            with torch.no_grad(), precision.autocast():
+                parts.append(backbone(batch.to(device)))
+        cached.append(torch.cat(parts))
         report(Progress("load", view + 1, views, message=f"caching features of augmented view {view + 1}/{views}"))
     return torch.stack(cached), torch.tensor(split.labels, device=device)
 
