@@ -13,6 +13,9 @@ CPU_TEST_CAP = 20  # test images per class on CPU by default
 SEED_CHOICES = list(range(1, 11))
 
 
+BACKBONE_CHOICES = (None, "natural", "biomedical")
+
+
 def settings() -> list[ExperimentConfig]:
     """The controls; returns one config per method × seed."""
     methods = st.multiselect("Methods", available_methods(), default=["clip-svd"], key="_w_methods",
@@ -33,9 +36,17 @@ def settings() -> list[ExperimentConfig]:
                    "every method and seed) so a run ends in seconds to minutes; set 0 for the whole test split.")
     k = int(k) or None
     st.session_state[ui.SHOTS_KEY] = k
+    backbone = st.selectbox(
+        "Official protocol of", BACKBONE_CHOICES, key="_w_backbone",
+        format_func=lambda b: {None: "the dataset's (CoOp: natural, BiomedCoOp: biomedical, others: none)",
+                               "natural": "natural images (CLIP ViT-B/16 presets)",
+                               "biomedical": "biomedical images (BiomedCLIP presets)"}[b],
+        help="Which official preset the hyperparameters start from: the configs of the methods' repositories for "
+             "this dataset, protocol and K (`python -m clipsvd config` prints the same).")
     overrides = {}
     if methods:
-        setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol).setting()
+        setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol,
+                                   backbone=backbone).setting()
         official = (f"the official protocol for {setting.dataset} ({setting.backbone} backbone)" if setting.backbone
                     else "the methods' defaults (no official protocol for this dataset)")
         with st.expander(f"Hyperparameters: {official}, {protocol}, K={k or 'all'}; open to change"):
@@ -49,7 +60,7 @@ def settings() -> list[ExperimentConfig]:
         changed = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in overrides.items() if o]
         st.caption("Changed from the defaults: " + ("; ".join(changed) if changed else "nothing"))
     return [ExperimentConfig(method=m, model=ui.model_spec(), dataset=ui.dataset_spec(), shots=k, seed=int(s),
-                             protocol=protocol, hyperparameters=overrides[m], device=ui.device(),
+                             protocol=protocol, backbone=backbone, hyperparameters=overrides[m], device=ui.device(),
                              max_test_per_class=int(cap) or None)
             for m in methods for s in seeds]
 

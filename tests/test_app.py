@@ -340,3 +340,20 @@ def test_train_page_shows_decomposition_progress_and_a_cancel_there(tmp_path):
         assert RunStore(tmp_path).list() == []
     finally:
         registry._runner = runner
+
+
+def test_train_form_starts_from_the_chosen_official_protocol(tmp_path):
+    at = app_at("pages/2_Train.py", tmp_path)
+    at.number_input(key="_w_train_shots").set_value(2).run()
+
+    def iterations() -> str:
+        fields = [w for w in at.text_input if w.key.startswith("hp-clip-svd-") and w.key.endswith("-iterations")]
+        assert len(fields) == 1, [w.key for w in at.text_input]
+        return fields[0].value
+
+    assert iterations() == ""  # the world dataset: no official preset, epochs decide
+    at.selectbox(key="_w_backbone").select("natural").run()
+    assert_clean(at)
+    assert iterations() == "400"  # CLIP-SVD natural few-shot: 200·K iterations
+    assert any("Official value, from HealthX-Lab/CLIP-SVD@" in (w.help or "")
+               for w in at.text_input if w.key.endswith("-iterations"))
