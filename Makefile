@@ -22,7 +22,7 @@ system-packages:
 install: system-packages $(VENV)/.installed
 
 dashboard: install
-	$(PY) -m streamlit run app.py --browser.gatherUsageStats=false
+	$(PY) -m clipsvd dashboard
 
 test: install
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""`python -m clipsvd ...`: everything the dashboard does, headless.
+"""`clipsvd ...` (or `python -m clipsvd ...`): everything the dashboard does, headless, and the dashboard itself.
 
     python -m clipsvd train --method clip-svd --method clipfit --dataset world-shape-microscopy --shots 16 --seed 1 --seed 2
     python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
@@ -7,6 +7,7 @@
     python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
     python -m clipsvd pretrain-world --out clipsvd-world.safetensors
     python -m clipsvd methods | datasets | models
+    clipsvd dashboard --port 8501
 """
 from __future__ import annotations
 
@@ -133,6 +134,78 @@ def cmd_config(args: argparse.Namespace) -> int:
     data = load_dataset(dataset) if args.data_root or kind == "builtin" else None
     print(json.dumps(resolved_config(config, data), indent=2))
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """A published table's grid on Ray, resumed from the run store, then measured vs published as CSV + figures."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from clipsvd.reproduce import (
+        LAYOUT_HELP,
+        available_tables,
+        compare,
+        dry_run,
+        get_table,
+        missing_configs,
+        run_missing,
+        write_outputs,
+    )
+    from clipsvd.runs import RunStore
+    from clipsvd.training.sweep import result_line
+
+    if args.list:
+        for name in available_tables():
+            table = get_table(name)
+            print(f"{name}: {table.title}\n  {table.protocol} · {table.backbone} ({table.model}) · {table.layout} "
+                  f"layout · {len(table.datasets)} datasets · K {', '.join(map(str, table.shots))} · seeds "
+                  f"{', '.join(map(str, table.seeds))} · methods {', '.join(table.methods)}")
+            for key in table.sources:
+                print(f"  published: {table.source_text(key)}")
+            print(f"  grid: {table.grid_source}")
+        return 0
+    if not args.table:
+        raise ConfigError("reproduce: name a table (python -m clipsvd reproduce --list shows them)")
+    table = get_table(args.table)
+    if args.arch is None and args.weights is None:
+        raise ConfigError(f"reproduce {table.name}: its numbers were measured with {table.model}: "
+                          f"{table.expected_weights}. Nothing is downloaded. (For a dry run's timing any "
+                          "architecture with --weights random will do.)")
+    if not args.data_root:
+        raise ConfigError(f"reproduce {table.name}: give --data-root, {LAYOUT_HELP[table.layout]}")
+    model, store = _model_spec(args), RunStore(args.runs_dir)
+    print(f"{table.title}\n  published with {table.model}; this run: {model.label}", flush=True)
+    dry = dry_run(table, args.data_root, model, store, args.seed, args.shots, args.dataset, args.method,
+                  timing=args.dry_run and not args.no_timing, device=args.device,
+                  max_test_per_class=args.max_test_per_class)
+    out = Path(args.out or f"reproduce-{table.name}")
+    absent = sorted(set(dry.frame.loc[dry.frame["data"].str.startswith("not found"), "dataset"]))
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
+        if args.dry_run:
+            print(dry.frame.drop(columns=["key"]).to_string(index=False))
+            print("\nofficial values each cell uses (method · dataset · K):")
+            for config in {(c.method, c.dataset.name, c.shots): c for c in dry.configs}.values():
+                values = ", ".join(f"{k}={v}" for k, v in config.preset().values.items())
+                print(f"  {config.method} · {config.dataset.name} · K={config.shots}: {values or 'the defaults'}")
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "resolved_configs.jsonl", "w") as fh:
+                fh.writelines(json.dumps(record) + "\n" for record in dry.resolved_configs())
+            print(f"\n{dry.summary()}\nresolved configs: {out / 'resolved_configs.jsonl'}")
+            if absent:
+                print(f"not found under {args.data_root}: {', '.join(absent)} ({LAYOUT_HELP[table.layout]})")
+            return 0
+        if absent:
+            raise ConfigError(f"not found under {args.data_root}: {', '.join(absent)}; {LAYOUT_HELP[table.layout]}. "
+                              "Pass --dataset to run the others.")
+        print(dry.summary(), flush=True)
+        ran = run_missing(missing_configs(dry), store, table, args.address, args.workers,
+                          on_result=lambda done, total, row: print(result_line(done, total, row), flush=True))
+        comparison = compare(table, store, dry.configs)
+        print(comparison.drop(columns=["published_source"]).to_string(index=False))
+    written, notes = write_outputs(comparison, table, out)
+    print("\n".join([*(f"wrote {path}" for path in written), *notes]))
+    return 1 if len(ran) and (ran["status"] != "completed").any() else 0
 
 
 def _score_line(metrics: dict) -> str:
@@ -366,7 +439,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m clipsvd", description=__doc__,
+    parser = argparse.ArgumentParser(prog="clipsvd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", default=None, help="run store folder (default $CLIPSVD_RUNS or ./runs)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -406,6 +479,31 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--model-seed", type=int, default=0)
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
     config.set_defaults(func=cmd_config, epochs=None, lr=None, batch_size=None)
+
+    reproduce = commands.add_parser("reproduce", help="run a published table's grid on Ray (resuming: finished "
+                                    "cells never run again) and write measured vs published as CSV + figures")
+    reproduce.add_argument("table", nargs="?", help="a shipped table (see --list) or a table JSON file")
+    reproduce.add_argument("--list", action="store_true", help="list the shipped tables and their sources")
+    reproduce.add_argument("--data-root", default=None, help="the folder in the table's layout (CoOp's DATA folder "
+                           "or BiomedCoOp's root)")
+    reproduce.add_argument("--arch", default=None, help="open_clip architecture or hf-hub:/local-dir: id")
+    reproduce.add_argument("--weights", default=None, help="checkpoint file, pretrained tag, or 'random'")
+    reproduce.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"])
+    reproduce.add_argument("--model-seed", type=int, default=0)
+    reproduce.add_argument("--dataset", action="append", help="repeat: a subset of the table's datasets")
+    reproduce.add_argument("--shots", type=int, action="append", help="repeat (default: the table's K)")
+    reproduce.add_argument("--seed", type=int, action="append", help="repeat (default: the table's seeds)")
+    reproduce.add_argument("--method", action="append", help="repeat (default: the table's methods)")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the grid, the official values, each "
+                           "cell's steps and status, and the estimated cost; run nothing")
+    reproduce.add_argument("--no-timing", action="store_true", help="dry run without measuring time per step")
+    reproduce.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
+    reproduce.add_argument("--workers", type=int, default=None, help="parallel runs (default: all CPUs)")
+    reproduce.add_argument("--out", default=None, help="output folder (default reproduce-TABLE)")
+    reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--max-test-per-class", type=int, default=None,
+                           help="a seeded test subset (quick looks; not comparable with the published numbers)")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors")
     evaluate.add_argument("run_id")
@@ -450,11 +548,43 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--out", help="zip path for export")
     runs.set_defaults(func=cmd_runs)
 
+    dashboard = commands.add_parser("dashboard", help="start the dashboard (Streamlit) on the default model and dataset")
+    dashboard.add_argument("--port", type=int, default=None, help="default: Streamlit's 8501, or the next free one")
+    dashboard.add_argument("--address", default="localhost", help="0.0.0.0 to serve other machines (e.g. a cluster "
+                           "node reached through an SSH tunnel)")
+    dashboard.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
+                           help="do not open a browser")
+    dashboard.set_defaults(func=cmd_dashboard)
+
     for name, func, text in (("methods", cmd_methods, "list methods and their default hyperparameters"),
                              ("datasets", cmd_datasets, "list built-in datasets present on this machine"),
                              ("models", cmd_models, "list open_clip architectures")):
         commands.add_parser(name, help=text).set_defaults(func=func)
     return parser
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Start the Streamlit app the package carries (the clone's app.py in an editable install)."""
+    import os
+    import subprocess
+
+    from clipsvd.resources import dashboard_script, streamlit_flags
+
+    # developmentMode off: Streamlit turns it on (and refuses --server.port) when it is not installed under a
+    # folder named site-packages, as in PYTHONPATH or .pth-linked environments.
+    command = [sys.executable, "-m", "streamlit", "run", str(dashboard_script()), *streamlit_flags(),
+               "--global.developmentMode=false", f"--server.headless={str(args.headless).lower()}",
+               f"--server.address={args.address}"]
+    if args.port:
+        command.append(f"--server.port={args.port}")
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # no downloads behind the user's back; weights come from local paths
+    if args.runs_dir:
+        env["CLIPSVD_RUNS"] = os.path.abspath(args.runs_dir)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -468,3 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipsvdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def console() -> None:
+    """The `clipsvd` console command."""
+    sys.exit(main())

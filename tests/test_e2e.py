@@ -146,7 +146,7 @@ def start_training(page, epochs: int) -> None:
     set_number(page, "Shots per class (0: all)", 1)
     set_number(page, "Max test images per class (0: all)", 2)
     if not page.get_by_label("epochs", exact=True).is_visible():  # the expander may still be open
-        page.get_by_text("Hyperparameters (the papers").click()
+        page.get_by_text("Hyperparameters:").first.click()
     set_number(page, "epochs", epochs)
     page.get_by_role("button", name="Start training").click()
 

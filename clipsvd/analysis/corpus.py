@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsvd.errors import DataError
+from clipsvd.resources import corpus_dir
 
 if TYPE_CHECKING:
     from clipsvd.models import ModelSpec
 
-CORPUS_DIR = Path(__file__).resolve().parents[2] / "corpus"
+CORPUS_DIR = corpus_dir()
 BUILTIN_CORPORA = ("world", "general", "biomedical")
 _TAG = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
 

@@ -6,14 +6,13 @@ files (JSON configs, file listings) and run before any weights are loaded.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 from clipsvd.errors import CheckpointError
+from clipsvd.resources import require
 
-TRANSFORMERS_PIN = "transformers==5.23.0"
 # Files a transformers tokenizer can be built from (any one of these sets suffices).
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"),
                        ("spiece.model",), ("sentencepiece.bpe.model",), ("tokenizer.model",))
@@ -68,9 +67,7 @@ def hub_model_config(model_id: str) -> dict[str, Any] | None:
 
 
 def require_transformers(what: str) -> None:
-    if importlib.util.find_spec("transformers") is None:
-        raise CheckpointError(f"{what} has a Hugging Face text tower and needs the 'transformers' package: "
-                              f"pip install {TRANSFORMERS_PIN}")
+    require("transformers", f"{what} has a Hugging Face text tower and", CheckpointError)
 
 
 def _missing_tokenizer_files(files: set[str]) -> list[str]:

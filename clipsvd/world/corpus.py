@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipsvd.resources import corpus_dir
 from clipsvd.world.factors import COLOURS, POSITIONS, SHAPES
 
-CORPUS_FILE = Path(__file__).resolve().parents[2] / "corpus" / "world.txt"
+CORPUS_FILE = corpus_dir() / "world.txt"
 TAGS = ("shape", "colour", "size", "position", "count", "fill", "style")
 
 _COLOUR_FRAMES = ("a {} object", "something {}", "{} colouring", "a bright {} shape", "{} paint", "a patch of {}")

@@ -1,0 +1,45 @@
+"""Files the package reads at run time, found through the installed package (importlib.resources).
+
+`clipsvd/package_data/` links to the clone's top-level `corpus/`, `app.py`, `pages/` and `.streamlit/`, so an
+editable install reads the clone's files and a wheel carries copies of them: the design keeps its top-level
+folders and `pip install clipsvd` works without the clone.
+"""
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from clipsvd.errors import ClipsvdError
+
+# What each optional part needs, and the extra of pyproject.toml that installs it.
+EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test"}
+
+
+def package_data() -> Path:
+    return Path(str(resources.files("clipsvd") / "package_data"))
+
+
+def corpus_dir() -> Path:
+    """The built-in corpora (general, biomedical, world)."""
+    return package_data() / "corpus"
+
+
+def dashboard_script() -> Path:
+    """The Streamlit app's main script; its pages/ folder lies beside it."""
+    return package_data() / "app.py"
+
+
+def streamlit_flags() -> list[str]:
+    """The dashboard's .streamlit/config.toml as `streamlit run` flags, so an installed app looks the same from any
+    working directory."""
+    config = tomllib.loads((package_data() / "streamlit" / "config.toml").read_text())
+    return [f"--{section}.{key}={value}" for section, values in config.items() for key, value in values.items()]
+
+
+def require(module: str, purpose: str, error: type[ClipsvdError] = ClipsvdError) -> None:
+    """Raise `error` naming the extra to install when an optional dependency is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise error(f"{purpose} needs the '{module}' package, which is optional: pip install 'clipsvd[{EXTRAS[module]}]' "
+                    "(or `make install` in the clone)")
