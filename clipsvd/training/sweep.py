@@ -1,5 +1,8 @@
 """Sweeps: a grid of datasets × shots × seeds × methods run on Ray, each run landing in the run store.
 
+`run_configs` runs any list of experiments this way (`reproduce` gives it the cells a published table still
+lacks); `run_sweep` builds the list from a `SweepSpec` and calls it.
+
 Ray runs in-process by default (`ray.init()` starts a local instance using this machine's cores);
 give an address ("auto" or "ray://host:10001") to use a cluster, whose workers must see the same
 run-store folder (a shared filesystem). Each run is one Ray task that calls `run_experiment`, so a
@@ -86,11 +89,25 @@ def run_sweep(
     on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """Run every config of the grid on Ray; returns one summary row per run (failed runs included)."""
+    sweep_id = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    return run_configs(spec.configs(sweep_id), store, address, workers, on_result).assign(sweep=sweep_id)
+
+
+def run_configs(
+    configs: list[ExperimentConfig],
+    store: RunStore,
+    address: str | None = None,
+    workers: int | None = None,
+    on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Run a list of experiments as Ray tasks (a local Ray unless `address` names a cluster, or Ray is already
+    initialised by the caller); `on_result(done, total, row)` after each. One summary row per config, in the
+    order they finished; a failed run is a row with status "failed" and its error."""
     import ray
 
-    sweep_id = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    configs = spec.configs(sweep_id)
     store.root.mkdir(parents=True, exist_ok=True)
+    if not configs:
+        return pd.DataFrame(columns=["run_id", "status", "method", "dataset", "shots", "seed"])
     started_here = not ray.is_initialized()
     if started_here:
         cpus = workers or os.cpu_count() or 1
@@ -111,7 +128,15 @@ def run_sweep(
     finally:
         if started_here:
             ray.shutdown()
-    return pd.DataFrame(rows).assign(sweep=sweep_id)
+    return pd.DataFrame(rows)
 
 
-__all__ = ["SweepSpec", "run_sweep"]
+def result_line(done: int, total: int, row: dict[str, Any]) -> str:
+    """One progress line per finished run: what it was, and its score or error."""
+    score = row.get("accuracy") if row.get("accuracy") is not None else row.get("hm")
+    detail = row.get("error") or (f"{score:.2f}" if score is not None else row.get("status"))
+    return (f"  [{done}/{total}] {row['method']} · {row['dataset']} · {row['shots']}-shot · seed {row['seed']}: "
+            f"{row['status']} {detail}")
+
+
+__all__ = ["SweepSpec", "result_line", "run_configs", "run_sweep"]

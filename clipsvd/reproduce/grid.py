@@ -1,0 +1,349 @@
+"""A published table's grid as experiment configs: which cells the run store already holds, what the rest
+will cost, and running them on Ray.
+
+A cell is *done* when the store holds a completed run whose config matches the cell's on everything that
+decides the result (method, dataset kind, name and root, K, seed, protocol, backbone, model, the resolved
+method config, the test cap); a finished run is never re-run, a failed or cancelled one is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from clipsvd.data import ClassificationDataset, DatasetSpec, canonical_dataset_name, load_dataset
+from clipsvd.errors import ClipsvdError, ConfigError
+from clipsvd.methods import available_methods, get_method
+from clipsvd.models import ModelSpec
+from clipsvd.models.loading import looks_like_path
+from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
+from clipsvd.runs import RunStore
+from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_experiment
+from clipsvd.training.loop import COMPLETED
+
+# Fields of a run's resolved config that do not change its result (or repeat what the setting resolves).
+VOLATILE = ("sweep", "device", "eval_batch_size", "preset", "steps", "hyperparameters", "model_source", "backbone")
+DONE, MISSING = "done", "missing"
+GRID_COLUMNS = ["method", "dataset", "shots", "seed", "steps", "status", "run_id", "previous", "data"]
+LAYOUT_HELP = {
+    "coop": "CoOp's DATA folder: one folder per dataset (caltech-101, dtd, eurosat, fgvc_aircraft, food-101, "
+            "imagenet, oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101), each with its images and "
+            "split_zhou_<Name>.json (FGVC-Aircraft: its variant lists; ImageNet: class folders), as in CoOp's "
+            "DATASETS.md",
+    "biomedcoop": "BiomedCoOp's layout: <root>/<Name>/split_<Name>.json with the images under <root>/<Name>/<Name>/ "
+                  "(BTMRI, BUSI, CHMNIST, COVID_19 or COVID-QU-Ex, CTKidney, KneeXray, Kvasir, LungColon, OCTMNIST, "
+                  "RETINA), as in BiomedCoOp's DATASETS.md",
+}
+
+
+def _as_table(table: Table | str) -> Table:
+    return get_table(table) if isinstance(table, str) else table
+
+
+def _table_dataset(table: Table, name: str) -> str:
+    """The table's name for a user-given dataset name ("dtd", "COVID-QU-Ex" ...); ConfigError if not in it."""
+    candidates = [name, table.dataset_of(name)]
+    if table.layout == "coop":
+        try:
+            candidates.append(canonical_dataset_name(DatasetSpec("coop", name)))
+        except ClipsvdError:
+            pass
+    for candidate in candidates:
+        if candidate in table.datasets:
+            return candidate
+    raise ConfigError(f"dataset '{name}' is not in table {table.name}; expected one of {', '.join(table.datasets)}")
+
+
+def _folder(table: Table, name: str, root: str | None) -> str:
+    """The folder a dataset is read from: its table name, or a known alias when only that exists under root."""
+    if table.layout == "biomedcoop" and root and not (Path(root) / name).is_dir():
+        for alias in FOLDER_ALIASES.get(name, ()):
+            if (Path(root) / alias).is_dir():
+                return alias
+    return name
+
+
+def grid(
+    table: Table | str,
+    data_root: str | Path | None,
+    model_spec: ModelSpec,
+    seeds: list[int] | None = None,
+    shots: list[int] | None = None,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    *,
+    device: str = "auto",
+    max_test_per_class: int | None = None,
+    hyperparameters: dict[str, dict[str, Any]] | None = None,
+) -> list[ExperimentConfig]:
+    """The table's cells (datasets × K × methods × seeds) as configs: protocol, backbone and data layout from
+    the table, no hyperparameter overrides (the official presets apply) unless a custom table or the caller
+    gives some. Filters narrow the table's lists; extra seeds, K or registered methods may be added."""
+    table = _as_table(table)
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    names = [_table_dataset(table, d) for d in datasets] if datasets else list(table.datasets)
+    methods = list(methods or table.methods)
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise ConfigError(f"methods {unknown} are not registered; expected some of {', '.join(available_methods())}")
+    overrides = {**table.hyperparameters, **(hyperparameters or {})}
+    configs = [
+        ExperimentConfig(method=method, model=model_spec,
+                         dataset=DatasetSpec(table.layout, _folder(table, name, root), root), shots=int(k),
+                         seed=int(seed), protocol=table.protocol, backbone=table.backbone,
+                         hyperparameters=dict(overrides.get(method, {})), device=device,
+                         max_test_per_class=max_test_per_class)
+        for name in dict.fromkeys(names) for k in dict.fromkeys(shots or table.shots) for method in methods
+        for seed in dict.fromkeys(seeds or table.seeds)
+    ]
+    for config in configs:
+        config.validate()
+        config.method_config()  # a bad override fails here, before anything runs
+    return configs
+
+
+def _normal_path(value: str | None) -> str | None:
+    return str(Path(value).expanduser().resolve()) if value else value
+
+
+def cell_key(record: dict[str, Any]) -> str:
+    """A stable key of what decides a run's result, from a run's config.json or a config's `config_record`:
+    the resolved config minus `VOLATILE` fields, with paths made absolute and the dataset named canonically."""
+    kept = {k: v for k, v in record.items() if k not in VOLATILE}
+    setting = kept.get("setting") or {}
+    dataset = dict(kept.get("dataset") or {})
+    dataset["root"] = _normal_path(dataset.get("root"))
+    dataset["name"] = setting.get("dataset") or dataset.get("name")
+    model = dict(kept.get("model") or {})
+    if isinstance(model.get("weights"), str) and looks_like_path(model["weights"]):
+        model["weights"] = _normal_path(model["weights"])
+    kept.update(dataset=dataset, model=model)
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def config_record(config: ExperimentConfig) -> dict[str, Any]:
+    """What `resolved_config` records of a config that identifies its result (its steps need no data here)."""
+    return dict(config.to_dict(), setting=config.setting().to_dict(), method_config=config.method_config().to_dict())
+
+
+def cell_status(configs: list[ExperimentConfig], store: RunStore) -> pd.DataFrame:
+    """Per config (in order): key, status (done | missing), the completed run's id, and the status of the newest
+    other matching run (failed, cancelled, diverged: the cell runs again)."""
+    done: dict[str, str] = {}
+    other: dict[str, str] = {}
+    for run in store.list():  # newest first
+        key = cell_key(run.config)
+        if run.status == COMPLETED:
+            done.setdefault(key, run.run_id)
+        else:
+            other.setdefault(key, run.status)
+    rows = []
+    for config in configs:
+        key = cell_key(config_record(config))
+        rows.append({"key": key, "status": DONE if key in done else MISSING, "run_id": done.get(key, ""),
+                     "previous": "" if key in done else other.get(key, "")})
+    return pd.DataFrame(rows, columns=["key", "status", "run_id", "previous"])
+
+
+def load_data(configs: list[ExperimentConfig]) -> dict[str, ClassificationDataset | str]:
+    """Each distinct dataset of the grid, loaded once; the error text where it cannot be read."""
+    out: dict[str, ClassificationDataset | str] = {}
+    for config in configs:
+        name = config.dataset.name
+        if name in out:
+            continue
+        if config.dataset.root is None:
+            out[name] = "no data root given"
+            continue
+        try:
+            out[name] = load_dataset(config.dataset)
+        except ClipsvdError as exc:
+            out[name] = str(exc)
+    return out
+
+
+def _steps(config: ExperimentConfig, data: ClassificationDataset | str | None) -> int | None:
+    """planned_steps from the data when it was read (and the steps depend on it), else from the dataset's known
+    class count."""
+    method_config = config.method_config()
+    needs_data = method_config.iterations is None and not method_config.cached_views and method_config.epochs
+    try:
+        return planned_steps(config, data if needs_data and isinstance(data, ClassificationDataset) else None)
+    except ClipsvdError:
+        return None
+
+
+def grid_frame(table: Table | str, configs: list[ExperimentConfig], store: RunStore | None,
+               data: dict[str, ClassificationDataset | str] | None = None) -> pd.DataFrame:
+    """The grid as a table: method, dataset (the table's name), K, seed, steps, status, run id, data found."""
+    table = _as_table(table)
+    data = data if data is not None else {}
+    status = cell_status(configs, store) if store is not None else pd.DataFrame(
+        {"key": [cell_key(config_record(c)) for c in configs], "status": MISSING, "run_id": "", "previous": ""})
+    rows = []
+    for config, (_, cell) in zip(configs, status.iterrows()):
+        found = data.get(config.dataset.name)
+        rows.append({"method": config.method, "dataset": table.dataset_of(config.dataset.name), "shots": config.shots,
+                     "seed": config.seed, "steps": _steps(config, found), "status": cell["status"],
+                     "run_id": cell["run_id"], "previous": cell["previous"],
+                     "data": "" if found is None else "found" if isinstance(found, ClassificationDataset)
+                     else f"not found: {found.splitlines()[0]}", "key": cell["key"]})
+    return pd.DataFrame(rows, columns=[*GRID_COLUMNS, "key"]).astype({"steps": "Int64"})
+
+
+def measure_seconds_per_step(config: ExperimentConfig, dataset: ClassificationDataset | None = None,
+                             steps: int = 3) -> float:
+    """Seconds per optimiser step of `config` on this machine: the model loaded, the method attached, one warm-up
+    step and `steps` more timed through `run_experiment` (cancelled before its evaluation). For methods that train
+    on cached views a step includes caching one view's features, as in the real run. 0 for methods that do not
+    train."""
+    method_config = config.method_config()
+    if not get_method(config.method).trains:
+        return 0.0
+    budget = "cached_views" if method_config.cached_views else "iterations"
+    quick = dataclasses.replace(config, hyperparameters={**config.hyperparameters, budget: steps + 2})
+    stamps: dict[str, list[float]] = {"train": [], "views": []}
+    cancel = threading.Event()
+
+    def on_progress(progress) -> None:
+        if progress.phase == "train":
+            stamps["train"].append(time.perf_counter())
+            if progress.step == steps + 1:
+                cancel.set()  # stop before the evaluation; the timed steps are done
+        elif progress.phase == "load" and budget == "cached_views" and progress.total_steps == steps + 2:
+            stamps["views"].append(time.perf_counter())
+
+    run_experiment(quick, None, on_progress=on_progress, cancel=cancel, dataset=dataset)
+    per_step = 0.0
+    for times in stamps.values():
+        if len(times) >= 2:
+            timed = times[: steps + 1]  # from the end of the warm-up step to the end of the last timed one
+            per_step += (timed[-1] - timed[0]) / (len(timed) - 1)
+    return per_step
+
+
+@dataclass
+class DryRun:
+    """The grid with each cell's steps and status, and what the missing cells will cost on this machine."""
+
+    table: Table
+    configs: list[ExperimentConfig]
+    frame: pd.DataFrame
+    seconds_per_step: dict[str, float] = field(default_factory=dict)
+    timing_note: str = ""
+
+    @property
+    def missing(self) -> pd.DataFrame:
+        return self.frame[self.frame["status"] == MISSING]
+
+    @property
+    def missing_steps(self) -> int:
+        return int(self.missing["steps"].fillna(0).sum())
+
+    @property
+    def estimated_seconds(self) -> float | None:
+        """Training time of the missing cells (evaluation not included); None without timings."""
+        if not self.seconds_per_step:
+            return None
+        rates = self.missing["method"].map(self.seconds_per_step)
+        return float((self.missing["steps"].fillna(0).astype(float) * rates).sum())
+
+    def resolved_configs(self) -> list[dict[str, Any]]:
+        """Each cell's config as `resolved_config` records it (steps from the data where it was found)."""
+        return [dict(config_record(c), preset=c.preset().to_dict(), steps=None if pd.isna(s) else int(s))
+                for c, s in zip(self.configs, self.frame["steps"])]
+
+    def summary(self) -> str:
+        f = self.frame
+        lines = [f"{self.table.name}: {len(f)} cells ({f['dataset'].nunique()} datasets × {f['shots'].nunique()} K "
+                 f"× {f['method'].nunique()} methods × {f['seed'].nunique()} seeds); {int((f['status'] == DONE).sum())} "
+                 f"done, {len(self.missing)} to run, {self.missing_steps:,} optimiser steps"]
+        if self.seconds_per_step:
+            rates = ", ".join(f"{m} {s:.3f} s/step" for m, s in self.seconds_per_step.items())
+            lines.append(f"measured on this machine: {rates} → about {_duration(self.estimated_seconds)} of "
+                         "training (evaluation not included)")
+        if self.timing_note:
+            lines.append(self.timing_note)
+        return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def dry_run(
+    table: Table | str,
+    data_root: str | Path | None,
+    model_spec: ModelSpec,
+    store: RunStore | None = None,
+    seeds: list[int] | None = None,
+    shots: list[int] | None = None,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    *,
+    timing: bool = True,
+    device: str = "auto",
+    max_test_per_class: int | None = None,
+    hyperparameters: dict[str, dict[str, Any]] | None = None,
+) -> DryRun:
+    """The grid, its steps (from the data where it is found) and status against the store, and, with `timing`,
+    seconds per step of each method measured on the first dataset found (its first K and seed)."""
+    table = _as_table(table)
+    configs = grid(table, data_root, model_spec, seeds, shots, datasets, methods, device=device,
+                   max_test_per_class=max_test_per_class, hyperparameters=hyperparameters)
+    data = load_data(configs)
+    result = DryRun(table, configs, grid_frame(table, configs, store, data))
+    if not timing:
+        result.timing_note = "time per step not measured (timing off)"
+        return result
+    found = [c for c in configs if isinstance(data.get(c.dataset.name), ClassificationDataset)]
+    if not found:
+        result.timing_note = "time per step not measured: none of the datasets was found under the data root"
+        return result
+    first = found[0]
+    for method in dict.fromkeys(c.method for c in configs):
+        sample = next(c for c in found if c.method == method and c.dataset.name == first.dataset.name)
+        result.seconds_per_step[method] = measure_seconds_per_step(sample, data[sample.dataset.name])
+    result.timing_note = (f"timed on {table.dataset_of(first.dataset.name)}, {first.shots}-shot, with "
+                          f"{model_spec.label}, device {device}")
+    return result
+
+
+def missing_configs(dry: DryRun) -> list[ExperimentConfig]:
+    return [c for c, status in zip(dry.configs, dry.frame["status"]) if status == MISSING]
+
+
+def run_missing(
+    configs: list[ExperimentConfig],
+    store: RunStore,
+    table: Table | str,
+    address: str | None = None,
+    workers: int | None = None,
+    on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Run the grid's missing cells on Ray (`clipsvd.training.sweep.run_configs`), tagged as one sweep; the
+    cells already done are skipped. One summary row per run started."""
+    from clipsvd.training.sweep import run_configs
+
+    table = _as_table(table)
+    status = cell_status(configs, store)
+    todo = [c for c, s in zip(configs, status["status"]) if s == MISSING]
+    sweep_id = f"reproduce-{table.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    todo = [dataclasses.replace(c, sweep=sweep_id) for c in todo]
+    return run_configs(todo, store, address, workers, on_result).assign(sweep=sweep_id)
+
+
+__all__ = ["DONE", "DryRun", "LAYOUT_HELP", "MISSING", "cell_key", "cell_status", "config_record", "dry_run", "grid",
+           "grid_frame", "load_data", "measure_seconds_per_step", "missing_configs", "run_missing"]

@@ -1,0 +1,218 @@
+"""Reproduce: a paper's table — which cells the run store holds, which are missing or running — and measured vs
+published side by side."""
+import pandas as pd
+import streamlit as st
+
+from clipsvd import app_state as ui
+from clipsvd.methods import available_methods
+from clipsvd.plots.reproduce import reproduce_figures
+from clipsvd.reproduce import (
+    DONE,
+    LAYOUT_HELP,
+    MISSING,
+    Table,
+    available_tables,
+    compare,
+    get_table,
+    grid,
+    grid_frame,
+    load_data,
+    measure_seconds_per_step,
+)
+from clipsvd.training.jobs import FINISHED
+
+ROOT_KEY = "reproduce_data_root"
+DEFAULT_TABLE = "clip-svd-few-shot-natural"
+RUNNING, QUEUED = "running", "queued"
+STATUS_ICONS = {DONE: "✅ measured", MISSING: "⬜ missing", RUNNING: "⏳ running", QUEUED: "🕒 queued"}
+
+
+@st.cache_resource
+def submitted_cells() -> dict[str, list[str]]:
+    """Cell keys of the jobs this page started, by job id; one dict per server process, like the job registry."""
+    return {}
+
+
+@st.cache_resource(ttl=120, show_spinner="Reading the datasets under the data root…", max_entries=4)
+def table_data(table_name: str, root: str) -> dict:
+    """Each dataset of the table read once (or why it could not be) — re-read every two minutes."""
+    table = get_table(table_name)
+    probe = grid(table, root, ui.model_spec(), seeds=[table.seeds[0]], shots=[table.shots[0]],
+                 methods=[table.methods[0]])
+    return load_data(probe)
+
+
+def choose_table() -> Table:
+    names = available_tables()
+    kind = ui.dataset_spec().kind  # default: a table in the layout of the data chosen on Model & data
+    matching = sorted((n for n in names if get_table(n).layout == kind), key=lambda n: get_table(n).protocol != "few-shot")
+    index = names.index(matching[0] if matching else DEFAULT_TABLE)
+    name = st.selectbox("Published table", names, index=index, key="_w_rep_table",
+                        format_func=lambda n: f"{get_table(n).title}  ·  {n}")
+    table = get_table(name)
+    sources = "  \n".join(f"Published numbers: {table.source_text(key)}" for key in table.sources)
+    st.caption(f"{table.protocol} · {table.backbone} backbone ({table.model}) · data in {table.layout} layout · "
+               f"{len(table.datasets)} datasets · K {', '.join(map(str, table.shots))} · seeds "
+               f"{', '.join(map(str, table.seeds))}  \n{sources}  \nGrid: {table.grid_source}  \n"
+               f"Per dataset: {table.per_dataset}.")
+    return table
+
+
+def choose_root(table: Table) -> str:
+    selected = ui.dataset_spec()
+    default = st.session_state.get(ROOT_KEY) or (selected.root if selected.kind == table.layout else "") or ""
+    root = st.text_input("Data root", value=default, key=f"_w_rep_root-{table.layout}",
+                         help=LAYOUT_HELP[table.layout]).strip()
+    st.session_state[ROOT_KEY] = root
+    return root
+
+
+def choose_subset(table: Table) -> dict:
+    with st.expander("Subset of the grid (default: the whole table)"):
+        c1, c2, c3, c4 = st.columns(4)
+        datasets = c1.multiselect("Datasets", table.datasets, default=list(table.datasets), key="_w_rep_datasets")
+        shots = c2.multiselect("K", table.shots, default=list(table.shots), key="_w_rep_shots")
+        seeds = c3.multiselect("Seeds", sorted(set(range(1, 11)) | set(table.seeds)), default=list(table.seeds),
+                               key="_w_rep_seeds")
+        methods = c4.multiselect("Methods", available_methods(), default=list(table.methods), key="_w_rep_methods",
+                                 help="The table's methods; others run too but have no published row.")
+        cap = st.number_input("Max test images per class (0: all; a cap is not comparable with the paper)", 0,
+                              100_000, 0, key="_w_rep_cap")
+    return {"datasets": datasets or None, "shots": shots or None, "seeds": seeds or None, "methods": methods or None,
+            "max_test_per_class": int(cap) or None}
+
+
+def mark_running(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Cells of unfinished jobs this page started: running (the job's current config) or queued."""
+    registry, active = ui.job_registry(), None
+    for job_id, keys in submitted_cells().items():
+        state = registry.get(job_id)
+        if state is None or state.status in FINISHED:
+            continue
+        active = job_id
+        for position, key in enumerate(keys):
+            if position >= state.index:
+                waiting = frame["key"] == key
+                frame.loc[waiting & (frame["status"] == MISSING), "status"] = \
+                    RUNNING if position == state.index else QUEUED
+    return frame, active
+
+
+def grid_section(table: Table, root: str, subset: dict) -> list | None:
+    configs = ui.try_call(grid, table, root, ui.model_spec(), subset["seeds"], subset["shots"], subset["datasets"],
+                          subset["methods"], device=ui.device(), max_test_per_class=subset["max_test_per_class"])
+    if configs is None:
+        return None
+    data = table_data(table.name, root)
+    frame, active = mark_running(grid_frame(table, configs, ui.run_store(), data))
+    absent = sorted(set(frame.loc[frame["data"].str.startswith("not found"), "dataset"]))
+    if absent:
+        st.warning(f"Not found under `{root}`: {', '.join(absent)}. Expected {LAYOUT_HELP[table.layout]}. Their "
+                   "cells stay missing.", icon=":material/folder_off:")
+    counts = frame["status"].value_counts()
+    runnable = frame[(frame["status"] == MISSING) & (frame["data"] == "found")]
+    cols = st.columns(5)
+    cols[0].metric("Cells", len(frame))
+    cols[1].metric("Measured", int(counts.get(DONE, 0)))
+    cols[2].metric("Missing", int(counts.get(MISSING, 0)))
+    cols[3].metric("Running or queued", int(counts.get(RUNNING, 0) + counts.get(QUEUED, 0)))
+    cols[4].metric("Steps to run", f"{int(runnable['steps'].fillna(0).sum()):,}")
+    start_col, time_col = st.columns([1, 1], vertical_alignment="center")
+    if start_col.button(f"Run the {len(runnable)} missing cells", type="primary", disabled=runnable.empty or bool(active),
+                        key="rep-start", icon=":material/play_arrow:",
+                        help="One background job runs them one after another in this process; finished cells never "
+                             "run again."):
+        todo = [configs[i] for i in runnable.index]
+        job_id = ui.try_call(ui.job_registry().submit, todo, ui.run_store())
+        if job_id:
+            submitted_cells()[job_id] = runnable["key"].tolist()
+            st.session_state[ui.JOB_KEY] = job_id
+            ui.flash("reproduce", f"Started job {job_id}: {len(todo)} cells.")
+    if time_col.button("Measure time per step", key="rep-time", disabled=runnable.empty,
+                       help="Loads the model, attaches each method and times 3 steps after a warm-up on the first "
+                            "dataset found."):
+        first = runnable.index[0]
+        rates = {}
+        with st.spinner("Timing a few optimiser steps of each method…"):
+            for method in dict.fromkeys(runnable["method"]):
+                sample = next(configs[i] for i in runnable.index if configs[i].method == method
+                              and configs[i].dataset.name == configs[first].dataset.name)
+                rates[method] = ui.try_call(measure_seconds_per_step, sample, data.get(sample.dataset.name))
+        st.session_state["rep-rates"] = {m: r for m, r in rates.items() if r is not None}
+    rates = st.session_state.get("rep-rates") or {}
+    if rates:
+        seconds = float((runnable["steps"].fillna(0).astype(float) * runnable["method"].map(rates).fillna(0)).sum())
+        st.caption("Measured here: " + ", ".join(f"{m} {r:.3f} s/step" for m, r in rates.items())
+                   + f" → about {ui.seconds_text(seconds)} of training for the missing cells (evaluation not included).")
+    if active:
+        job_progress(active)
+    view = frame.assign(status=frame["status"].map(STATUS_ICONS)).drop(columns=["key"])
+    with st.expander(f"The grid: {len(frame)} cells", expanded=len(frame) <= 60):
+        st.dataframe(view, hide_index=True, width="stretch")
+        ui.table_download(view, ui.file_stem("reproduce-grid", table.name), key="rep-grid")
+    return configs
+
+
+@st.fragment(run_every=3)
+def job_progress(job_id: str) -> None:
+    state = ui.job_registry().get(job_id)
+    if state is None:
+        return
+    st.progress(state.fraction, text=f"Job {job_id}: cell {min(state.index + 1, state.total)}/{state.total} · "
+                                     f"{state.current_title or state.status}")
+    ui.page_link("train", "Watch it live on Train", job=job_id)
+    if state.done:
+        st.rerun()
+
+
+def delta_colour(value) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return "color: #15803d; font-weight: 600" if value >= 0 else "color: #b91c1c; font-weight: 600"
+
+
+def comparison_section(table: Table, configs: list) -> None:
+    comparison = ui.try_call(compare, table, ui.run_store(), configs)
+    if comparison is None:
+        return
+    st.subheader("Measured vs published")
+    measured = comparison[(comparison["kind"] == "measured") & (comparison["n"].fillna(0) > 0)]
+    if measured.empty:
+        st.info("Nothing of this grid is measured yet: the published numbers are shown alone. Δ = measured − "
+                "published appears once cells are measured.", icon=":material/info:")
+    deltas = [c for c in comparison.columns if c.startswith("delta_")]
+    numbers = [c for c in comparison.columns if c.endswith(("_mean", "_std")) or c.startswith(("published_", "hm_of",
+               "average_of", "delta_")) and c not in ("published_source", "published_hm_convention")]
+    styled = comparison.style.map(delta_colour, subset=deltas).format("{:.2f}", subset=numbers, na_rep="—")
+    st.dataframe(styled, hide_index=True, width="stretch")
+    ui.table_download(comparison, ui.file_stem("measured_vs_published", table.name), key="rep-compare")
+    notes = [f"Per dataset: {table.per_dataset}.",
+             "Δ on the average only when every dataset of the table is measured (the published average is over all)."]
+    if table.protocol == "base2novel":
+        notes.append("Both HM conventions: hm_of_averages (HM of the averaged base and novel) and average_of_hms "
+                     "(average over datasets of each dataset's HM); Δ HM uses the convention of the published number "
+                     "(published_hm_convention).")
+    st.caption(" ".join(notes))
+    for name, fig in reproduce_figures(comparison, table).items():
+        st.plotly_chart(fig, key=f"rep-{name}")
+        ui.figure_downloads(fig, ui.file_stem(table.name, name), key=f"rep-{name}")
+
+
+ui.page_header("Reproduce", "A paper's table: which cells are measured, missing or running, and our numbers beside "
+               "the published ones.")
+ui.show_flash("reproduce")
+table = choose_table()
+ui.model_notice()
+st.caption(f"The published numbers were measured with **{table.model}**; choose it on Model & data (a local "
+           "checkpoint or a filled hub cache). Nothing is downloaded.")
+root = choose_root(table)
+subset = choose_subset(table)
+if not root:
+    st.info(f"No data root yet. Give {LAYOUT_HELP[table.layout]}.", icon=":material/folder_open:")
+    configs = ui.try_call(grid, table, None, ui.model_spec(), subset["seeds"], subset["shots"], subset["datasets"],
+                          subset["methods"])
+else:
+    configs = grid_section(table, root, subset)
+st.divider()
+if configs is not None:
+    comparison_section(table, configs)
