@@ -45,7 +45,8 @@ def table_data(table_name: str, root: str) -> dict:
 def choose_table() -> Table:
     names = available_tables()
     kind = ui.dataset_spec().kind  # default: a table in the layout of the data chosen on Model & data
-    matching = sorted((n for n in names if get_table(n).layout == kind), key=lambda n: get_table(n).protocol != "few-shot")
+    matching = sorted((n for n in names if get_table(n).layout == kind),
+                      key=lambda n: get_table(n).protocol != "few-shot")
     index = names.index(matching[0] if matching else DEFAULT_TABLE)
     name = st.selectbox("Published table", names, index=index, key="_w_rep_table",
                         format_func=lambda n: f"{get_table(n).title}  ·  {n}")
@@ -118,8 +119,8 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
     cols[3].metric("Running or queued", int(counts.get(RUNNING, 0) + counts.get(QUEUED, 0)))
     cols[4].metric("Steps to run", f"{int(runnable['steps'].fillna(0).sum()):,}")
     start_col, time_col = st.columns([1, 1], vertical_alignment="center")
-    if start_col.button(f"Run the {len(runnable)} missing cells", type="primary", disabled=runnable.empty or bool(active),
-                        key="rep-start", icon=":material/play_arrow:",
+    if start_col.button(f"Run the {len(runnable)} missing cells", type="primary",
+                        disabled=runnable.empty or bool(active), key="rep-start", icon=":material/play_arrow:",
                         help="One background job runs them one after another in this process; finished cells never "
                              "run again."):
         todo = [configs[i] for i in runnable.index]
@@ -143,7 +144,8 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
     if rates:
         seconds = float((runnable["steps"].fillna(0).astype(float) * runnable["method"].map(rates).fillna(0)).sum())
         st.caption("Measured here: " + ", ".join(f"{m} {r:.3f} s/step" for m, r in rates.items())
-                   + f" → about {ui.seconds_text(seconds)} of training for the missing cells (evaluation not included).")
+                   + f" → about {ui.seconds_text(seconds)} of training for the missing cells (evaluation not "
+                     "included).")
     if active:
         job_progress(active)
     view = frame.assign(status=frame["status"].map(STATUS_ICONS)).drop(columns=["key"])

@@ -101,7 +101,8 @@ def test_dry_run_lists_the_exact_grid_on_fake_coop_data(tmp_path, coop_root, cap
     cells = [(r["method"], r["setting"]["dataset"], r["shots"], r["seed"]) for r in records]
     assert sorted(cells) == sorted(itertools.product(["clip-svd", "zero-shot"], ["EuroSAT", "DescribableTextures"],
                                                      [1, 4], [1, 2, 3]))
-    data = {name: load_dataset(DatasetSpec("coop", name, str(coop_root))) for name in ("EuroSAT", "DescribableTextures")}
+    data = {name: load_dataset(DatasetSpec("coop", name, str(coop_root)))
+            for name in ("EuroSAT", "DescribableTextures")}
     for record in records:
         config = ExperimentConfig.from_dict(record)
         assert record["steps"] == planned_steps(config, data[record["setting"]["dataset"]])

@@ -111,7 +111,7 @@ def compare(table: Table | str, store: RunStore, configs: list[ExperimentConfig]
     metrics = list(table.metrics)
     planned = [c.method for c in configs] if configs is not None else list(table.methods)
     methods = list(dict.fromkeys([*planned, *runs["method"]]))
-    ks = sorted(set(c.shots for c in configs) if configs else set(table.shots) | set(runs["shots"].dropna()))
+    ks = sorted({c.shots for c in configs} if configs else set(table.shots) | set(runs["shots"].dropna()))
     per_dataset = pd.DataFrame()
     if not runs.empty:
         numeric = runs.assign(status="completed", **{m: pd.to_numeric(runs[m], errors="coerce")

@@ -15,7 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -264,9 +265,10 @@ class DryRun:
 
     def summary(self) -> str:
         f = self.frame
-        lines = [f"{self.table.name}: {len(f)} cells ({f['dataset'].nunique()} datasets × {f['shots'].nunique()} K "
-                 f"× {f['method'].nunique()} methods × {f['seed'].nunique()} seeds); {int((f['status'] == DONE).sum())} "
-                 f"done, {len(self.missing)} to run, {self.missing_steps:,} optimiser steps"]
+        shape = " × ".join(f"{f[c].nunique()} {label}" for c, label in (("dataset", "datasets"), ("shots", "K"),
+                                                                         ("method", "methods"), ("seed", "seeds")))
+        lines = [f"{self.table.name}: {len(f)} cells ({shape}); {int((f['status'] == DONE).sum())} done, "
+                 f"{len(self.missing)} to run, {self.missing_steps:,} optimiser steps"]
         if self.seconds_per_step:
             rates = ", ".join(f"{m} {s:.3f} s/step" for m, s in self.seconds_per_step.items())
             lines.append(f"measured on this machine: {rates} → about {_duration(self.estimated_seconds)} of "
@@ -313,9 +315,14 @@ def dry_run(
         result.timing_note = "time per step not measured: none of the datasets was found under the data root"
         return result
     first = found[0]
-    for method in dict.fromkeys(c.method for c in configs):
-        sample = next(c for c in found if c.method == method and c.dataset.name == first.dataset.name)
-        result.seconds_per_step[method] = measure_seconds_per_step(sample, data[sample.dataset.name])
+    try:
+        for method in dict.fromkeys(c.method for c in configs):
+            sample = next(c for c in found if c.method == method and c.dataset.name == first.dataset.name)
+            result.seconds_per_step[method] = measure_seconds_per_step(sample, data[sample.dataset.name])
+    except ClipsvdError as exc:
+        result.seconds_per_step = {}
+        result.timing_note = f"time per step not measured: {exc}"
+        return result
     result.timing_note = (f"timed on {table.dataset_of(first.dataset.name)}, {first.shots}-shot, with "
                           f"{model_spec.label}, device {device}")
     return result
