@@ -172,7 +172,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"reproduce {table.name}: its numbers were measured with {table.model}: "
                           f"{table.expected_weights}. Nothing is downloaded. (For a dry run's timing any "
                           "architecture with --weights random will do.)")
-    if not args.data_root:
+    if not args.data_root and not args.dry_run:
         raise ConfigError(f"reproduce {table.name}: give --data-root, {LAYOUT_HELP[table.layout]}")
     model, store = _model_spec(args), RunStore(args.runs_dir)
     print(f"{table.title}\n  published with {table.model}; this run: {model.label}", flush=True)
@@ -192,7 +192,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             with open(out / "resolved_configs.jsonl", "w") as fh:
                 fh.writelines(json.dumps(record) + "\n" for record in dry.resolved_configs())
             print(f"\n{dry.summary()}\nresolved configs: {out / 'resolved_configs.jsonl'}")
-            if absent:
+            if not args.data_root:
+                print(f"no --data-root: steps from the datasets' known class counts; the data goes in "
+                      f"{LAYOUT_HELP[table.layout]}")
+            elif absent:
                 print(f"not found under {args.data_root}: {', '.join(absent)} ({LAYOUT_HELP[table.layout]})")
             return 0
         if absent:
