@@ -4,6 +4,7 @@
     python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
     python -m clipsvd eval RUN_ID
     python -m clipsvd analyze RUN_ID --corpus biomedical --format html png
+    python -m clipsvd report RUN_ID [--compare RUN_ID2] [--out report.html] [--pdf]
     python -m clipsvd runs list | show RUN_ID | delete RUN_ID | export RUN_ID --out run.zip
     python -m clipsvd pretrain-world --out clipsvd-world.safetensors
     python -m clipsvd methods | datasets | models
@@ -319,6 +320,49 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """One self-contained HTML report of a run (two side by side with --compare), a PDF beside it on request,
+    and each run's explanation-shift table as CSV and LaTeX."""
+    from pathlib import Path
+
+    from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
+    from clipsvd.analysis.heads import RANKING_MEASURES
+    from clipsvd.analysis.runs import analysis_images, load_run_pair
+    from clipsvd.analysis.textspan import DEFAULT_RANK, check_rank
+    from clipsvd.report import analyse_run, explanation_latex, html_to_pdf, report_html
+    from clipsvd.runs import RunStore
+
+    if args.measure not in RANKING_MEASURES:
+        raise ConfigError(f"--measure: expected one of {', '.join(RANKING_MEASURES)}, got '{args.measure}'")
+    split = resolve_ln_post_split(args.ln_post_split or DEFAULT_LN_POST_SPLIT).value
+    rank = check_rank(DEFAULT_RANK if args.rank is None else args.rank)
+    if args.compare == args.run_id:
+        raise ConfigError("report --compare: give a second, different run")
+    store = RunStore(args.runs_dir)
+    runs = [store.load(run_id) for run_id in (args.run_id, args.compare) if run_id]
+    out = Path(args.out or f"report-{'-vs-'.join(run.run_id for run in runs)}.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    analyses = []
+    for run in runs:
+        analysis = analyse_run(load_run_pair(run, args.device), analysis_images(run, args.images_per_class),
+                               args.corpus, args.measure, args.layers, args.texts_per_head, args.top_k,
+                               args.top_heads, rank=rank, ln_post_split=split,
+                               progress=lambda message: print(f"  {message}", flush=True))
+        for name, reason in analysis.failures.items():
+            print(f"  {name} failed: {reason}", flush=True)
+        if analysis.explanations is not None:
+            stem = out.parent / (f"{out.stem}-explanations" if len(runs) == 1 else f"{out.stem}-{run.run_id}")
+            analysis.explanations.to_csv(f"{stem}.csv", index=False)
+            Path(f"{stem}.tex").write_text(explanation_latex(analysis.explanations, args.measure), encoding="utf-8")
+            print(f"  wrote {stem}.csv and {stem}.tex", flush=True)
+        analyses.append(analysis)
+    out.write_text(report_html(analyses), encoding="utf-8")
+    print(f"wrote {out}", flush=True)
+    if args.pdf:
+        print(f"wrote {html_to_pdf(out, out.with_suffix('.pdf'))}", flush=True)
+    return 1 if any(a.failures for a in analyses) else 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -541,6 +585,30 @@ def build_parser() -> argparse.ArgumentParser:
     from clipsvd.world.config import PretrainConfig  # torch-free
 
     _add_dataclass_arguments(pretrain, PretrainConfig)
+    report = commands.add_parser("report", help="one self-contained HTML report of a run (config, metrics, σ shifts, "
+                                 "head ranking, explanations before vs after, UMAP), optionally a PDF and a second "
+                                 "run side by side")
+    report.add_argument("run_id")
+    report.add_argument("--compare", metavar="RUN_ID2", default=None, help="a second run, side by side (e.g. "
+                        "CLIPFit on the same data)")
+    report.add_argument("--out", default=None, help="HTML file (default report-RUN_ID[-vs-RUN_ID2].html); the "
+                        "explanation tables go beside it as CSV and LaTeX")
+    report.add_argument("--pdf", action="store_true", help="also print it to PDF beside the HTML (needs chromium)")
+    report.add_argument("--measure", default="ov_change",
+                        help="rank heads by ov_change, value_change, qk_change or out_change (default ov_change)")
+    report.add_argument("--corpus", default=None, help="world, general, biomedical or a text file (default: the one "
+                        "that suits the run's model)")
+    report.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="TextSpan layers (default: the last 4 plus those of the most-changed heads)")
+    report.add_argument("--top-heads", type=int, default=3, help="most-changed heads shown in detail")
+    report.add_argument("--top-k", type=int, default=5, help="texts per head compared before vs after")
+    report.add_argument("--texts-per-head", type=int, default=20)
+    report.add_argument("--rank", type=int, default=None, help="TextSpan rank (default 80, as clip_text_span)")
+    report.add_argument("--ln-post-split", default=None, metavar="{official,even}", help="TextSpan ln_post split")
+    report.add_argument("--images-per-class", type=int, default=10)
+    report.add_argument("--device", default="auto")
+    report.set_defaults(func=cmd_report)
+
     pretrain.add_argument("--out", default="clipsvd-world.safetensors",
                           help="checkpoint to write (fp16 safetensors; the learning curve goes beside it as .jsonl)")
     pretrain.set_defaults(func=cmd_pretrain_world)

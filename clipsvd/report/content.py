@@ -1,0 +1,145 @@
+"""Everything a run's report shows, computed once: σ shifts, head ranking, TextSpan before/after with the
+explanation shifts, images for the texts that entered, and UMAP.
+
+One analysis failing (a model TextSpan cannot decompose, too few images for UMAP) is recorded and
+reported instead of costing the others, as in `python -m clipsvd analyze`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from clipsvd.analysis.corpus import default_corpus_for, load_corpus
+from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, tower_blocks, vision_tower
+from clipsvd.analysis.explanation_shift import (
+    SHIFT_TOP_K,
+    explanation_shifts,
+    head_shift,
+    layers_to_explain,
+    top_changed_heads,
+)
+from clipsvd.analysis.heads import head_changes
+from clipsvd.analysis.runs import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
+from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanCache, TextSpanResult
+from clipsvd.data import ClassificationDataset
+from clipsvd.errors import ClipsvdError
+from clipsvd.runs import Run
+
+DEFAULT_TOP_HEADS = 3
+ENTERED_TEXTS_SHOWN = 3
+
+
+@dataclass
+class EnteredImages:
+    """The test images one head writes most along a text that entered its explanation."""
+
+    layer: int
+    head: int
+    text: str
+    images: list[tuple[Image.Image, str]]  # (image, class name)
+
+
+@dataclass
+class RunAnalysis:
+    """One run's part of a report; the fields a failed analysis would fill stay None (see `failures`)."""
+
+    run: Run
+    model_label: str
+    measure: str
+    heads: pd.DataFrame | None = None  # head_changes of the image tower, ranked by `measure`
+    sv_shifts: pd.DataFrame | None = None
+    before: TextSpanResult | None = None
+    after: TextSpanResult | None = None
+    explanations: pd.DataFrame | None = None  # explanation_shifts joined with the weight ranking
+    umap: pd.DataFrame | None = None
+    entered: list[EnteredImages] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def top_heads(self) -> list[tuple[int, int]]:
+        """The most-changed analysed heads the report details."""
+        if self.heads is None or self.before is None:
+            return []
+        return top_changed_heads(self.heads, self.settings.get("top_heads", DEFAULT_TOP_HEADS), self.before.layers)
+
+    @property
+    def short_name(self) -> str:
+        """Method and seed: figure titles (the run id heads each column)."""
+        return f"{self.run.config.get('method')} · seed {self.run.config.get('seed')}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.short_name} · {self.run.run_id}"
+
+
+def analyse_run(
+    pair: RunPair,
+    dataset: ClassificationDataset,
+    corpus: str | None = None,
+    measure: str = "ov_change",
+    layers: Sequence[int] | None = None,
+    texts_per_head: int = DEFAULT_TEXTS_PER_HEAD,
+    k: int = SHIFT_TOP_K,
+    top_heads: int = DEFAULT_TOP_HEADS,
+    images_per_text: int = 4,
+    rank: int = DEFAULT_RANK,
+    ln_post_split: str = DEFAULT_LN_POST_SPLIT.value,
+    textspan: tuple[TextSpanResult, TextSpanResult] | None = None,
+    cache: TextSpanCache | None = None,
+    images_key: str | None = None,
+    umap_seed: int = 0,
+    model_label: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunAnalysis:
+    """Compute a run's report content on `dataset` (the run's test images, e.g. `analysis_images`).
+
+    corpus: a built-in name or a file (default: the one that suits the run's model). layers: TextSpan's
+    (default: the last four plus those of the `top_heads` most-changed heads). `textspan`: results already
+    computed on the same images (the dashboard's), reused instead of recomputed.
+    """
+    say = progress or (lambda message: None)
+    corpus = corpus or default_corpus_for(run_model_spec(pair.run))
+    label = model_label or (pair.run.config.get("model_source") or {}).get("label") or pair.before.label
+    analysis = RunAnalysis(pair.run, label, measure, settings={
+        "corpus": str(corpus), "texts_per_head": texts_per_head, "k": k, "top_heads": top_heads, "rank": rank,
+        "ln_post_split": ln_post_split, "images": len(dataset.test), "umap_seed": umap_seed})
+
+    def step(name: str, function: Callable[[], Any]) -> Any:
+        say(f"{pair.run.run_id}: {name}")
+        try:
+            return function()
+        except ClipsvdError as exc:
+            analysis.failures[name] = str(exc)
+            return None
+
+    analysis.sv_shifts = step("σ shifts", lambda: run_sv_shifts(pair))
+    analysis.heads = step("head ranking", lambda: head_changes(pair.before, pair.method, "visual", measure))
+    if analysis.heads is not None and layers is None:
+        layers = layers_to_explain(len(tower_blocks(vision_tower(pair.before))), analysis.heads, top_heads)
+    analysis.settings["layers"] = list(layers) if layers is not None else None
+    if textspan is None:
+        textspan = step("TextSpan", lambda: run_textspan(pair, dataset, load_corpus(corpus), layers, texts_per_head,
+                                                         cache, images_key, rank, ln_post_split))
+    if textspan is not None:
+        analysis.before, analysis.after = textspan
+        analysis.explanations = step("explanation shift", lambda: explanation_shifts(*textspan, analysis.heads, k))
+        analysis.entered = step("images of entered texts", lambda: _entered_images(
+            analysis, dataset, images_per_text)) or []
+    analysis.umap = step("UMAP", lambda: run_umap(pair, dataset, umap_seed))
+    return analysis
+
+
+def _entered_images(analysis: RunAnalysis, dataset: ClassificationDataset, per_text: int) -> list[EnteredImages]:
+    found = []
+    k = analysis.settings["k"]
+    for layer, head in analysis.top_heads:
+        shift = head_shift(analysis.before.head(layer, head), analysis.after.head(layer, head),
+                           analysis.before.text_embeddings, analysis.before.corpus, k)
+        for text in shift.entered[:ENTERED_TEXTS_SHOWN]:
+            found.append(EnteredImages(layer, head, text,
+                                       images_for_text(analysis.after, dataset, layer, head, text, per_text)))
+    return found

@@ -1,0 +1,273 @@
+"""One self-contained HTML file per report: what a researcher sends a co-author.
+
+plotly.js is embedded once, inline (no CDN: the file opens offline and in ten years), figures follow as
+divs; images are inline PNG data. Two runs put each section side by side, with joint figures of their head
+changes and explanation shifts.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from clipsvd.analysis.explanation_shift import KEPT, SHIFT_COLUMNS, marked_texts, shift_correlation
+from clipsvd.errors import ConfigError
+from clipsvd.plots import head_heatmap, head_ranking_bar, sv_shift_heatmap, umap_figure
+from clipsvd.plots.explanation import SHIFT_TITLES, head_comparison_bars, shift_scatter
+from clipsvd.plots.heads import MEASURE_TITLES
+from clipsvd.plots.style import FONT, head_label
+from clipsvd.plots.training import history_figure
+from clipsvd.report.content import RunAnalysis
+from clipsvd.report.latex import explanation_latex
+
+FIGURE_CLASS = "report-figure"  # every figure's container: tests count them
+METRIC_KEYS = ("accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "steps", "train_seconds",
+               "checkpoint_bytes", "n_test_all")
+STYLE = f"""
+body {{ font-family: {FONT}; color: #222; margin: 0 auto; max-width: 1040px; padding: 16px; font-size: 14px; }}
+h1 {{ font-size: 24px; margin-bottom: 4px; }} h2 {{ border-bottom: 2px solid #0072B2; padding-bottom: 4px;
+margin-top: 32px; }} h3 {{ margin: 18px 0 6px; }}
+table {{ border-collapse: collapse; margin: 8px 0; font-size: 12px; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }}
+th {{ border-bottom: 2px solid #888; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.runs {{ display: grid; grid-template-columns: repeat(var(--n), minmax(0, 1fr)); gap: 16px; }}
+.run-name {{ font-weight: 600; color: #0072B2; margin: 6px 0; }}
+.mark {{ font-size: 11px; padding: 0 5px; border-radius: 3px; color: #fff; white-space: nowrap; }}
+.mark-kept {{ background: #8C8C8C; }} .mark-entered {{ background: #0072B2; }} .mark-left {{ background: #D55E00; }}
+.note {{ color: #555; font-size: 12px; }} .failure {{ color: #B00020; }}
+.thumbs {{ display: flex; gap: 6px; flex-wrap: wrap; margin: 4px 0 10px; }}
+.thumbs figure {{ margin: 0; font-size: 11px; text-align: center; }}
+.thumbs img {{ width: 80px; height: 80px; image-rendering: pixelated; display: block; }}
+pre {{ background: #f6f6f6; padding: 8px; font-size: 11px; white-space: pre-wrap; word-break: break-all; }}
+.{FIGURE_CLASS} {{ break-inside: avoid; page-break-inside: avoid; }}
+@page {{ size: A4 landscape; margin: 10mm; }}
+@media print {{ body {{ max-width: none; padding: 0; }} .modebar-container {{ display: none; }} h2 {{ break-after: avoid; }} details > * {{ display: block; }} }}
+"""
+
+
+class _Figures:
+    """Figure divs with deterministic ids; sizes left to the page so columns and print can fit them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, fig: go.Figure) -> str:
+        self.count += 1
+        fig.update_layout(width=None, autosize=True)
+        div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"figure-{self.count}",
+                          config={"displaylogo": False, "responsive": True})
+        return f'<div class="{FIGURE_CLASS}">{div}</div>'
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if not _is_number(value):
+        return _e(value)
+    if pd.isna(value):
+        return "—"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return f"{value:,.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+
+
+def _table(frame: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> str:
+    """An HTML table of `columns` (column -> header), text escaped, numbers right-aligned."""
+    head = "".join(f"<th>{_e(title)}</th>" for title in columns.values())
+    rows = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            cells.append(f'<td class="num">{_number(value, digits)}</td>' if _is_number(value)
+                         else f"<td>{_e(value)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _key_values(pairs: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_number(v)}</td></tr>"
+                   for k, v in pairs.items() if v is not None)
+    return f"<table>{rows}</table>"
+
+
+def _png(image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _failure(analysis: RunAnalysis, name: str) -> str:
+    reason = analysis.failures.get(name)
+    return f'<p class="failure">{_e(name)} could not be computed: {_e(reason)}</p>' if reason else ""
+
+
+# ----- sections, one run each -------------------------------------------------------------------------
+
+def _config(a: RunAnalysis, fig: _Figures) -> str:
+    cfg = a.run.config
+    dataset = cfg.get("dataset") or {}
+    overview = _key_values({
+        "run": a.run.run_id, "created": a.run.created, "method": cfg.get("method"), "model": a.model_label,
+        "dataset": f"{dataset.get('name')} ({dataset.get('kind')})", "protocol": cfg.get("protocol"),
+        "shots per class": "all" if cfg.get("shots") is None else cfg.get("shots"), "seed": cfg.get("seed"),
+        "hyperparameters set": json.dumps(cfg.get("hyperparameters") or {}),
+    })
+    full = f"<details><summary>Full config (JSON)</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"
+    return overview + full
+
+
+def _metrics(a: RunAnalysis, fig: _Figures) -> str:
+    metrics = a.run.metrics
+    out = _key_values({key: metrics.get(key) for key in METRIC_KEYS})
+    per_class = metrics.get("per_class")
+    if isinstance(per_class, dict) and per_class:
+        out += "<h3>Per-class accuracy (%)</h3>" + _table(pd.DataFrame([per_class]), {c: c for c in per_class}, 1)
+    if a.run.history:
+        out += fig(history_figure(pd.DataFrame(a.run.history), f"Training history — {a.short_name}"))
+    return out
+
+
+def _sigma(a: RunAnalysis, fig: _Figures) -> str:
+    if a.sv_shifts is None or not len(a.sv_shifts):
+        return _failure(a, "σ shifts") or '<p class="note">No matrix of this run has singular values to compare.</p>'
+    return fig(sv_shift_heatmap(a.sv_shifts, title=f"Singular-value shift — {a.short_name}"))
+
+
+def _heads(a: RunAnalysis, fig: _Figures) -> str:
+    if a.heads is None:
+        return _failure(a, "head ranking")
+    best = a.heads.iloc[0]
+    return (f"<p>Most changed: <b>{_e(head_label(best['layer'], best['head']))}</b>, "
+            f"{_e(MEASURE_TITLES[a.measure])} = {best[a.measure]:.3g}.</p>"
+            + fig(head_ranking_bar(a.heads, a.measure, 16, f"Most-changed image heads — {a.short_name}"))
+            + fig(head_heatmap(a.heads, a.measure, f"Per-head change by layer — {a.short_name}")))
+
+
+def _marked_list(frame: pd.DataFrame, side: str) -> str:
+    items = []
+    for _, row in frame.iterrows():
+        text, mark, share = row[f"text_{side}"], row[f"mark_{side}"], row[f"explained_{side}"]
+        if text is None:
+            continue
+        items.append(f'<li><span class="mark mark-{_e(mark)}">{_e(mark)}</span> {_e(text)} '
+                     f'<span class="note">{100 * share:.1f}%</span></li>')
+    return f"<ol>{''.join(items)}</ol>"
+
+
+def _explanations(a: RunAnalysis, fig: _Figures) -> str:
+    if a.explanations is None:
+        return _failure(a, "TextSpan") + _failure(a, "explanation shift")
+    table, k = a.explanations, a.settings["k"]
+    out = []
+    if len(table) >= 3:
+        correlations = "; ".join(f"{SHIFT_TITLES[c].split(' (')[0]}: {shift_correlation(table, a.measure, c).text()}"
+                                 for c in SHIFT_COLUMNS)
+        out.append(f"<p>Spearman rank correlation of {_e(a.measure)} with explanation shift across heads — "
+                   f"{_e(correlations)}.</p>")
+    out.append(fig(shift_scatter(table, a.measure, f"Weight change vs explanation shift — {a.short_name}")))
+    for layer, head in a.top_heads:
+        row = table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
+        marks = marked_texts(a.before.head(layer, head), a.after.head(layer, head), k)
+        out.append(
+            f"<h3>#{int(row['rank'])} {_e(head_label(layer, head))} — {_e(a.measure)} {row[a.measure]:.3g}, "
+            f"text shift {row['text_shift']:.2f}, span shift {row['span_shift']:.2f}</h3>"
+            f'<p class="note">Variance explained by the first {k} texts: {100 * row["explained_before"]:.1f}% '
+            f'before, {100 * row["explained_after"]:.1f}% after.</p>'
+            f'<div class="runs" style="--n: 2"><div><b>before (pretrained)</b>{_marked_list(marks, "before")}</div>'
+            f'<div><b>after (fine-tuned)</b>{_marked_list(marks, "after")}</div></div>')
+        for entry in (e for e in a.entered if (e.layer, e.head) == (layer, head)):
+            thumbs = "".join(f'<figure><img src="{_png(image)}" alt="{_e(label)}"><figcaption>{_e(label)}'
+                             f"</figcaption></figure>" for image, label in entry.images)
+            out.append(f'<p class="note">Images this head writes most along the entered text '
+                       f'“{_e(entry.text)}”:</p><div class="thumbs">{thumbs}</div>')
+    columns = {"rank": "rank", "head_name": "head", a.measure: a.measure, "text_shift": "text shift",
+               "span_shift": "span shift", "explained_before": f"expl. top-{k} before",
+               "explained_after": f"expl. top-{k} after", "texts_before": "top texts before",
+               "texts_after": "top texts after"}
+    named = table.assign(head_name=[head_label(l, h) for l, h in zip(table["layer"], table["head"])])
+    out.append(f"<h3>All analysed heads</h3>{_table(named, columns)}")
+    out.append(f"<details><summary>LaTeX (booktabs)</summary><pre>{_e(explanation_latex(table, a.measure))}"
+               "</pre></details>")
+    return "".join(out)
+
+
+def _umap(a: RunAnalysis, fig: _Figures) -> str:
+    if a.umap is None:
+        return _failure(a, "UMAP")
+    return fig(umap_figure(a.umap, f"Image features (UMAP) — {a.short_name}")) + (
+        '<p class="note">Layouts fitted separately before and after: compare how classes cluster, not positions.'
+        "</p>")
+
+
+SECTIONS = (("Configuration", _config), ("Metrics", _metrics), ("Singular-value shifts", _sigma),
+            ("Head ranking (image tower)", _heads), ("Explanations before vs after (TextSpan)", _explanations),
+            ("Embeddings (UMAP)", _umap))
+
+
+def _side_by_side(analyses: Sequence[RunAnalysis], render, fig: _Figures) -> str:
+    if len(analyses) == 1:
+        return render(analyses[0], fig)
+    columns = "".join(f'<div><div class="run-name">{_e(a.name)}</div>{render(a, fig)}</div>' for a in analyses)
+    return f'<div class="runs" style="--n: {len(analyses)}">{columns}</div>'
+
+
+def _comparison(analyses: Sequence[RunAnalysis], fig: _Figures) -> str:
+    """Joint figures of the compared runs' head changes and explanation shifts, and ρ per run."""
+    if len({a.measure for a in analyses}) != 1:
+        raise ConfigError("report: compared runs must rank heads by the same measure")
+    measure = analyses[0].measure
+    out = []
+    heads = {a.name: a.heads.sort_values(["layer", "head"]) for a in analyses if a.heads is not None}
+    if len(heads) > 1:
+        out.append(fig(head_comparison_bars(heads, measure, f"Head change per run — {MEASURE_TITLES[measure]}")))
+    shifts = {a.name: a.explanations.sort_values(["layer", "head"]) for a in analyses if a.explanations is not None}
+    if len(shifts) > 1:
+        out.append(fig(head_comparison_bars(shifts, "span_shift", "Explanation (span) shift per run")))
+        rows = [{"run": name, **{c: shift_correlation(t, measure, c).text() for c in SHIFT_COLUMNS}}
+                for name, t in shifts.items() if len(t) >= 3]
+        out.append(_table(pd.DataFrame(rows), {"run": "run", "text_shift": f"ρ({measure}, text shift)",
+                                               "span_shift": f"ρ({measure}, span shift)"}))
+    return "".join(out)
+
+
+def report_html(analyses: Sequence[RunAnalysis], title: str | None = None) -> str:
+    """The whole report as one HTML string (a few MB: plotly.js is inside)."""
+    if not analyses:
+        raise ConfigError("report: no run to report on")
+    if len({a.run.run_id for a in analyses}) != len(analyses):
+        raise ConfigError("report: compare two different runs")
+    fig = _Figures()
+    names = " vs ".join(a.run.run_id for a in analyses)
+    title = title or f"clipsvd report — {names}"
+    a0 = analyses[0]
+    settings = ", ".join(f"{k} {v}" for k, v in a0.settings.items() if v is not None)
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="note">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by clipsvd. Heads ranked by '
+            f"{_e(a0.measure)} ({_e(MEASURE_TITLES[a0.measure])}). Analysis settings: {_e(settings)}. "
+            f'Marks: <span class="mark mark-{KEPT}">kept</span> in both top lists, '
+            '<span class="mark mark-entered">entered</span> only after, '
+            '<span class="mark mark-left">left</span> only before.</p>']
+    if len(analyses) > 1:
+        body.append("<h2>Side by side</h2>" + _comparison(analyses, fig))
+    for heading, render in SECTIONS:
+        body.append(f"<h2>{_e(heading)}</h2>" + _side_by_side(analyses, render, fig))
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{STYLE}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<body>{''.join(body)}</body></html>")

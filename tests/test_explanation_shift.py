@@ -1,0 +1,153 @@
+"""Explanation shift: both scores on planted before/after sets whose answer is known, the per-head table, the
+rank correlation, and the Explain page starting from the Heads ranking (AppTest)."""
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clipsvd.analysis.explanation_shift import (
+    ENTERED,
+    KEPT,
+    LEFT,
+    explanation_shifts,
+    head_shift,
+    layers_to_explain,
+    marked_texts,
+    principal_angles,
+    shift_correlation,
+    span_shift,
+    text_set_shift,
+    top_changed_heads,
+)
+from clipsvd.analysis.textspan import HeadTexts, TextSpanResult
+from clipsvd.errors import ConfigError
+
+D = 12
+BASIS = np.eye(D)
+
+
+# ----- the two scores on planted sets -----------------------------------------------------------------
+
+def test_text_shift_identical_disjoint_partial():
+    assert text_set_shift(["a", "b", "c", "d"], ["d", "c", "b", "a"]) == 0.0  # order does not matter
+    assert text_set_shift(["a", "b"], ["c", "d"]) == 1.0
+    assert text_set_shift(["a", "b", "c", "d"], ["a", "b", "x", "y"]) == pytest.approx(0.5)
+    assert text_set_shift(["a", "b", "c", "d", "e"], ["a", "x", "y", "z", "w"]) == pytest.approx(0.8)
+    assert text_set_shift(["a", "b", "c", "d"], ["a", "b"]) == pytest.approx(0.5)  # stopped early: missing = changed
+    assert text_set_shift([], []) == 0.0 and text_set_shift(["a"], []) == 1.0
+
+
+def test_span_shift_identical_orthogonal_partial():
+    assert span_shift(BASIS[:4], BASIS[[3, 1, 0, 2]]) == pytest.approx(0.0, abs=1e-12)
+    assert span_shift(BASIS[:4], 3.0 * BASIS[:4]) == pytest.approx(0.0, abs=1e-12)  # lengths do not matter
+    assert span_shift(BASIS[:3], BASIS[3:6]) == pytest.approx(1.0)
+    assert span_shift(BASIS[:4], BASIS[[0, 1, 6, 7]]) == pytest.approx(0.5)  # two of four directions kept
+    assert span_shift(np.zeros((0, D)), np.zeros((0, D))) == 0.0
+
+
+def test_span_shift_of_one_rotated_text_is_sin_squared_over_k():
+    """Turn one of k orthonormal texts by θ towards a new direction: one principal angle θ, shift sin²θ / k."""
+    theta = math.radians(30)
+    after = BASIS[:4].copy()
+    after[3] = math.cos(theta) * BASIS[3] + math.sin(theta) * BASIS[9]
+    angles = principal_angles(BASIS[:4], after)
+    assert np.degrees(angles.max()) == pytest.approx(30.0) and np.allclose(angles[:3], 0, atol=1e-7)
+    assert span_shift(BASIS[:4], after) == pytest.approx(math.sin(theta) ** 2 / 4)
+
+
+def test_span_shift_sees_a_paraphrase_the_text_shift_does_not():
+    """Different words, same direction ("a red disc" / "a crimson circle"): the text shift counts a change, the span
+    shift none; a dependent extra text adds no dimension."""
+    before = np.stack([BASIS[0], BASIS[1]])
+    after = np.stack([BASIS[0], 2 * BASIS[1], BASIS[0] + BASIS[1]])
+    assert span_shift(before, after) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError, match="dimensions"):
+        span_shift(BASIS[:2], np.ones((2, D + 1)))
+
+
+# ----- per head, on a planted TextSpan result ------------------------------------------------------------
+
+def _corpus() -> tuple[list[str], torch.Tensor]:
+    """±e_i for i < D: the corpus mean is 0, so centring leaves the planted directions as they are."""
+    texts = [f"p{i}" for i in range(D)] + [f"n{i}" for i in range(D)]
+    return texts, torch.tensor(np.concatenate([BASIS, -BASIS]), dtype=torch.float32)
+
+
+def _head(layer: int, head: int, texts: list[str], corpus: list[str]) -> HeadTexts:
+    shares = [0.4, 0.2, 0.1, 0.05, 0.05, 0.02][: len(texts)]
+    return HeadTexts(layer, head, [corpus.index(t) for t in texts], texts, shares, shares, 1.0, D)
+
+
+def _result(corpus, embeddings, heads: dict) -> TextSpanResult:
+    layers = tuple(sorted({layer for layer, _ in heads}))
+    n_heads = 1 + max(head for _, head in heads)
+    built = {key: _head(*key, texts, corpus) for key, texts in heads.items()}
+    return TextSpanResult(layers, corpus, built, torch.zeros(3, len(layers), n_heads, D), embeddings)
+
+
+PLANTED_BEFORE = {(0, 0): ["p0", "p1", "p2", "p3"], (0, 1): ["p4", "p5", "p6", "p7"], (1, 0): ["p0", "p1", "p2", "p3"],
+                  (1, 1): ["p8", "p9", "p10", "p11"]}
+PLANTED_AFTER = {(0, 0): ["p0", "p1", "p2", "p3"],  # identical
+                 (0, 1): ["p8", "p9", "p10", "p11"],  # disjoint and orthogonal
+                 (1, 0): ["p0", "p1", "p8", "p9"],  # half kept
+                 (1, 1): ["n8", "p9", "p10", "p11"]}  # a paraphrase: -e8 spans the same line as e8
+
+
+def test_head_shift_and_marks_on_planted_heads():
+    corpus, embeddings = _corpus()
+    before, after = _result(corpus, embeddings, PLANTED_BEFORE), _result(corpus, embeddings, PLANTED_AFTER)
+    expected = {(0, 0): (0.0, 0.0), (0, 1): (1.0, 1.0), (1, 0): (0.5, 0.5), (1, 1): (0.25, 0.0)}
+    for key, (text, span) in expected.items():
+        shift = head_shift(before.head(*key), after.head(*key), embeddings, corpus, k=4)
+        assert (shift.text_shift, shift.span_shift) == (pytest.approx(text), pytest.approx(span, abs=1e-9)), key
+    half = head_shift(before.head(1, 0), after.head(1, 0), embeddings, corpus, k=4)
+    assert (half.kept, half.entered, half.left) == (["p0", "p1"], ["p8", "p9"], ["p2", "p3"])
+    assert half.explained_before == pytest.approx(0.75) and half.largest_angle == pytest.approx(90.0)
+    marks = marked_texts(before.head(1, 0), after.head(1, 0), k=4)
+    assert marks["mark_before"].tolist() == [KEPT, KEPT, LEFT, LEFT]
+    assert marks["mark_after"].tolist() == [KEPT, KEPT, ENTERED, ENTERED]
+    assert head_shift(before.head(1, 0), after.head(1, 0), embeddings, corpus, k=2).text_shift == 0.0  # top 2 kept
+    with pytest.raises(ConfigError, match="at least 1"):
+        head_shift(before.head(1, 0), after.head(1, 0), embeddings, corpus, k=0)
+
+
+def test_explanation_table_follows_the_weight_ranking():
+    corpus, embeddings = _corpus()
+    before, after = _result(corpus, embeddings, PLANTED_BEFORE), _result(corpus, embeddings, PLANTED_AFTER)
+    changes = pd.DataFrame({"layer": [1, 0, 0, 1, 2], "head": [1, 1, 0, 0, 0], "ov_change": [0.9, 0.5, 0.1, 0.3, 0.8]})
+    changes = changes.sort_values("ov_change", ascending=False, ignore_index=True).assign(rank=range(1, 6))
+    table = explanation_shifts(before, after, changes, k=4)
+    assert list(zip(table["layer"], table["head"])) == [(1, 1), (0, 1), (1, 0), (0, 0)]  # layer 2 not analysed
+    assert table["rank"].tolist() == [1, 3, 4, 5]
+    assert table["text_shift"].tolist() == pytest.approx([0.25, 1.0, 0.5, 0.0])
+    assert table["texts_before"].iloc[2] == "p0 | p1 | p2" and table["entered_texts"].iloc[2] == "p8 | p9"
+    assert top_changed_heads(changes, 2) == [(1, 1), (2, 0)]
+    assert top_changed_heads(changes, 2, layers=(0, 1)) == [(1, 1), (0, 1)]
+    assert layers_to_explain(12, changes, 3) == (0, 1, 2, 8, 9, 10, 11)  # last four + those of the top three
+    with pytest.raises(ConfigError, match="does not cover"):
+        explanation_shifts(before, after, changes[changes["layer"] != 0], k=4)
+    other = dataclasses.replace(after, corpus=list(reversed(corpus)))
+    with pytest.raises(ConfigError, match="different corpora"):
+        explanation_shifts(before, other, changes)
+
+
+def test_shift_correlation_is_spearman_with_a_permutation_p_value():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=16)
+    table = pd.DataFrame({"ov_change": x, "up": np.exp(x), "down": -x ** 3, "noise": rng.normal(size=16)})
+    up = shift_correlation(table, "ov_change", "up")
+    assert up.rho == pytest.approx(1.0) and up.p_value < 1e-3 and up.n == 16
+    assert shift_correlation(table, "ov_change", "down").rho == pytest.approx(-1.0)
+    stats = pytest.importorskip("scipy.stats")
+    noise = shift_correlation(table, "ov_change", "noise")
+    reference = stats.spearmanr(table["ov_change"], table["noise"])
+    assert noise.rho == pytest.approx(reference.statistic)
+    assert noise.p_value == pytest.approx(reference.pvalue, abs=0.03)
+    assert "n = 16 heads" in noise.text()
+    with pytest.raises(ConfigError, match="at least 3"):
+        shift_correlation(table.head(2), "ov_change", "up")
+    with pytest.raises(ConfigError, match="no column"):
+        shift_correlation(table, "qk_change", "up")
