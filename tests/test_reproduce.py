@@ -137,6 +137,10 @@ def test_reproduce_without_a_model_says_which_weights_the_table_expects(tmp_path
     assert code == 2 and "--weights /path/ViT-B-16.pt" in capsys.readouterr().err
     code = main(["reproduce", "clip-svd-base2novel-biomedical", "--data-root", str(tmp_path)])
     assert code == 2 and "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in capsys.readouterr().err
+    assert main(["reproduce", "clip-svd-few-shot-natural", *TINY_ARGS, "--dry-run", "--no-timing", "--shots", "1",
+                 "--out", str(tmp_path / "out")]) == 0  # a dry run needs no data: steps from known class counts
+    printed = capsys.readouterr().out
+    assert "66 cells (11 datasets × 1 K × 2 methods × 3 seeds)" in printed and "no --data-root" in printed
     assert main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in available_tables()) and "HealthX-Lab/CLIP-SVD@022b1eda02df" in listing
@@ -227,6 +231,9 @@ def test_base2novel_comparison_reports_both_hm_conventions(tmp_path, coop_root):
     assert average["published_hm"] == 80.13 and pd.isna(average["delta_hm"])  # 2 of 11 datasets: no Δ
     assert average["published_hm_convention"] == "hm-of-averages"
     assert ("reference", "", "average") in frame.index  # CLIP-LoRA, CoOp... beside ours
+    by_setting = compare(table, store).set_index(["kind", "method", "dataset"])  # no grid: runs matched by setting
+    assert by_setting.loc[("measured", "clip-svd", "average"), "hm_of_averages"] == average["hm_of_averages"]
+    assert by_setting.loc[("measured", "zero-shot", "average"), "note"].startswith("not measured yet")
 
 
 # ----------------------------------------------------------------------------- the page
