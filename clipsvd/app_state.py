@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
+from clipsvd.analysis.heads import RANKING_MEASURES, head_changes
 from clipsvd.analysis.runs import RunPair, load_pretrained, run_model_spec
 from clipsvd.analysis.runs import analysis_images as run_analysis_images
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
@@ -26,6 +27,7 @@ from clipsvd.methods.base import OPTIMIZERS, PRECISIONS, SCHEDULES, WARMUPS, con
 from clipsvd.methods.presets import Setting
 from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL, LoadedModel, ModelSpec, load_model
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
+from clipsvd.plots.heads import MEASURE_TITLES as HEAD_MEASURE_TITLES
 from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root, mean_std_text
 from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
@@ -35,6 +37,7 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "warmup": WARMUPS, "p
 
 MODEL_KEY, DATASET_KEY, SHOTS_KEY, DATA_SEED_KEY = "model_spec", "dataset_spec", "shots", "data_seed"
 DEVICE_KEY, RUNS_ROOT_KEY, JOB_KEY, RUN_KEY = "device", "runs_root", "job_id", "run_id"
+HEADS_MEASURE_KEY = "heads_measure"  # the head-change measure chosen on Heads or Explain
 DEFAULT_DATASET = DatasetSpec("builtin", DEFAULT_DATASET_NAME)  # the world's microscopy-like shape task
 NO_WEIGHTS_NOTE = (
     "**No OpenAI or LAION CLIP weights ship offline.** The default model is *" + WORLD_LABEL + "*: real "
@@ -383,6 +386,29 @@ def computed_once(name: str, params: dict[str, Any], button_label: str) -> bool:
     return done
 
 
+def pick_heads_measure(where: Any = st, key: str = "heads") -> str:
+    """The measure heads are ranked by, chosen on Heads or Explain: one choice for both pages, remembered
+    across pages and carried in the URL (?measure=), so Explain starts from the ranking Heads showed."""
+    wanted = st.query_params.get("measure") or st.session_state.get(HEADS_MEASURE_KEY)
+    index = RANKING_MEASURES.index(wanted) if wanted in RANKING_MEASURES else 0
+    chosen = where.selectbox("Rank heads by", RANKING_MEASURES, index=index, key=f"_w_{key}_measure",
+                             format_func=lambda m: f"{m} ({HEAD_MEASURE_TITLES[m]})",
+                             help="How a head's change is measured on the weights; shared by Heads and Explain.")
+    st.session_state[HEADS_MEASURE_KEY] = chosen
+    st.query_params["measure"] = chosen
+    return chosen
+
+
+@st.cache_data(show_spinner="Comparing every head before and after…", max_entries=8)
+def _head_changes(_ctx: AnalysisContext, key: tuple[str, str, str], encoder: str, measure: str) -> pd.DataFrame:
+    return head_changes(_ctx.before, _ctx.method, encoder, measure)
+
+
+def head_ranking(ctx: AnalysisContext, encoder: str, measure: str) -> pd.DataFrame | None:
+    """Every head of one tower ranked by `measure` (cached per run): what Heads shows and Explain starts from."""
+    return try_call(_head_changes, ctx, ctx.key, encoder, measure)
+
+
 # ----- hyperparameter forms ------------------------------------------------------------------------
 def hyperparameter_form(method: str, setting: Setting, key: str) -> dict[str, Any]:
     """Widgets for every field of the method's Config, preset to the official protocol for this setting
@@ -394,13 +420,17 @@ def hyperparameter_form(method: str, setting: Setting, key: str) -> dict[str, An
     preset = cls.preset(setting)
     overrides: dict[str, Any] = {}
     columns = st.columns(3)
-    for i, f in enumerate(dataclasses.fields(cls.Config)):
+    shown = 0
+    for f in dataclasses.fields(cls.Config):
         default = getattr(defaults, f.name)
+        if not dataclasses.replace(defaults, **overrides).field_used(f.name):
+            continue  # e.g. momentum under AdamW: the form shows what the chosen settings use
         source = preset.sources.get(f.name)
         help_text = helps.get(f.name, "") + (f"\n\nOfficial value, from {source}" if source else "")
         widget_key = f"{key}-{setting.protocol}-{setting.shots}-{setting.dataset}-{setting.backbone}-{f.name}"
-        with columns[i % 3]:
+        with columns[shown % 3]:
             value = _field_widget(f.name, hints.get(f.name, type(default)), default, widget_key, help_text)
+        shown += 1
         if value != default:
             overrides[f.name] = value
     return overrides

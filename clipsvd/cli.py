@@ -291,7 +291,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             suffix = "" if encoder == "visual" else "_text"
             save(f"heads{suffix}", table, head_ranking_bar(table))
             save(f"heads{suffix}_heatmap", None, head_heatmap(table))
-        if hasattr(pair.method, "singular_value_weights"):
+        if pair.method.singular_value_weights():
             save("heads_legacy_sigma_blocks", legacy_sigma_block_scores(pair.method))
 
     def textspan() -> None:
@@ -396,11 +396,16 @@ def _require_id(args: argparse.Namespace) -> str:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from clipsvd.methods import available_methods, get_method
+    from clipsvd.methods.base import config_help
 
     for name in available_methods():
         cls = get_method(name)
-        print(f"{name:14s} {cls.display_name}: {cls.summary}")
-        print(f"{'':14s} defaults: {cls.default_config().to_dict()}")
+        print(f"{name} — {cls.display_name}: {cls.summary}")
+        defaults, helps = cls.default_config(), config_help(cls.Config)
+        for key, value in defaults.to_dict().items():
+            print(f"    {key} = {value!r}" + (f"  — {helps[key]}" if key in helps else ""))
+        print("    (official presets per dataset and K: python -m clipsvd config --method "
+              f"{name} --dataset DTD --shots 16)")
     return 0
 
 
@@ -580,11 +585,6 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", default="auto")
     analyze.set_defaults(func=cmd_analyze)
 
-    pretrain = commands.add_parser("pretrain-world", help="reproduce the shipped world CLIP from a seed "
-                                   "(about an hour on 2 CPU cores, minutes on a GPU)")
-    from clipsvd.world.config import PretrainConfig  # torch-free
-
-    _add_dataclass_arguments(pretrain, PretrainConfig)
     report = commands.add_parser("report", help="one self-contained HTML report of a run (config, metrics, σ shifts, "
                                  "head ranking, explanations before vs after, UMAP), optionally a PDF and a second "
                                  "run side by side")
@@ -609,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default="auto")
     report.set_defaults(func=cmd_report)
 
+    pretrain = commands.add_parser("pretrain-world", help="reproduce the shipped world CLIP from a seed "
+                                   "(about an hour on 2 CPU cores, minutes on a GPU)")
+    from clipsvd.world.config import PretrainConfig  # torch-free
+
+    _add_dataclass_arguments(pretrain, PretrainConfig)
     pretrain.add_argument("--out", default="clipsvd-world.safetensors",
                           help="checkpoint to write (fp16 safetensors; the learning curve goes beside it as .jsonl)")
     pretrain.set_defaults(func=cmd_pretrain_world)

@@ -37,7 +37,7 @@ if CONTEXT is not None:
         fig = sv_shift_heatmap(shifts, measure)
         st.plotly_chart(fig, key="sv-heatmap")
         ui.figure_downloads(fig, ui.file_stem(CONTEXT.run.run_id, "sigma-shift", measure), key="heatmap")
-        if hasattr(CONTEXT.method, "singular_value_weights"):
+        if CONTEXT.method.singular_value_weights():
             st.caption("CLIP-SVD: each trained σ is compared with its own initial value (same singular vectors).")
         else:
             st.caption("This method trains plain weights: σ are recomputed after training and matched by rank.")

@@ -91,13 +91,13 @@ def legacy_sigma_block_scores(method, encoder: str = "visual") -> pd.DataFrame:
     so block h is "the h-th group of singular directions by magnitude", not attention head h. Use
     `head_changes` for a true per-head measure. Score: mean over v and out of ‖σ_b − σ₀_b‖/‖σ₀_b‖.
     """
-    weights = getattr(method, "singular_value_weights", None)
-    if weights is None or not weights():
+    weights = method.singular_value_weights()
+    if not weights:
         raise ConfigError("legacy_sigma_block_scores needs an attached, unmerged CLIP-SVD method")
     model = as_module(method)
     heads = attention_heads(model, encoder)
     scores: dict[int, dict[str, torch.Tensor]] = {}
-    for path, svw in weights().items():
+    for path, svw in weights.items():
         where = _encoder_and_layer(model, path)
         if where is None or where[0] != encoder:
             continue

@@ -72,7 +72,7 @@ def image_batches(dataset: ClassificationDataset, loaded: LoadedModel, batch_siz
 
 def run_sv_shifts(pair: RunPair) -> pd.DataFrame:
     """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods via plain weights."""
-    if hasattr(pair.method, "singular_value_weights"):
+    if pair.method.singular_value_weights():
         return singular_value_shifts_from_method(pair.method)
     return singular_value_shifts(pair.before, pair.method)
 

@@ -94,14 +94,10 @@ def _encoder_and_layer(model: nn.Module, path: str) -> tuple[str, int] | None:
 
 def singular_value_shifts_from_method(method) -> pd.DataFrame:
     """The same table from an attached (not merged) CLIP-SVD method: trained σ against σ₀, index by index."""
-    weights = getattr(method, "singular_value_weights", None)
-    if weights is None:
-        raise ConfigError(f"{getattr(method, 'name', type(method).__name__)}: has no trained singular values; "
-                          "use singular_value_shifts(pretrained, weights_after(method))")
-    svws = weights()
+    svws = method.singular_value_weights()
     if not svws:
-        raise ConfigError("clip-svd: no decomposed weights left (merged already?); compare plain weights with "
-                          "singular_value_shifts(pretrained, merged) instead")
+        raise ConfigError(f"{method.name}: no trained singular values (another method, or CLIP-SVD merged already); "
+                          "compare plain weights with singular_value_shifts(pretrained, weights_after(method))")
     model = as_module(method)
     rows = []
     for path, svw in svws.items():

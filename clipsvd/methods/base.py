@@ -52,11 +52,12 @@ class MethodConfig:
     drop_last: bool = field(default=False, metadata=_help(
         "drop each epoch's last incomplete batch when the split holds at least one batch (Dassl's loaders, "
         "used by CLIPFit); CLIP-SVD's loader keeps it"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate (per step, after warm-up)"))
     optimizer: str = field(default="adamw", metadata=_help("adamw | adam | sgd", choices=OPTIMIZERS))
-    weight_decay: float = field(default=0.01, metadata=_help("decoupled for adamw, L2 for adam and sgd"))
-    momentum: float = field(default=0.9, metadata=_help("sgd only"))
-    eps: float = field(default=1e-8, metadata=_help("adam/adamw only"))
+    weight_decay: float = field(default=0.01, metadata=_help(
+        "weight decay coefficient: decoupled for adamw, an L2 term for adam and sgd"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum (sgd only)"))
+    eps: float = field(default=1e-8, metadata=_help("Adam's ε added to the denominator (adam/adamw only)"))
     schedule: str = field(default="cosine", metadata=_help(
         "cosine: one cosine from lr to min_lr over all steps, stepped per iteration; cosine-cyclic: the official "
         "CLIP-SVD scheduler, CosineAnnealingLR(T_max=epochs) stepped every iteration, so the rate cycles with "
@@ -66,7 +67,7 @@ class MethodConfig:
     warmup: str = field(default="linear", metadata=_help(
         "linear: ramp up to lr; constant: hold warmup_lr (Dassl's ConstantWarmupScheduler)", choices=WARMUPS))
     warmup_lr: float = field(default=1e-5, metadata=_help("the rate held during a constant warm-up"))
-    min_lr: float = field(default=1e-6, metadata=_help("the cosine's floor (eta_min)"))
+    min_lr: float = field(default=1e-6, metadata=_help("the cosine's floor (eta_min), an absolute learning rate"))
     crop_scale_min: float = field(default=0.08, metadata=_help(
         "smallest area fraction of RandomResizedCrop in training augmentation"))
     templates: list[str] = field(default_factory=list, metadata=_help(
@@ -78,6 +79,19 @@ class MethodConfig:
         "trainable part follows a frozen backbone"))
     precision: str = field(default="auto", metadata=_help(
         "auto: fp16 autocast with a loss scaler on CUDA, fp32 on CPU; fp32; fp16; bf16", choices=PRECISIONS))
+
+    def field_used(self, name: str) -> bool:
+        """Whether a field matters for this config (the form hides the others): momentum for SGD only, eps for
+        Adam/AdamW only, warm-up settings only with warm-up epochs, epochs only without iterations."""
+        return {
+            "momentum": self.optimizer == "sgd",
+            "eps": self.optimizer != "sgd",
+            "warmup": self.warmup_epochs > 0,
+            "warmup_lr": self.warmup_epochs > 0 and self.warmup == "constant",
+            "epochs": self.iterations is None and not self.cached_views,
+            "drop_last": not self.cached_views,
+            "batch_size": not self.cached_views,
+        }.get(name, True)
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -214,6 +228,12 @@ class Method(ABC):
 
     def regularizer(self, class_weights: torch.Tensor) -> torch.Tensor | float:
         return 0.0
+
+    # ----- analysis capabilities ----------------------------------------------------------------
+    def singular_value_weights(self) -> dict[str, nn.Module]:
+        """Decomposed weights by module path, whose σ can be compared with σ₀ (CLIP-SVD); empty for methods that
+        train no singular values, so analyses say so instead of drawing zeros."""
+        return {}
 
     # ----- training on cached features (a capability) --------------------------------------------
     def frozen_backbone(self) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -3,15 +3,29 @@
 Each selected matrix is decomposed once, W = U·diag(σ)·Vᵀ (thin SVD), with U and V frozen and
 σ trainable, initialised to σ₀ so the attached model equals the pretrained one. The factors of a
 given set of weights are cached on disk (clipsvd.methods.svd_cache), so only the first attach of
-a model pays for the SVDs; it reports progress and honours cancel between matrices. The weight is
-recomposed once per forward pass of its module (not factored per token: one matmul per matrix
-instead of two per token). `merge()` writes the trained W back as a plain parameter.
+a model pays for the SVDs; it reports progress and honours cancel between matrices. `merge()`
+writes the trained W back as a plain parameter.
+
+How a decomposed matrix is applied (the speed of a training step; benchmarks/bench_clip_svd_step.py):
+the module that owns the weight (an nn.Linear, or open_clip's nn.MultiheadAttention) gets its
+forward replaced, and each call picks the cheaper of two exact forms by counting multiply-adds for
+its shape and the number of tokens it sees (`training_costs`):
+  * factored, x·Vᵀ·diag(σ)·Uᵀ per token: no weight gradient is ever formed, since U and V are frozen;
+    cheaper for the thin MLP matrices at any token count, and for square ones below ~2·d tokens;
+  * recomposed, x·(U·diag(σ)·Vᵀ)ᵀ: one d³ recomposition and a d³ projection of dW, then matmuls with
+    one weight instead of two; cheaper for square matrices over many tokens (ViT-B/16, batch 32).
+Without gradients (evaluation) W is recomposed once per change of σ and reused. open_clip's
+nn.MultiheadAttention is replaced by plain scaled-dot-product attention on the projected q, k, v, so
+q, k and v never need the fused in_proj weight.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clipsvd.errors import ConfigError
@@ -20,12 +34,31 @@ from clipsvd.methods.base import AttachCancelled, Method, MethodConfig
 from clipsvd.methods.registry import register_method
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS, encoder_blocks
 
+Path = Literal["auto", "factored", "recomposed"]
+PATHS: tuple[str, ...] = ("auto", "factored", "recomposed")
+
+
+def training_costs(rows: int, cols: int, rank: int, tokens: int, input_grad: bool) -> tuple[int, int]:
+    """Multiply-adds of one forward+backward of a (rows × cols) block of rank `rank` over `tokens` rows of x,
+    as (factored, recomposed). Gradients: σ always, x only when `input_grad` (not below the first trained layer).
+
+    factored:   x·Vᵀ (T·n·r), ·diag(σ)·Uᵀ (T·r·m); backward g = dy·U (T·m·r), dσ = Σ_t g⊙(x·Vᵀ) (T·r),
+                dx = (g·diag(σ))·V (T·r·n).
+    recomposed: W = U·diag(σ)·Vᵀ (m·r·n), x·Wᵀ (T·m·n); backward dW = dyᵀ·x (T·m·n),
+                dσ = diag(Uᵀ·dW·V) (m·n·r), dx = dy·W (T·m·n).
+    """
+    m, n, r, t = rows, cols, rank, tokens
+    factored = t * r * (n + m) + t * m * r + (t * r * n if input_grad else 0)
+    recomposed = 2 * m * r * n + 2 * t * m * n + (t * m * n if input_grad else 0)
+    return factored, recomposed
+
 
 class SingularValueWeight(nn.Module):
     """A (possibly fused) weight whose row blocks are U_b·diag(σ_b)·V_bᵀ with only σ_b trainable.
 
     Fused weights (q/k/v in one in_proj) are split in `row_blocks` equal row blocks; blocks whose
-    kind is not selected stay as frozen copies.
+    kind is not selected stay as frozen copies. Calling the module gives the recomposed weight;
+    `project`/`linear` apply it to inputs along the cheaper path (see the module docstring).
     """
 
     def __init__(self, weight: torch.Tensor, block_kinds: list[str], decompose: set[str],
@@ -33,6 +66,7 @@ class SingularValueWeight(nn.Module):
         super().__init__()
         self.block_kinds = list(block_kinds)
         self.sigma = nn.ParameterDict()
+        self.path: Path = "auto"  # "factored"/"recomposed" force one form (tests, benchmarks)
         self._cache: tuple[tuple, torch.Tensor] | None = None
         for kind, block in zip(block_kinds, weight.detach().chunk(len(block_kinds), dim=0)):
             if kind in decompose:
@@ -49,7 +83,8 @@ class SingularValueWeight(nn.Module):
                 self.register_buffer(f"frozen_{kind}", block.clone())
 
     def forward(self) -> torch.Tensor:
-        if not torch.is_grad_enabled():  # evaluation: recompose once per change of σ, not once per batch
+        """The recomposed weight (differentiable in σ when gradients are on)."""
+        if not self._needs_sigma_grad():  # evaluation: recompose once per change of σ, not once per batch
             # .to(device/dtype) keeps _version, so the key also names where σ lives and in which precision.
             versions = tuple((sigma._version, sigma.device, sigma.dtype) for sigma in self.sigma.values())
             if self._cache is None or self._cache[0] != versions:
@@ -57,6 +92,9 @@ class SingularValueWeight(nn.Module):
             return self._cache[1]
         self._cache = None
         return self._recompose()
+
+    def _needs_sigma_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(sigma.requires_grad for sigma in self.sigma.values())
 
     def _recompose(self) -> torch.Tensor:
         parts = []
@@ -67,6 +105,46 @@ class SingularValueWeight(nn.Module):
             else:
                 parts.append(getattr(self, f"frozen_{kind}"))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+    def current_weight(self) -> torch.Tensor:
+        """What the owner's plain attribute should hold: the cached W in evaluation, else an empty tensor of
+        W's dtype and device (training never keeps a W copy alive; read the live W by calling the module)."""
+        if self._cache is not None:
+            return self._cache[1]
+        sigma = next(iter(self.sigma.values()))
+        return sigma.detach().new_empty(0)
+
+    def uses_factored(self, x: torch.Tensor) -> bool:
+        """Whether a training call on x takes the factored form: forced by `path`, else the fewer multiply-adds."""
+        if self.path != "auto":
+            return self.path == "factored"
+        tokens = x.numel() // x.shape[-1]
+        factored = recomposed = 0
+        for kind in self.sigma:
+            u = getattr(self, f"U_{kind}")
+            f, r = training_costs(u.shape[0], x.shape[-1], u.shape[1], tokens, x.requires_grad)
+            factored, recomposed = factored + f, recomposed + r
+        return factored < recomposed
+
+    def project(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """x·W_bᵀ + b_b for each row block b (q, k, v of a fused in_proj come out separately)."""
+        biases = bias.chunk(len(self.block_kinds)) if bias is not None else [None] * len(self.block_kinds)
+        if not (self._needs_sigma_grad() and self.uses_factored(x)):
+            return list(F.linear(x, self(), bias).chunk(len(self.block_kinds), dim=-1))
+        self._cache = None
+        outputs = []
+        for kind, b in zip(self.block_kinds, biases):
+            if kind in self.sigma:
+                hidden = F.linear(x, getattr(self, f"Vh_{kind}")) * self.sigma[kind]
+                outputs.append(F.linear(hidden, getattr(self, f"U_{kind}"), b))
+            else:
+                outputs.append(F.linear(x, getattr(self, f"frozen_{kind}"), b))
+        return outputs
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """F.linear(x, W, bias) for the whole (fused) weight."""
+        outputs = self.project(x, bias)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
 
     def decomposed_sizes(self) -> int:
         """Values stored for U, V and σ of the decomposed blocks (the paper's parameter denominator)."""
@@ -83,11 +161,59 @@ def _same_weight(a, b) -> bool:
     return (a.module, a.param) == (b.module, b.param)
 
 
+def _svd_of(host: nn.Module, param: str) -> SingularValueWeight | None:
+    svw = getattr(host, f"{param}_svd", None)
+    return svw if isinstance(svw, SingularValueWeight) else None
+
+
+def _linear_forward(host: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Replaces the forward of an nn.Linear whose weight is decomposed."""
+    svw = host.weight_svd
+    out = svw.linear(x, host.bias)
+    host.weight = svw.current_weight()
+    return out
+
+
+def _attention_forward(attn: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                       attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                       is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Replaces nn.MultiheadAttention.forward where its in_proj or out_proj weight is decomposed.
+
+    Batch-first self-attention without weights or padding mask (how open_clip calls it) runs as plain
+    scaled-dot-product attention on q, k, v projected block by block, so the fused in_proj weight is
+    never recomposed on the factored path. Anything else recomposes the weights and runs torch's own.
+    """
+    in_svw, out_svw = _svd_of(attn, "in_proj_weight"), _svd_of(attn.out_proj, "weight")
+    plain = (query is key and key is value and query.dim() == 3 and attn.batch_first and not need_weights
+             and key_padding_mask is None and attn._qkv_same_embed_dim and attn.bias_k is None
+             and not attn.add_zero_attn and (attn_mask is None or attn_mask.dim() == 2))
+    if not plain:
+        for host, param, svw in ((attn, "in_proj_weight", in_svw), (attn.out_proj, "weight", out_svw)):
+            if svw is not None:
+                setattr(host, param, svw())
+        return nn.MultiheadAttention.forward(attn, query, key, value, key_padding_mask, need_weights, attn_mask,
+                                             average_attn_weights, is_causal)
+    batch, length, width = query.shape
+    if in_svw is not None:
+        q, k, v = in_svw.project(query, attn.in_proj_bias)
+        attn.in_proj_weight = in_svw.current_weight()
+    else:
+        q, k, v = F.linear(query, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(batch, length, attn.num_heads, attn.head_dim).transpose(1, 2) for t in (q, k, v))
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # nn.MultiheadAttention: True = masked out
+        attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))
+    context = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask.to(q.dtype) if attn_mask is not None else None,
+        dropout_p=attn.dropout if attn.training else 0.0, is_causal=is_causal and attn_mask is None)
+    return attn.out_proj(context.transpose(1, 2).reshape(batch, length, width)), None
+
+
 def _recompose(block: nn.Module, _inputs) -> None:
     """Forward pre-hook on a transformer block: recompose every decomposed weight inside it.
 
-    The hook sits on the block, not on the module owning the weight, because some owners are never
-    called themselves (nn.MultiheadAttention reads out_proj.weight without calling out_proj).
+    Only for owners that are neither nn.Linear nor nn.MultiheadAttention (no known family has one):
+    their forward is unknown, so they get the recomposed weight as a plain attribute before each call.
     """
     for host, param_name in block._svd_targets:
         setattr(host, param_name, getattr(host, f"{param_name}_svd")())
@@ -98,11 +224,16 @@ class CLIPSVDConfig(MethodConfig):
     lr: float = 5e-4
     epochs: int = 10
     weight_decay: float = 0.01
-    encoders: list[str] = field(default_factory=lambda: list(ENCODERS))
-    layers: list[int] | None = None  # None: every block
-    matrix_kinds: list[str] = field(default_factory=lambda: list(MATRIX_KINDS))
-    # Explicit targets override the three selectors above, e.g. "visual.transformer.resblocks.11.attn.v".
-    module_paths: list[str] | None = None
+    encoders: list[str] = field(default_factory=lambda: list(ENCODERS), metadata={
+        "help": "which towers train: visual (image encoder), text (text encoder)"})
+    layers: list[int] | None = field(default=None, metadata={
+        "help": "transformer blocks that train, counted from 0; empty: every block"})
+    matrix_kinds: list[str] = field(default_factory=lambda: list(MATRIX_KINDS), metadata={
+        "help": "matrices whose σ train: q, k, v (attention query/key/value projections), out (attention output "
+                "projection), fc (MLP expansion), proj (MLP contraction)"})
+    module_paths: list[str] | None = field(default=None, metadata={
+        "help": "explicit weights to decompose, overriding the three selectors above, e.g. "
+                "visual.transformer.resblocks.11.attn.v; empty: use the selectors"})
 
     def validate(self) -> None:
         super().validate()
@@ -123,7 +254,9 @@ class CLIPSVD(Method):
     trains_text_encoder = True
 
     def setup(self, loaded, class_prompts) -> None:
-        self.hooked_blocks: list[tuple[nn.Module, torch.utils.hooks.RemovableHandle]] = []
+        # Modules whose forward CLIP-SVD replaced (handle None) or hooked (a block's pre-hook), for merge().
+        self.hooked_blocks: list[tuple[nn.Module, torch.utils.hooks.RemovableHandle | None]] = []
+        self.decomposed: list[tuple[nn.Module, str]] = []  # (owner, parameter name) of every decomposed weight
         targets = self._targets(loaded.model)
         weights = {f"{m}.{p}": (getattr(loaded.model.get_submodule(m), p), kinds, selected)
                    for _, m, p, kinds, selected in targets}
@@ -140,7 +273,6 @@ class CLIPSVD(Method):
             factors = None
             if cached is not None and all(f"{name}.{k}.{t}" in cached for k in selected for t in "USV"):
                 factors = {k: tuple(cached[f"{name}.{k}.{t}"] for t in "USV") for k in selected}
-            block = loaded.model.get_submodule(block_path)
             host = loaded.model.get_submodule(module_path)
             svw = SingularValueWeight(getattr(host, param), kinds, selected, factors)
             for kind in svw.sigma:
@@ -151,15 +283,43 @@ class CLIPSVD(Method):
                                  f"{name}.{kind}.V": getattr(svw, f"Vh_{kind}").cpu()})
             host.register_module(f"{param}_svd", svw)
             del host._parameters[param]
-            setattr(host, param, getattr(host, f"{param}_svd")().detach())
-            if not hasattr(block, "_svd_targets"):
-                block._svd_targets = []
-                self.hooked_blocks.append((block, block.register_forward_pre_hook(_recompose)))
-            block._svd_targets.append((host, param))
+            with torch.no_grad():
+                svw()  # the evaluation cache, so the plain attribute below is the real W until training starts
+            setattr(host, param, svw.current_weight())
+            self.decomposed.append((host, param))
+            self._route(loaded.model, loaded.model.get_submodule(block_path), module_path, host, param)
         if not self.hooked_blocks:
             raise ConfigError("clip-svd: the selection of encoders/layers/matrix kinds matches no matrix")
         if cached is None:
             svd_cache.save(key, computed)
+
+    def _route(self, model: nn.Module, block: nn.Module, module_path: str, host: nn.Module, param: str) -> None:
+        """Make the owner's forward apply the decomposed weight (module docstring); a block pre-hook otherwise."""
+        if isinstance(host, nn.MultiheadAttention):
+            self._replace_forward(host, _attention_forward)
+        elif isinstance(host, nn.Linear):
+            self._replace_forward(host, _linear_forward)
+            parent = model.get_submodule(module_path.rpartition(".")[0])
+            if isinstance(parent, nn.MultiheadAttention):  # it reads out_proj.weight without calling out_proj
+                self._replace_forward(parent, _attention_forward)
+        else:
+            if not hasattr(block, "_svd_targets"):
+                block._svd_targets = []
+                self.hooked_blocks.append((block, block.register_forward_pre_hook(_recompose)))
+            block._svd_targets.append((host, param))
+
+    def _replace_forward(self, module: nn.Module, forward) -> None:
+        """An instance attribute shadows the class's forward; a partial (not a bound method) survives deepcopy."""
+        if "forward" not in module.__dict__:
+            module.forward = functools.partial(forward, module)
+            self.hooked_blocks.append((module, None))
+
+    def set_path(self, path: Path) -> None:
+        """Force every decomposed weight onto one form ("auto": the cheaper per call), for tests and benchmarks."""
+        if path not in PATHS:
+            raise ConfigError(f"clip-svd path: expected one of {PATHS}, got {path!r}")
+        for svw in self.singular_value_weights().values():
+            svw.path = path
 
     def _targets(self, model: nn.Module) -> list[tuple[str, str, str, list[str], set[str]]]:
         """(block path, module path, parameter, kinds of its row blocks, selected kinds) per weight to decompose."""
@@ -196,7 +356,7 @@ class CLIPSVD(Method):
             )
         return [(*key, kinds, selected) for key, (kinds, selected) in wanted.items()]
 
-    def singular_value_weights(self) -> dict[str, SingularValueWeight]:
+    def singular_value_weights(self) -> dict[str, nn.Module]:
         """Decomposed weights by module path, for analysis (σ vs σ₀)."""
         return {n: m for n, m in self.model.named_modules() if isinstance(m, SingularValueWeight)}
 
@@ -208,15 +368,18 @@ class CLIPSVD(Method):
         return report
 
     def merge(self) -> nn.Module:
-        """Write W = U·diag(σ)·Vᵀ back as plain frozen parameters and drop U, V and the hooks."""
-        for block, handle in self.hooked_blocks:
-            handle.remove()
-            for host, param in block._svd_targets:
-                with torch.no_grad():
-                    weight = getattr(host, f"{param}_svd")().detach().clone()
-                delattr(host, f"{param}_svd")
-                delattr(host, param)
-                host.register_parameter(param, nn.Parameter(weight, requires_grad=False))
-            del block._svd_targets
-        self.hooked_blocks = []
+        """Write W = U·diag(σ)·Vᵀ back as plain frozen parameters and drop U, V, the hooks and replaced forwards."""
+        for module, handle in self.hooked_blocks:
+            if handle is None:
+                del module.__dict__["forward"]
+            else:
+                handle.remove()
+                del module._svd_targets
+        for host, param in self.decomposed:
+            with torch.no_grad():
+                weight = getattr(host, f"{param}_svd")().detach().clone()
+            delattr(host, f"{param}_svd")
+            delattr(host, param)
+            host.register_parameter(param, nn.Parameter(weight, requires_grad=False))
+        self.hooked_blocks, self.decomposed = [], []
         return self.model
