@@ -2,15 +2,9 @@
 import streamlit as st
 
 from clipsvd import app_state as ui
-from clipsvd.analysis import head_changes, legacy_sigma_block_scores
-from clipsvd.analysis.heads import RANKING_MEASURES
+from clipsvd.analysis import legacy_sigma_block_scores
 from clipsvd.plots import head_heatmap, head_ranking_bar
 from clipsvd.plots.heads import MEASURE_TITLES
-
-
-@st.cache_data(show_spinner="Comparing every head before and after…", max_entries=8)
-def changes(_ctx: ui.AnalysisContext, key: tuple[str, str, str], encoder: str, rank_by: str):
-    return head_changes(_ctx.before, _ctx.method, encoder, rank_by)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -36,10 +30,9 @@ CONTEXT = ui.analysis_context()
 if CONTEXT is not None:
     c1, c2, c3 = st.columns(3)
     encoder = c1.selectbox("Encoder", ("visual", "text"), key="_w_heads_encoder")
-    rank_by = c2.selectbox("Rank by", RANKING_MEASURES, key="_w_heads_rank",
-                           format_func=lambda m: f"{m} ({MEASURE_TITLES[m]})")
+    rank_by = ui.pick_heads_measure(c2, "heads")
     top = c3.slider("Heads in the ranking", 5, 50, 15, key="_w_heads_top")
-    table = ui.try_call(changes, CONTEXT, CONTEXT.key, encoder, rank_by)
+    table = ui.head_ranking(CONTEXT, encoder, rank_by)
     if table is not None:
         ui.unchanged_note(CONTEXT, bool((table[rank_by] > 0).any()), f"{encoder} attention heads")
         best = table.iloc[0]
@@ -60,5 +53,8 @@ if CONTEXT is not None:
         with st.expander("Table (all heads, ranked)"):
             st.dataframe(table, hide_index=True, width="stretch")
             ui.table_download(table, ui.file_stem(CONTEXT.run.run_id, "head-changes", encoder), key="heads")
-        if hasattr(CONTEXT.method, "singular_value_weights"):
+        if encoder == "visual":
+            ui.page_link("explain", "What did these heads start or stop writing? Explain them",
+                         run=CONTEXT.run.run_id, measure=rank_by)
+        if getattr(CONTEXT.method, "singular_value_weights", dict)():  # CLIP-SVD, attached and unmerged
             legacy_section(CONTEXT, encoder)

@@ -151,3 +151,93 @@ def test_shift_correlation_is_spearman_with_a_permutation_p_value():
         shift_correlation(table.head(2), "ov_change", "up")
     with pytest.raises(ConfigError, match="no column"):
         shift_correlation(table, "qk_change", "up")
+
+
+# ----- the Explain page starts from the Heads ranking (AppTest) ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One CLIP-SVD run of the tiny CLIP (2 layers × 2 heads), trained enough to move every head."""
+    from clipsvd.data import DatasetSpec
+    from clipsvd.runs import RunStore
+    from clipsvd.training import ExperimentConfig, run_experiment
+    from tests.conftest import TINY
+
+    store = RunStore(tmp_path_factory.mktemp("explain-runs"))
+    config = ExperimentConfig(method="clip-svd", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"), shots=1,
+                              seed=1, device="cpu", hyperparameters={"epochs": 2, "lr": 1e-2}, max_test_per_class=2)
+    run = run_experiment(config, store)
+    assert run.status == "completed"
+    return store, run
+
+
+def _ranking(run, measure: str) -> pd.DataFrame:
+    from clipsvd.analysis import head_changes
+    from clipsvd.analysis.runs import load_run_pair
+
+    pair = load_run_pair(run, "cpu")
+    return head_changes(pair.before, pair.method, "visual", measure)
+
+
+def _shown_heads(at):
+    [heads] = [m for m in at.multiselect if m.label == "Heads to explain"]
+    return heads.value
+
+
+def test_explain_defaults_to_the_top_of_the_heads_ranking_under_the_measure_chosen_on_heads(tiny_run):
+    from tests.test_app import app_at, assert_clean
+
+    store, run = tiny_run
+    at = app_at("pages/4_Heads.py", store.root)
+    assert_clean(at)
+    at.selectbox(key="_w_heads_measure").select("qk_change").run()
+    assert_clean(at)
+    assert at.selectbox(key="_w_heads_measure").value == "qk_change"  # the choice survives its own rerun
+    assert at.session_state["heads_measure"] == "qk_change" and at.query_params["measure"] in ("qk_change",
+                                                                                               ["qk_change"])
+    at.switch_page("pages/5_Explain.py")
+    at.run()
+    assert at.selectbox(key="_w_explain_measure").value == "qk_change"  # carried across pages
+    at.button(key="run-textspan").click().run()
+    assert_clean(at)
+    ranking = _ranking(run, "qk_change")
+    assert _shown_heads(at) == top_changed_heads(ranking, 3)
+    assert [m.value for m in at.metric if m.label == "Weight-change rank"] == ["#1 of 4", "#2 of 4", "#3 of 4"]
+    assert [m.value for m in at.metric if m.label == "qk_change"] == [f"{v:.3g}" for v in ranking["qk_change"][:3]]
+    assert {m.label for m in at.metric} >= {"Text shift", "Span shift"}
+    assert any("kept" in m.value or "entered" in m.value for m in at.markdown)  # marked side-by-side lists
+    assert any("Spearman rank correlation" in m.value for m in at.markdown)
+    at.radio(key="_w_ts_order").set_value("variance after fine-tuning").run()  # the old ordering stays available
+    assert_clean(at)
+    assert len(_shown_heads(at)) == 3
+
+
+def test_explain_reads_the_measure_from_the_url_and_builds_the_report(tiny_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, TIMEOUT, assert_clean
+
+    def quick_umap(pair, dataset, seed=0):  # UMAP's first fit compiles for ~10 s; tested in test_analysis
+        n = len(dataset.test)
+        return pd.DataFrame({"x": np.arange(2 * n, dtype=float), "y": np.zeros(2 * n),
+                             "label": [dataset.classnames[i] for i in dataset.test.labels] * 2,
+                             "which": ["before"] * n + ["after"] * n, "index": list(range(n)) * 2})
+
+    monkeypatch.setattr("clipsvd.report.content.run_umap", quick_umap)
+    store, run = tiny_run
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["runs_root"] = str(store.root)
+    at.query_params["measure"] = "value_change"
+    at.query_params["run"] = run.run_id
+    at.switch_page("pages/5_Explain.py")
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="_w_explain_measure").value == "value_change"
+    at.button(key="run-textspan").click().run()
+    assert _shown_heads(at) == top_changed_heads(_ranking(run, "value_change"), 3)
+    at.checkbox(key="_w_report_pdf").uncheck().run()
+    at.button(key="build_report").click().run()
+    assert_clean(at)
+    files = at.session_state["report-files"]
+    assert files["pdf"] is None and b"Explanations before vs after" in files["html"]
+    assert run.run_id.encode() in files["html"] and not files["failures"]

@@ -93,11 +93,13 @@ def analyse_run(
     images_key: str | None = None,
     umap_seed: int = 0,
     model_label: str | None = None,
+    corpus_lines: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RunAnalysis:
     """Compute a run's report content on `dataset` (the run's test images, e.g. `analysis_images`).
 
-    corpus: a built-in name or a file (default: the one that suits the run's model). layers: TextSpan's
+    corpus: a built-in name or a file (default: the one that suits the run's model), or only its name when
+    `corpus_lines` gives the texts (an uploaded corpus). layers: TextSpan's
     (default: the last four plus those of the `top_heads` most-changed heads). `textspan`: results already
     computed on the same images (the dashboard's), reused instead of recomputed.
     """
@@ -122,8 +124,8 @@ def analyse_run(
         layers = layers_to_explain(len(tower_blocks(vision_tower(pair.before))), analysis.heads, top_heads)
     analysis.settings["layers"] = list(layers) if layers is not None else None
     if textspan is None:
-        textspan = step("TextSpan", lambda: run_textspan(pair, dataset, load_corpus(corpus), layers, texts_per_head,
-                                                         cache, images_key, rank, ln_post_split))
+        textspan = step("TextSpan", lambda: run_textspan(pair, dataset, corpus_lines or load_corpus(corpus), layers,
+                                                         texts_per_head, cache, images_key, rank, ln_post_split))
     if textspan is not None:
         analysis.before, analysis.after = textspan
         analysis.explanations = step("explanation shift", lambda: explanation_shifts(*textspan, analysis.heads, k))
