@@ -70,6 +70,7 @@ PAGES = {
     "embeddings": ("pages/6_Embeddings.py", "Embeddings", ":material/scatter_plot:"),
     "compare": ("pages/7_Compare.py", "Compare", ":material/compare_arrows:"),
     "runs": ("pages/8_Runs.py", "Runs", ":material/folder_open:"),
+    "reproduce": ("pages/9_Reproduce.py", "Reproduce", ":material/table_chart:"),
 }
 ANALYSIS_PAGES = ("sigma", "heads", "explain", "embeddings")
 

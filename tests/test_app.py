@@ -22,6 +22,7 @@ PAGES = {
     "pages/6_Embeddings.py": "Embeddings",
     "pages/7_Compare.py": "Compare",
     "pages/8_Runs.py": "Runs",
+    "pages/9_Reproduce.py": "Reproduce",
 }
 TIMEOUT = 120  # pages import torch; the first run of a page also builds the tiny model
 WORLD_DATASET = "world-shape-microscopy"  # the dashboard's default dataset

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGES = {"Model and data": "Model & data", "Train": "Train", "Singular values": "Singular values",
          "Heads": "Heads", "Explain": "Explain (TextSpan)", "Embeddings": "Embeddings", "Compare": "Compare",
-         "Runs": "Runs"}
+         "Runs": "Runs", "Reproduce": "Reproduce"}
 SHOTS = Path(os.environ.get("CLIPSVD_SHOTS", "/tmp/shots"))  # screenshots, for a person to look at
 
 pytestmark = [
