@@ -145,3 +145,19 @@ def test_hm_conventions():
     assert summary["average_of_hms"] == pytest.approx((harmonic_mean(80, 60) + harmonic_mean(90, 30)) / 2)
     assert summary["hm_of_averages"] != pytest.approx(summary["average_of_hms"])
     assert math.isclose(harmonic_mean(50, 50), 50)
+
+
+def test_a_run_restores_from_its_config_without_its_dataset(tmp_path):
+    import shutil
+
+    from tests.test_data import image_tree
+
+    root = image_tree(tmp_path / "tree", {"cat": 6, "dog": 6, "fox": 6})
+    config = quick_config("clip-svd", dataset=DatasetSpec("imagefolder", "pets", str(root)),
+                          hyperparameters={"epochs": 1, "templates": ["a {} photo.", "art of a {}."]})
+    run = run_experiment(config, RunStore(tmp_path / "runs"))
+    assert run.config["prompts"] == [["a cat photo.", "art of a cat."], ["a dog photo.", "art of a dog."],
+                                     ["a fox photo.", "art of a fox."]]
+    shutil.rmtree(root)  # the data is gone (another machine, a moved disk): the run still restores
+    _, method = restore_run(RunStore(tmp_path / "runs").load(run.run_id), "cpu")
+    assert method.config.templates == ["a {} photo.", "art of a {}."]

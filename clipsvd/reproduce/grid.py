@@ -31,7 +31,8 @@ from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_exp
 from clipsvd.training.loop import COMPLETED
 
 # Fields of a run's resolved config that do not change its result (or repeat what the setting resolves).
-VOLATILE = ("sweep", "device", "eval_batch_size", "preset", "steps", "hyperparameters", "model_source", "backbone")
+VOLATILE = ("sweep", "device", "eval_batch_size", "preset", "steps", "hyperparameters", "model_source", "backbone",
+            "prompts")
 DONE, MISSING = "done", "missing"
 GRID_COLUMNS = ["method", "dataset", "shots", "seed", "steps", "status", "run_id", "previous", "data"]
 LAYOUT_HELP = {

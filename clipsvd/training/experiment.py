@@ -34,7 +34,7 @@ from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
 from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallback, total_steps, train
 
 
-RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps"}  # written to config.json, not inputs
+RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps", "prompts"}  # written to config.json, not inputs
 
 
 @dataclass
@@ -177,7 +177,8 @@ def run_experiment(
     if result.status == COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
     record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
-                  preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)))
+                  preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)),
+                  prompts=[list(p) if isinstance(p, tuple) else p for p in prompts])
     if loaded.info is not None:  # where the weights came from, the activation built, any note (e.g. activation unknown)
         record["model_source"] = {**loaded.info.to_dict(), "label": loaded.label}
     run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"
@@ -225,13 +226,17 @@ def restore_run(run: Run, device: str = "auto") -> tuple[LoadedModel, Method]:
     loaded = load_model(config.model, device)
     method_cls = get_method(config.method)
     method = method_cls(method_cls.make_config(run.config.get("method_config") or {}, config.setting()))
-    prompts = _prompts_of_run(config, method.config.templates)
+    prompts = _prompts_of_run(run, config, method.config.templates)
     method.attach(loaded, prompts)
     method.load_adapter_state(run.adapter_tensors(), source=f"run {run.run_id} ({run.path})")
     loaded.model.eval()
     return loaded, method
 
 
-def _prompts_of_run(config: ExperimentConfig, templates: list[str]) -> list:
+def _prompts_of_run(run: Run, config: ExperimentConfig, templates: list[str]) -> list:
+    """The class prompts the run trained with: from its config.json (no dataset needed), or rebuilt from the
+    dataset for runs saved before prompts were recorded."""
+    if run.config.get("prompts"):
+        return [tuple(p) if isinstance(p, list) else p for p in run.config["prompts"]]
     data = prepare_data(dataclasses.replace(config, shots=None, max_test_per_class=None))
     return data.train_set.prompts(templates)
