@@ -4,7 +4,8 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.compare import method_bars, per_class_heatmap
-from clipsvd.runs import common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
+from clipsvd.runs import clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
+from clipsvd.runs.aggregate import GROUP_BY
 
 SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
 
@@ -42,8 +43,9 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
                          format_func=lambda v: "all" if pd.isna(v) else f"{int(v)}-shot")
     part = part[part["shots"].isna()] if pd.isna(shots) else part[part["shots"] == shots]
     m1, m2 = st.columns([3, 1])
+    # One selection per filter combination: switching protocol or K shows every method it has, not a stale subset.
     methods = m1.multiselect("Methods", sorted(part["method"].unique()), default=sorted(part["method"].unique()),
-                             key="_w_cmp_methods")
+                             key=ui.file_stem("_w_cmp_methods", model, dataset, protocol, shots))
     part = part[part["method"].isin(methods)]
     every_k = every_k[every_k["method"].isin(methods)]
     same = m2.toggle("Common seeds only", value=True, key="_w_cmp_same_seeds",
@@ -61,42 +63,46 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
 
 
 def headline(summary: pd.DataFrame, protocol: str) -> None:
-    key = "hm_mean" if protocol == "base2novel" else "accuracy_mean"
-    ranked = summary.dropna(subset=[key]).sort_values(key, ascending=False)
+    metric = "hm" if protocol == "base2novel" else "accuracy"
+    ranked = summary.dropna(subset=[f"{metric}_mean"]).sort_values(f"{metric}_mean", ascending=False)
     if ranked.empty:
         return
-    best = ranked.iloc[0]
+    best, why = clear_best(summary, metric)
+    top = ranked.iloc[0]
     cols = st.columns(4)
-    tied = ranked.loc[ranked[key] == best[key], "method"].tolist()
-    cols[0].metric("Best method", best["method"] if len(tied) == 1 else f"tie ({len(tied)})",
-                   help=None if len(tied) == 1 else "Same mean score: " + ", ".join(tied))
-    cols[1].metric("HM" if protocol == "base2novel" else "Accuracy", mean_std_text(best, key[:-5], " %"))
+    cols[0].metric("Best method", best or "no clear best", help=why)
+    cols[1].metric(f"{'HM' if metric == 'hm' else 'Accuracy'} of {top['method']}", mean_std_text(top, metric, " %"),
+                   help=f"n = {int(top['n'])} run(s)")
     cols[2].metric("Methods compared", len(summary))
     cols[3].metric("Runs", int(summary["n"].sum()))
 
 
 def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
-    summary = compare_methods(part)
+    summary = compare_methods(part, ("model", *GROUP_BY))  # the model column travels into the CSV
+    first = part.iloc[0]
+    stem = ui.file_stem(first["model"].split(" ")[0], first["dataset"], protocol,
+                        "all" if pd.isna(first["shots"]) else f"{int(first['shots'])}shot")
     if summary.empty:
         st.info("No completed runs match these filters.")
         return
     headline(summary, protocol)
     st.subheader("Scores and costs")
     st.dataframe(ui.comparison_view(summary, protocol), hide_index=True, width="stretch")
-    ui.table_download(summary, ui.file_stem("comparison", *part[["dataset", "protocol"]].iloc[0]), key="summary")
+    ui.table_download(summary, ui.file_stem("comparison", stem), key="summary")
     if protocol == "base2novel":
         st.caption("HM (avg of runs) averages each run's harmonic mean; HM (of avgs) is the harmonic mean of the "
                    "averaged base and novel accuracies. Papers use either; both are shown.")
     fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]))
     st.plotly_chart(fig, key="method-bars")
-    ui.figure_downloads(fig, "methods-mean-std", key="bars")
+    ui.figure_downloads(fig, ui.file_stem("methods-mean-std", stem), key="bars")
     if every_k["shots"].nunique(dropna=False) > 1:
         st.subheader("Across shots")
         st.caption("Mean ± std over seeds (number of runs), every K of these methods: the papers' table layout.")
         metric = "hm" if protocol == "base2novel" else "accuracy"
         across = shots_table(every_k, metric)
         st.dataframe(across, hide_index=True, width="stretch")
-        ui.table_download(across, ui.file_stem("shots-table", metric), key="shots-table")
+        ui.table_download(across.assign(model=first["model"], dataset=first["dataset"]),
+                          ui.file_stem("shots-table", metric, stem), key="shots-table")
 
     st.subheader("Per-class accuracy")
     runs = ui.load_runs(part["run_id"].tolist())
@@ -110,14 +116,15 @@ def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
         return
     heat = per_class_heatmap(per_class)
     st.plotly_chart(heat, key="per-class-heatmap")
-    ui.figure_downloads(heat, "per-class-accuracy", key="heat")
+    ui.figure_downloads(heat, ui.file_stem("per-class-accuracy", stem), key="heat")
     with st.expander("Per-class table"):
         st.dataframe(per_class, hide_index=True, width="stretch")
-        ui.table_download(per_class, "per-class-accuracy", key="per-class")
+        ui.table_download(per_class.assign(model=first["model"], dataset=first["dataset"]),
+                          ui.file_stem("per-class-accuracy", stem), key="per-class")
     with st.expander(f"The {len(part)} runs compared"):
         st.dataframe(part, hide_index=True, width="stretch", column_config=ui.RUN_COLUMNS,
                      column_order=ui.RUN_COLUMN_ORDER)
-        ui.table_download(part, "runs-compared", key="runs-compared")
+        ui.table_download(part, ui.file_stem("runs-compared", stem), key="runs-compared")
 
 
 ui.page_header("Compare", "Methods side by side on the same data, K and seeds: mean ± std, base/novel/HM, and cost.")

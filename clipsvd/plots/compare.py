@@ -19,7 +19,9 @@ def method_bars(summary: pd.DataFrame, metrics: list[str], title: str | None = N
         fig.add_trace(go.Bar(
             x=summary["method"], y=summary[f"{metric}_mean"], name=METRIC_TITLES.get(metric, metric),
             marker_color=QUALITATIVE[i % len(QUALITATIVE)],
-            error_y=dict(type="data", array=std.fillna(0).to_list(), visible=True) if std is not None else None,
+            # no bar where std is unknown (one seed): a zero-length bar would claim no spread
+            error_y=dict(type="data", array=[None if pd.isna(v) else v for v in std], visible=True)
+            if std is not None else None,
             customdata=summary["n"], hovertemplate="%{x}: %{y:.2f} (n=%{customdata})<extra></extra>",
         ))
     fig.update_xaxes(title_text="method", type="category")

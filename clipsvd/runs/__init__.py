@@ -2,6 +2,7 @@
 from clipsvd.runs.aggregate import (
     aggregate,
     common_seeds,
+    clear_best,
     compare_methods,
     mean_std_text,
     per_class_accuracy,
@@ -11,6 +12,6 @@ from clipsvd.runs.aggregate import (
 from clipsvd.runs.store import ADAPTER_FILE, RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root
 
 __all__ = [
-    "aggregate", "common_seeds", "compare_methods", "mean_std_text", "per_class_accuracy", "run_per_class_table",
+    "aggregate", "clear_best", "common_seeds", "compare_methods", "mean_std_text", "per_class_accuracy", "run_per_class_table",
     "shots_table", "ADAPTER_FILE", "RUNS_ENV", "SUMMARY_COLUMNS", "Run", "RunStore", "default_runs_root",
 ]

@@ -80,11 +80,30 @@ def run_per_class_table(run) -> pd.DataFrame:
 
 
 def mean_std_text(row: pd.Series, metric: str, unit: str = "") -> str:
-    """"mean ± std" of an aggregated metric (`<metric>_mean`, `<metric>_std`); the mean alone for one run."""
+    """"mean ± std" of an aggregated metric (`<metric>_mean`, `<metric>_std`); the mean alone for one run (a
+    single seed has no spread to show)."""
     mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
     if mean is None or pd.isna(mean):
         return "—"
-    return f"{mean:.2f}{unit}" if std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}{unit}"
+    single = row.get("n") is not None and not pd.isna(row.get("n")) and int(row["n"]) < 2
+    return f"{mean:.2f}{unit}" if single or std is None or pd.isna(std) else f"{mean:.2f} ± {std:.2f}{unit}"
+
+
+def clear_best(summary: pd.DataFrame, metric: str) -> tuple[str | None, str]:
+    """(the best method, why) — a method is called best only when its mean − std beats every other method's
+    mean + std over at least two seeds each; otherwise (None, why not)."""
+    ranked = summary.dropna(subset=[f"{metric}_mean"]).sort_values(f"{metric}_mean", ascending=False)
+    if len(ranked) < 2:
+        return None, "only one method has a score"
+    if (ranked["n"] < 2).any():
+        return None, "some methods have a single seed: no spread to separate them"
+    std = ranked[f"{metric}_std"].fillna(0.0)
+    low_of_best = ranked[f"{metric}_mean"].iloc[0] - std.iloc[0]
+    high_of_others = (ranked[f"{metric}_mean"] + std).iloc[1:].max()
+    if low_of_best > high_of_others:
+        return ranked["method"].iloc[0], f"its mean − std ({low_of_best:.2f}) exceeds every other mean + std"
+    return None, (f"{ranked['method'].iloc[0]} leads, but its mean − std ({low_of_best:.2f}) does not exceed the "
+                  f"next mean + std ({high_of_others:.2f})")
 
 
 def shots_table(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
