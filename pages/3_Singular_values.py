@@ -23,11 +23,12 @@ ui.page_header("Singular values", "Where training moved the singular values σ o
 CONTEXT = ui.analysis_context()
 if CONTEXT is not None:
     shifts = ui.try_call(shifts_table, CONTEXT, CONTEXT.key)
-    if shifts is not None:
+    if shifts is not None and not (shifts["rel_change"] > 0).any():
+        ui.unchanged_note(CONTEXT, False, "attention or MLP matrices")  # one line, no all-zero charts
+    elif shifts is not None:
         c1, c2 = st.columns([1, 3])
         measure = c1.selectbox("Measure", list(MEASURE_TITLES), key="_w_sv_measure",
                                format_func=lambda m: f"{m} ({MEASURE_TITLES[m]})")
-        ui.unchanged_note(CONTEXT, bool((shifts["rel_change"] > 0).any()), "attention or MLP matrices")
         top = shifts.sort_values(measure, key=abs, ascending=False).iloc[0]
         cols = st.columns(3)
         cols[0].metric("Matrices", len(shifts))
@@ -46,6 +47,8 @@ if CONTEXT is not None:
             ui.table_download(shifts, ui.file_stem(CONTEXT.run.run_id, "sigma-shifts"), key="shifts")
 
         st.subheader("Spectrum of one matrix")
+        st.caption("q, k, v: attention query/key/value projections; out: attention output projection; fc: MLP "
+                   "expansion; proj: MLP contraction.")
         s1, s2, s3, s4 = st.columns(4, vertical_alignment="bottom")
         encoder = s1.selectbox("Encoder", [e for e in ENCODERS if e in set(shifts["encoder"])], key="_w_sp_enc")
         layers = sorted(shifts.loc[shifts["encoder"] == encoder, "layer"].unique())

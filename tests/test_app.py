@@ -87,7 +87,9 @@ def test_page_renders_on_an_empty_store(page, tmp_path):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_on_a_filled_store(page, filled_store):
-    at = app_at(page, filled_store.root)
+    # A CLIP-SVD run explicitly: runs saved in the same second sort by name, so "the newest" may be a CLIPFit run.
+    [svd] = [r for r in filled_store.list() if r.config["method"] == "clip-svd" and r.config["seed"] == 2]
+    at = app_at(page, filled_store.root, run_id=svd.run_id)
     assert_clean(at)
     assert at.title[0].value == PAGES[page]
     if page in ("pages/3_Singular_values.py", "pages/4_Heads.py"):
@@ -358,3 +360,11 @@ def test_train_form_starts_from_the_chosen_official_protocol(tmp_path):
     assert iterations() == "400"  # CLIP-SVD natural few-shot: 200·K iterations
     assert any("Official value, from HealthX-Lab/CLIP-SVD@" in (w.help or "")
                for w in at.text_input if w.key.endswith("-iterations"))
+
+
+def test_singular_values_page_says_why_a_clipfit_run_has_nothing_to_draw(filled_store):
+    [clipfit] = [r for r in filled_store.list() if r.config["method"] == "clipfit" and r.config["seed"] == 1]
+    at = app_at("pages/3_Singular_values.py", filled_store.root, run_id=clipfit.run_id)
+    assert_clean(at)
+    assert any("changed none of the attention or MLP matrices" in i.value for i in at.info)
+    assert not at.get("plotly_chart")  # no all-zero heatmap
