@@ -109,3 +109,28 @@ def test_export_static_formats(figures):
     svg = export_figure(figures["textspan_pair"], "svg")
     assert svg.startswith((b"<svg", b"<?xml"))
     assert export_figure(figures["umap"], "png", width=600, height=400).startswith(b"\x89PNG")
+
+
+def test_one_colour_per_method_and_enough_colours_for_classes():
+    import pandas as pd
+
+    from clipsvd.plots.compare import method_bars
+    from clipsvd.plots.style import METHOD_COLORS, class_colors, method_color
+
+    summary = pd.DataFrame({"method": ["zero-shot", "clip-svd"], "accuracy_mean": [50.0, 70.0],
+                            "accuracy_std": [None, 1.0], "n": [1, 3]})
+    bars = method_bars(summary, ["accuracy"])
+    assert list(bars.data[0].marker.color) == [METHOD_COLORS["zero-shot"], METHOD_COLORS["clip-svd"]]
+    assert bars.data[0].error_y.array[0] is None  # one seed: no error bar
+    assert method_color("a-new-method") == method_color("a-new-method") not in METHOD_COLORS.values()
+    assert len(set(class_colors(10))) == 10 and len(set(class_colors(20))) == 20
+
+
+def test_spectrum_log_axis_has_decade_ticks_only():
+    import pandas as pd
+
+    from clipsvd.plots import spectra_figure
+
+    spectrum = pd.DataFrame({"index": [0, 1, 2], "sigma_before": [10.0, 1.0, 0.1], "sigma_after": [9.0, 1.1, 0.2]})
+    axis = spectra_figure(spectrum).layout.yaxis
+    assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "power"

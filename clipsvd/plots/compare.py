@@ -4,10 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from clipsvd.plots.style import QUALITATIVE, SEQUENTIAL, shorten, styled
+from clipsvd.plots.style import SEQUENTIAL, method_color, shorten, styled
 
 METRIC_TITLES = {"accuracy": "accuracy (%)", "base": "base accuracy (%)", "novel": "novel accuracy (%)",
                  "hm": "harmonic mean (%)", "train_seconds": "training time (s)"}
+
+
+PATTERNS = ("", "/", ".")
 
 
 def method_bars(summary: pd.DataFrame, metrics: list[str], title: str | None = None) -> go.Figure:
@@ -18,7 +21,9 @@ def method_bars(summary: pd.DataFrame, metrics: list[str], title: str | None = N
         std = summary.get(f"{metric}_std")
         fig.add_trace(go.Bar(
             x=summary["method"], y=summary[f"{metric}_mean"], name=METRIC_TITLES.get(metric, metric),
-            marker_color=QUALITATIVE[i % len(QUALITATIVE)],
+            # each bar in its method's colour (the same on every page); metrics told apart by pattern
+            marker=dict(color=[method_color(str(m)) for m in summary["method"]],
+                        pattern_shape=PATTERNS[i % len(PATTERNS)], line=dict(color="#333333", width=0.5)),
             # no bar where std is unknown (one seed): a zero-length bar would claim no spread
             error_y=dict(type="data", array=[None if pd.isna(v) else v for v in std], visible=True)
             if std is not None else None,

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from clipsvd.plots.style import QUALITATIVE, styled
+from clipsvd.plots.style import MANY, class_colors, styled
 
 
 def umap_figure(layout: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -13,9 +13,10 @@ def umap_figure(layout: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=["before (pretrained)", "after (fine-tuned)"],
                         horizontal_spacing=0.06)
     labels = list(dict.fromkeys(layout["label"]))
+    colors = class_colors(len(labels))
     for i, label in enumerate(labels):
-        color = QUALITATIVE[i % len(QUALITATIVE)]
-        symbol = ["circle", "diamond", "square", "triangle-up"][(i // len(QUALITATIVE)) % 4]
+        color = colors[i]
+        symbol = ["circle", "diamond", "square", "triangle-up"][(i // len(MANY)) % 4]
         for col, which in enumerate(("before", "after"), start=1):
             points = layout[(layout["label"] == label) & (layout["which"] == which)]
             fig.add_trace(go.Scatter(

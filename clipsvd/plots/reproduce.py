@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from clipsvd.plots.style import QUALITATIVE, styled
+from clipsvd.plots.style import method_color, styled
 
 B2N_METRICS = (("base", "base"), ("novel", "novel"), ("hm", "HM"))
 GREYS = ["#8C8C8C", "#B0B0B0", "#5E5E5E", "#C8C8C8", "#707070", "#A0A0A0"]
@@ -16,7 +16,7 @@ GREYS = ["#8C8C8C", "#B0B0B0", "#5E5E5E", "#C8C8C8", "#707070", "#A0A0A0"]
 
 def _colours(comparison: pd.DataFrame) -> dict[str, str]:
     methods = [m for m in dict.fromkeys(comparison.loc[comparison["kind"] == "measured", "method"]) if m]
-    return {m: QUALITATIVE[i % len(QUALITATIVE)] for i, m in enumerate(methods)}
+    return {m: method_color(m) for m in methods}
 
 
 def _average(comparison: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,13 @@ BEFORE_COLOR = "#8C8C8C"  # pretrained: neutral grey
 AFTER_COLOR = "#0072B2"  # fine-tuned: blue
 HIGHLIGHT_COLOR = "#D55E00"
 SEQUENTIAL = "Viridis"
+# One colour per method on every page and in every export; methods added later get the next free colour.
+METHOD_COLORS = {"clip-svd": "#0072B2", "clipfit": "#E69F00", "prolip": "#009E73", "linear-probe": "#CC79A7",
+                 "zero-shot": "#8C8C8C"}
+# Classes beyond Okabe–Ito's eight: Kelly's 22 colours of maximum contrast (white and black left out).
+MANY = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC",
+        "#0067A5", "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522",
+        "#E25822", "#2B3D26"]
 DIVERGING = "RdBu_r"
 
 
@@ -46,6 +53,28 @@ def styled(fig: go.Figure, title: str, height: int | None = None, width: int | N
         fig.update_layout(height=height)
     if width:
         fig.update_layout(width=width)
+    return fig
+
+
+def method_color(method: str) -> str:
+    """The method's colour everywhere (figures on every page, exports, reports)."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    spare = [c for c in QUALITATIVE if c not in METHOD_COLORS.values()]
+    return spare[sum(map(ord, method)) % len(spare)]
+
+
+def class_colors(n: int) -> list[str]:
+    """n distinct colours for classes: Okabe–Ito up to 8, Kelly's palette up to 20, then cycled (the legend keeps
+    the class order, so a repeated colour is still told apart by position and hover)."""
+    palette = QUALITATIVE if n <= len(QUALITATIVE) else MANY
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def log_axis(fig: go.Figure, axis: str = "y", **kwargs) -> go.Figure:
+    """A clean log axis: ticks at decades only, as powers of ten, no crowded minor labels."""
+    getattr(fig, f"update_{axis}axes")(type="log", dtick=1, exponentformat="power", minor=dict(ticks="", showgrid=False),
+                                      **kwargs)
     return fig
 
 

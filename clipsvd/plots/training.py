@@ -32,7 +32,8 @@ def history_figure(history: pd.DataFrame, title: str | None = None) -> go.Figure
                                  mode="lines+markers", line=dict(color=HIGHLIGHT_COLOR, width=2, dash="dot")),
                       secondary_y=True)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(history) <= 20 else None)
-    fig.update_yaxes(title_text="mean training loss", secondary_y=False)
-    fig.update_yaxes(title_text="training accuracy (%)", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="mean training loss", secondary_y=False, rangemode="tozero")
+    # 0-100 in steps of 20: round ticks that do not pretend to align with the loss axis
+    fig.update_yaxes(title_text="training accuracy (%)", secondary_y=True, showgrid=False, range=[0, 100], dtick=20)
     fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0))
     return styled(fig, title or "Training history", height=380)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
-from clipsvd.plots.style import AFTER_COLOR, BEFORE_COLOR, DIVERGING, SEQUENTIAL, styled
+from clipsvd.plots.style import AFTER_COLOR, BEFORE_COLOR, DIVERGING, SEQUENTIAL, log_axis, styled
 
 MEASURE_TITLES = {
     "rel_change": "‖σ − σ₀‖ / ‖σ₀‖",
@@ -52,6 +52,8 @@ def spectra_figure(spectrum: pd.DataFrame, title: str | None = None, log_y: bool
                              mode="lines", line=dict(color=AFTER_COLOR, width=2, dash="dot")))
     positive = np.all(spectrum[["sigma_before", "sigma_after"]].to_numpy() > 0)
     fig.update_xaxes(title_text="singular value index (largest first)")
-    fig.update_yaxes(title_text="σ", type="log" if log_y and positive else "linear")
+    fig.update_yaxes(title_text="σ")
+    if log_y and positive:
+        log_axis(fig)
     fig.update_layout(hovermode="x unified", legend=dict(x=0.99, xanchor="right", y=0.99))
     return styled(fig, title or "Singular value spectrum", height=420)
