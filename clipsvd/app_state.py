@@ -28,7 +28,7 @@ from clipsvd.methods.presets import Setting
 from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL, LoadedModel, ModelSpec, load_model
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
 from clipsvd.plots.heads import MEASURE_TITLES as HEAD_MEASURE_TITLES
-from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root, mean_std_text
+from clipsvd.runs import RUNS_ENV, SUMMARY_COLUMNS, Run, RunStatus, RunStore, default_runs_root, mean_std_text
 from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
 
@@ -242,7 +242,7 @@ def run_title(run: Run) -> str:
             f"seed {cfg.get('seed')} · {run.status}{score_text} · {run.run_id}")
 
 
-def pick_run(label: str = "Run", statuses: tuple[str, ...] = ("completed",), key: str = "pick_run") -> Run | None:
+def pick_run(label: str = "Run", statuses: tuple[RunStatus, ...] = (RunStatus.COMPLETED,), key: str = "pick_run") -> Run | None:
     """A run chosen from the store; the choice follows ?run=<id> and is remembered across pages."""
     store = run_store()
     try:

@@ -57,7 +57,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from clipsvd.data import DatasetSpec
-    from clipsvd.runs import RunStore, aggregate
+    from clipsvd.runs import RunStatus, RunStore, aggregate
     from clipsvd.training.sweep import SweepSpec, run_sweep
 
     overrides = _overrides(args)
@@ -73,16 +73,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_test_per_class=args.max_test_per_class,
     )
 
-    def report(done: int, total: int, row: dict) -> None:
-        score = row.get("accuracy") if row.get("accuracy") is not None else row.get("hm")
-        detail = row.get("error") or (f"{score:.2f}" if score is not None else row.get("status"))
-        print(f"  [{done}/{total}] {row['method']} · {row['dataset']} · {row['shots']}-shot · seed {row['seed']}: "
-              f"{row['status']} {detail}", flush=True)
-
-    table = run_sweep(spec, RunStore(args.runs_dir), address=args.address, workers=args.workers, on_result=report)
+    table = _run_on_ray(args, "sweep", lambda launch: run_sweep(spec, RunStore(args.runs_dir), launch))
+    if table is None:
+        return 130
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(aggregate(table).to_string(index=False))
-    return 1 if (table["status"] != "completed").any() else 0
+    return 1 if (table["status"] != RunStatus.COMPLETED).any() else 0
+
+
+def _run_on_ray(args: argparse.Namespace, label: str, start):
+    """`start(launch)` under one progress bar, with the Ray flags of `_add_ray_arguments`; None after Ctrl-C (its
+    tasks cancelled; the runs that came home are saved)."""
+    from clipsvd.training.sweep import Launch, ProgressBar
+
+    with ProgressBar(label) as bar:
+        launch = Launch(args.address, args.workers, args.gpus_per_run, args.cpus_per_run, args.retries,
+                        args.shared_store, on_result=bar.line, on_progress=bar)
+        try:
+            table = start(launch)
+        except KeyboardInterrupt:
+            table = None
+    if table is None:
+        print("cancelled: the runs that finished are in the store; run the same command again to go on",
+              file=sys.stderr)
+    elif "resumed" in table and table["resumed"].astype(bool).any():
+        print(f"{int(table['resumed'].sum())} of {len(table)} runs were already in the store (not run again)")
+    return table
 
 
 def _progress_printer(every: int):
@@ -99,7 +115,7 @@ def _progress_printer(every: int):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clipsvd.data import DatasetSpec
-    from clipsvd.runs import RunStore
+    from clipsvd.runs import RunStatus, RunStore
     from clipsvd.training import ExperimentConfig, run_experiment
 
     overrides = _overrides(args)
@@ -115,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       max_test_per_class=args.max_test_per_class)
             print(f"{method} · {dataset.name} · {args.shots or 'all'}-shot · seed {seed} · {model.label}", flush=True)
             run = run_experiment(config, store, on_progress=_progress_printer(args.log_every))
-            failures += run.status != "completed"
+            failures += run.status != RunStatus.COMPLETED
             print(f"  {run.status}: {_score_line(run.metrics)}  → {run.path}", flush=True)
             if run.message:
                 print(f"  {run.message}", flush=True)
@@ -149,12 +165,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         compare,
         dry_run,
         get_table,
-        missing_configs,
         run_missing,
         write_outputs,
     )
-    from clipsvd.runs import RunStore
-    from clipsvd.training.sweep import result_line
+    from clipsvd.runs import RunStatus, RunStore
 
     if args.list:
         for name in available_tables():
@@ -203,13 +217,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise ConfigError(f"not found under {args.data_root}: {', '.join(absent)}; {LAYOUT_HELP[table.layout]}. "
                               "Pass --dataset to run the others.")
         print(dry.summary(), flush=True)
-        ran = run_missing(missing_configs(dry), store, table, args.address, args.workers,
-                          on_result=lambda done, total, row: print(result_line(done, total, row), flush=True))
+        ran = _run_on_ray(args, table.name, lambda launch: run_missing(dry.configs, store, table, launch))
+        if ran is None:
+            return 130
         comparison = compare(table, store, dry.configs)
         print(comparison.drop(columns=["published_source"]).to_string(index=False))
     written, notes = write_outputs(comparison, table, out)
     print("\n".join([*(f"wrote {path}" for path in written), *notes]))
-    return 1 if len(ran) and (ran["status"] != "completed").any() else 0
+    return 1 if len(ran) and (ran["status"] != RunStatus.COMPLETED).any() else 0
 
 
 def _score_line(metrics: dict) -> str:
@@ -490,6 +505,22 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-test-per-class", type=int, default=None)
 
 
+def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `sweep` and `reproduce` run their grid and what each run gets (clipsvd.training.sweep.Launch)."""
+    parser.add_argument("--address", default=None, help="Ray cluster: 'auto' (this node belongs to one started "
+                        "with `ray start`) or ray://HEAD:10001; default: a local in-process Ray")
+    parser.add_argument("--workers", type=int, default=None, help="most runs at once (default: as many as the "
+                        "cluster's CPUs and GPUs fit)")
+    parser.add_argument("--gpus-per-run", type=float, default=None, help="GPUs Ray gives each run; fractions share "
+                        "one (0.5: two runs per GPU); default 1 when the cluster has GPUs, else 0")
+    parser.add_argument("--cpus-per-run", type=float, default=None, help="CPUs Ray gives each run (torch's "
+                        "threads); default: a node's CPUs shared among the runs it fits")
+    parser.add_argument("--retries", type=int, default=1, help="further attempts of a run that raised or whose "
+                        "worker died (OOM, lost node) before it is recorded as failed (default 1)")
+    parser.add_argument("--shared-store", action="store_true", help="workers write runs into --runs-dir "
+                        "themselves (it must be a folder every node sees); default: runs come home through Ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipsvd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -509,8 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dataset", action="append", help=f"repeat for several datasets (default {DEFAULT_DATASET})")
     sweep.add_argument("--shots", type=int, action="append", help="repeat (default 16; 0: whole train split)")
     sweep.add_argument("--seed", type=int, action="append", help="repeat (default 1 2 3)")
-    sweep.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
-    sweep.add_argument("--workers", type=int, default=None, help="parallel runs (default: all CPUs)")
+    _add_ray_arguments(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     config = commands.add_parser("config", help="print the resolved config of one run as JSON (official preset, "
@@ -549,8 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--dry-run", action="store_true", help="print the grid, the official values, each "
                            "cell's steps and status, and the estimated cost; run nothing")
     reproduce.add_argument("--no-timing", action="store_true", help="dry run without measuring time per step")
-    reproduce.add_argument("--address", default=None, help="Ray cluster address; default: a local in-process Ray")
-    reproduce.add_argument("--workers", type=int, default=None, help="parallel runs (default: all CPUs)")
+    _add_ray_arguments(reproduce)
     reproduce.add_argument("--out", default=None, help="output folder (default reproduce-TABLE)")
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--max-test-per-class", type=int, default=None,

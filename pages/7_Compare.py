@@ -4,7 +4,7 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.compare import method_bars, per_class_heatmap
-from clipsvd.runs import clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
+from clipsvd.runs import RunStatus, clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
 from clipsvd.runs.aggregate import GROUP_BY
 
 SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
@@ -17,7 +17,7 @@ def most_runs_first(table: pd.DataFrame, column: str) -> list:
 
 def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None:
     """Top row of filters; returns the completed runs to compare, their protocol, and the same runs at every K."""
-    done = table[table["status"] == "completed"]
+    done = table[table["status"] == RunStatus.COMPLETED]
     if done.empty:
         st.info("No completed runs yet: train at least one on the Train page.")
         ui.page_link("train")

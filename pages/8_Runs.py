@@ -4,9 +4,9 @@ import streamlit as st
 
 from clipsvd import app_state as ui
 from clipsvd.plots.training import history_figure
-from clipsvd.runs import Run, run_per_class_table
+from clipsvd.runs import Run, RunStatus, run_per_class_table
 
-STATUSES = ("completed", "cancelled", "diverged")
+STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.DIVERGED, RunStatus.FAILED)
 
 
 def runs_table() -> pd.DataFrame | None:
@@ -28,7 +28,7 @@ def runs_table() -> pd.DataFrame | None:
 def details(run: Run) -> None:
     ui.run_model_notice(run)
     if run.message:
-        (st.warning if run.status != "completed" else st.info)(f"{run.status}: {run.message}")
+        (st.warning if run.status != RunStatus.COMPLETED else st.info)(f"{run.status}: {run.message}")
     m = run.metrics
     cols = st.columns(6)
     if m.get("hm") is not None or "base" in m:

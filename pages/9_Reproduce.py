@@ -1,5 +1,9 @@
 """Reproduce: a paper's table — which cells the run store holds, which are missing or running — and measured vs
-published side by side."""
+published side by side. The missing cells run as a sweep on Ray (local or a cluster) in the background, with one
+progress bar over the grid; without Ray installed, as a job of the dashboard's job registry."""
+import importlib.util
+import uuid
+
 import pandas as pd
 import streamlit as st
 
@@ -19,12 +23,20 @@ from clipsvd.reproduce import (
     load_data,
     measure_seconds_per_step,
 )
-from clipsvd.training.jobs import FINISHED
+from clipsvd.runs import RunStatus
+from clipsvd.training.sweep import BackgroundSweep, Launch
 
 ROOT_KEY = "reproduce_data_root"
 DEFAULT_TABLE = "clip-svd-few-shot-natural"
 RUNNING, QUEUED = "running", "queued"
 STATUS_ICONS = {DONE: "✅ measured", MISSING: "⬜ missing", RUNNING: "⏳ running", QUEUED: "🕒 queued"}
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+@st.cache_resource
+def started_sweeps() -> dict[str, BackgroundSweep]:
+    """Ray sweeps this page started, by id; one dict per server process: they outlive page switches and reloads."""
+    return {}
 
 
 @st.cache_resource
@@ -83,20 +95,70 @@ def choose_subset(table: Table) -> dict:
             "max_test_per_class": int(cap) or None}
 
 
-def mark_running(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """Cells of unfinished jobs this page started: running (the job's current config) or queued."""
+def mark_running(frame: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, str] | None]:
+    """Cells of unfinished jobs or sweeps this page started: running or queued. Returns the active one as
+    ("job" | "sweep", id)."""
     registry, active = ui.job_registry(), None
+    missing = frame["status"] == MISSING
     for job_id, keys in submitted_cells().items():
         state = registry.get(job_id)
-        if state is None or state.status in FINISHED:
+        if state is None or RunStatus(state.status).finished:
             continue
-        active = job_id
+        active = ("job", job_id)
         for position, key in enumerate(keys):
             if position >= state.index:
-                waiting = frame["key"] == key
-                frame.loc[waiting & (frame["status"] == MISSING), "status"] = \
-                    RUNNING if position == state.index else QUEUED
+                frame.loc[missing & (frame["key"] == key), "status"] = RUNNING if position == state.index else QUEUED
+    for sweep_id, sweep in started_sweeps().items():
+        if sweep.done:
+            continue
+        active = ("sweep", sweep_id)
+        running, queued = sweep.waiting()
+        frame.loc[missing & frame["key"].isin(queued), "status"] = QUEUED
+        frame.loc[missing & frame["key"].isin(running), "status"] = RUNNING
     return frame, active
+
+
+def ray_options() -> Launch:
+    """Where the sweep runs and what each run gets (as `--address`, `--workers`, `--gpus-per-run` of the CLI)."""
+    with st.expander("Where the cells run (Ray)"):
+        c1, c2, c3 = st.columns(3)
+        address = c1.text_input("Ray address", key="_w_rep_address", placeholder="empty: a local Ray on this machine",
+                                help="'auto' when this machine belongs to a cluster started with `ray start`, or "
+                                     "ray://HEAD:10001. Every node needs the package, the data root at the same path "
+                                     "and the weights; results come home to this machine's run store.")
+        workers = c2.number_input("Runs at once (0: as many as fit)", 0, 4096, 0, key="_w_rep_workers")
+        gpus = c3.number_input("GPUs per run", min_value=0.0, value=None, step=0.25, key="_w_rep_gpus",
+                               placeholder="auto: 1 when the cluster has GPUs",
+                               help="Fractions share a GPU (0.5: two runs per GPU); 0: CPU only.")
+    return Launch(address=address.strip() or None, workers=int(workers) or None, gpus_per_run=gpus)
+
+
+def show_finished_sweeps() -> None:
+    """A sweep that stopped on an error says so once; finished sweeps leave the list."""
+    for sweep_id, sweep in list(started_sweeps().items()):
+        if sweep.done:
+            if sweep.error:
+                st.error(f"The sweep stopped: {sweep.error}", icon=":material/error:")
+            started_sweeps().pop(sweep_id, None)
+
+
+def start_cells(table: Table, configs: list, frame: pd.DataFrame, runnable: pd.DataFrame, launch: Launch | None
+                ) -> None:
+    """On Ray: the cells whose data was found (those done are skipped, their sweep continued); else one job of the
+    job registry running the missing ones in this process."""
+    if HAS_RAY:
+        cells = [configs[i] for i in frame.index[frame["data"] == "found"]]
+        sweep_id = uuid.uuid4().hex[:10]
+        started_sweeps()[sweep_id] = BackgroundSweep(cells, ui.run_store(), f"reproduce-{table.name}", launch)
+        where = f" at {launch.address}" if launch.address else ""
+        ui.flash("reproduce", f"Started a sweep of {len(runnable)} cells on Ray{where}.")
+        return
+    todo = [configs[i] for i in runnable.index]
+    job_id = ui.try_call(ui.job_registry().submit, todo, ui.run_store())
+    if job_id:
+        submitted_cells()[job_id] = runnable["key"].tolist()
+        st.session_state[ui.JOB_KEY] = job_id
+        ui.flash("reproduce", f"Started job {job_id}: {len(todo)} cells.")
 
 
 def grid_section(table: Table, root: str, subset: dict) -> list | None:
@@ -105,6 +167,7 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
     if configs is None:
         return None
     data = table_data(table.name, root)
+    show_finished_sweeps()
     frame, active = mark_running(grid_frame(table, configs, ui.run_store(), data))
     absent = sorted(set(frame.loc[frame["data"].str.startswith("not found"), "dataset"]))
     if absent:
@@ -118,17 +181,14 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
     cols[2].metric("Missing", int(counts.get(MISSING, 0)))
     cols[3].metric("Running or queued", int(counts.get(RUNNING, 0) + counts.get(QUEUED, 0)))
     cols[4].metric("Steps to run", f"{int(runnable['steps'].fillna(0).sum()):,}")
+    launch = ray_options() if HAS_RAY else None
     start_col, time_col = st.columns([1, 1], vertical_alignment="center")
     if start_col.button(f"Run the {len(runnable)} missing cells", type="primary",
                         disabled=runnable.empty or bool(active), key="rep-start", icon=":material/play_arrow:",
-                        help="One background job runs them one after another in this process; finished cells never "
-                             "run again."):
-        todo = [configs[i] for i in runnable.index]
-        job_id = ui.try_call(ui.job_registry().submit, todo, ui.run_store())
-        if job_id:
-            submitted_cells()[job_id] = runnable["key"].tolist()
-            st.session_state[ui.JOB_KEY] = job_id
-            ui.flash("reproduce", f"Started job {job_id}: {len(todo)} cells.")
+                        help="A sweep on Ray in the background (each run's GPU and CPUs from Ray, failures retried "
+                             "once then recorded); finished cells never run again." if HAS_RAY else "One background "
+                             "job runs them one after another in this process; finished cells never run again."):
+        start_cells(table, configs, frame, runnable, launch)
     if time_col.button("Measure time per step", key="rep-time", disabled=runnable.empty,
                        help="Loads the model, attaches each method and times 3 steps after a warm-up on the first "
                             "dataset found."):
@@ -147,7 +207,7 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
                    + f" → about {ui.seconds_text(seconds)} of training for the missing cells (evaluation not "
                      "included).")
     if active:
-        job_progress(active)
+        (job_progress if active[0] == "job" else sweep_progress)(active[1])
     view = frame.assign(status=frame["status"].map(STATUS_ICONS)).drop(columns=["key"])
     with st.expander(f"The grid: {len(frame)} cells", expanded=len(frame) <= 60):
         st.dataframe(view, hide_index=True, width="stretch")
@@ -164,6 +224,21 @@ def job_progress(job_id: str) -> None:
                                      f"{state.current_title or state.status}")
     ui.page_link("train", "Watch it live on Train", job=job_id)
     if state.done:
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def sweep_progress(sweep_id: str) -> None:
+    sweep = started_sweeps().get(sweep_id)
+    if sweep is None:
+        return
+    progress = sweep.snapshot()
+    bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+    bar.progress(progress.fraction, text=f"Sweep on Ray: {progress.text()}")
+    if stop.button("Cancel", key="rep-cancel", icon=":material/stop:",
+                   help="Cancels the runs in flight; those that came home stay in the store, and a new start goes on."):
+        sweep.cancel()
+    if sweep.done:
         st.rerun()
 
 

@@ -7,7 +7,11 @@ import pytest
 from clipsvd.data import DatasetSpec
 from clipsvd.runs import RunStore
 from clipsvd.training import ExperimentConfig, run_experiment
-from clipsvd.training.jobs import CANCELLED_JOB, COMPLETED, FAILED, QUEUED, JobRegistry
+from clipsvd.runs import RunStatus
+from clipsvd.training.jobs import JobRegistry
+
+CANCELLED_JOB, COMPLETED, FAILED, QUEUED = (RunStatus.CANCELLED, RunStatus.COMPLETED, RunStatus.FAILED,
+                                            RunStatus.QUEUED)
 from tests.conftest import TINY
 
 ANIMALS = DatasetSpec("builtin", "animal-shape")

@@ -12,7 +12,8 @@ from clipsvd.errors import ConfigError
 from clipsvd.methods import create_method, get_method
 from clipsvd.methods.presets import Setting
 from clipsvd.models import load_model
-from clipsvd.training import COMPLETED, ExperimentConfig, planned_steps, train
+from clipsvd.runs import RunStatus
+from clipsvd.training import ExperimentConfig, planned_steps, train
 from clipsvd.training.loop import lr_factor, steps_per_epoch
 from tests.conftest import TINY
 
@@ -200,7 +201,7 @@ def test_prolip_cached_views_equal_the_official_loop():
     method = create_method("prolip", {"cached_views": views, "lr": lr, "anchor_weight": anchor}).attach(loaded, prompts)
     transform = train_transform(loaded.image_size, loaded.mean, loaded.std, 0.5)
     result = train(method, split, prompts, transform, seed=seed)
-    assert result.status == COMPLETED and result.steps == views and len(result.history) == views
+    assert result.status == RunStatus.COMPLETED and result.steps == views and len(result.history) == views
 
     # The official loop (astra-vision/ProLIP methods/ProLIP.py), written out on the same model.
     reference = load_model(TINY, "cpu")

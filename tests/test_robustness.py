@@ -8,7 +8,8 @@ import time
 
 from clipsvd.data import DatasetSpec
 from clipsvd.runs import RunStore
-from clipsvd.training import COMPLETED, ExperimentConfig, run_experiment
+from clipsvd.runs import RunStatus
+from clipsvd.training import ExperimentConfig, run_experiment
 from tests.conftest import TINY
 
 
@@ -34,7 +35,7 @@ def test_two_trainings_at_once_do_not_mix(tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    assert {r.status for r in results.values()} == {COMPLETED}
+    assert {r.status for r in results.values()} == {RunStatus.COMPLETED}
     stored = {r.run_id: r for r in store.list()}
     assert len(stored) == 2
     for method, run in results.items():

@@ -9,11 +9,8 @@ from clipsvd.data import DatasetSpec, eval_transform, few_shot, load_dataset
 from clipsvd.errors import ConfigError
 from clipsvd.methods import create_method
 from clipsvd.models import load_model
-from clipsvd.runs import RunStore
+from clipsvd.runs import RunStatus, RunStore
 from clipsvd.training import (
-    CANCELLED,
-    COMPLETED,
-    DIVERGED,
     ExperimentConfig,
     evaluate_method,
     harmonic_mean,
@@ -48,7 +45,7 @@ def test_each_method_lowers_its_training_loss_on_real_images(name, lr, animals):
     method = create_method(name, {"epochs": 6, "batch_size": 20, "lr": lr, **mini_batches}).attach(loaded, animals.prompts())
     # No augmentation here, so the loss curve reflects learning rather than crop noise.
     result = train(method, split, animals.prompts(), eval_transform(loaded.image_size, loaded.mean, loaded.std))
-    assert result.status == COMPLETED and result.steps == 12
+    assert result.status == RunStatus.COMPLETED and result.steps == 12
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0] - 0.01, losses
 
@@ -57,7 +54,7 @@ def test_run_is_stored_and_restores_to_the_same_accuracy(tmp_path):
     store = RunStore(tmp_path)
     config = quick_config("clip-svd", hyperparameters={"epochs": 2, "lr": 5e-2})
     run = run_experiment(config, store)
-    assert run.status == COMPLETED and run.path.is_dir()
+    assert run.status == RunStatus.COMPLETED and run.path.is_dir()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     assert run.metrics["trainable"] == 1536 and 0 <= run.metrics["accuracy"] <= 100
     assert run.metrics["n_test_all"] == 30 and len(run.metrics["per_class"]) == 10
@@ -80,9 +77,9 @@ def test_cancelled_run_is_saved_as_cancelled(tmp_path):
 
     config = quick_config("clipfit", hyperparameters={"epochs": 3, "batch_size": 4})
     run = run_experiment(config, RunStore(tmp_path), on_progress=stop_after_first_step, cancel=cancel)
-    assert run.status == CANCELLED and "cancelled at step 1/" in run.message
+    assert run.status == RunStatus.CANCELLED and "cancelled at step 1/" in run.message
     stored = RunStore(tmp_path).load(run.run_id)
-    assert stored.status == CANCELLED and "accuracy" not in stored.metrics
+    assert stored.status == RunStatus.CANCELLED and "accuracy" not in stored.metrics
     assert set(stored.adapter_tensors()) == set(create_method("clipfit").attach(load_model(TINY, "cpu"), ["a", "b"]).adapter_state())
 
 
@@ -93,7 +90,7 @@ def test_nan_loss_stops_and_keeps_last_finite_parameters(animals):
     method.attach(loaded, animals.prompts())
     result = train(method, few_shot(animals.train, 2, 1), animals.prompts(),
                    eval_transform(loaded.image_size, loaded.mean, loaded.std))
-    assert result.status == DIVERGED and "Lower the learning rate" in result.message
+    assert result.status == RunStatus.DIVERGED and "Lower the learning rate" in result.message
     assert torch.isfinite(method.proj).all()
 
 

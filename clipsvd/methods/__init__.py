@@ -1,6 +1,7 @@
 """Adaptation methods, one module each behind `Method`; importing a module registers it."""
 from clipsvd.methods import clip_svd, clipfit, linear_probe, prolip, zero_shot  # noqa: F401  (registration)
-from clipsvd.methods.base import PROTOCOLS, Method, MethodConfig, count_parameters
+from clipsvd.methods.base import Method, MethodConfig, count_parameters
+from clipsvd.methods.presets import PROTOCOLS
 from clipsvd.methods.registry import available_methods, create_method, get_method, register_method
 
 __all__ = [

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipsvd.errors import CheckpointError, ClipsvdError, ConfigError
-from clipsvd.methods.presets import PROTOCOLS, Preset, Setting, official_preset
+from clipsvd.methods.presets import Preset, Setting, official_preset
 from clipsvd.models.loading import LoadedModel
 
 

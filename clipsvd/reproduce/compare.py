@@ -12,9 +12,9 @@ from clipsvd.errors import ConfigError
 from clipsvd.reproduce.grid import cell_key, config_record
 from clipsvd.reproduce.registry import AVERAGE, Published, Table, get_table
 from clipsvd.runs import RunStore, compare_methods
+from clipsvd.runs.status import RunStatus
 from clipsvd.training.evaluate import harmonic_mean
 from clipsvd.training.experiment import ExperimentConfig
-from clipsvd.training.loop import COMPLETED
 
 LEAD = ["kind", "method", "row", "shots", "dataset", "datasets", "n", "seeds"]
 TAIL = ["published_source", "note"]
@@ -46,14 +46,14 @@ def measured_runs(table: Table | str, store: RunStore, configs: list[ExperimentC
         wanted = {cell_key(config_record(c)): table.dataset_of(c.dataset.name) for c in configs}
         for run in store.list():  # newest first
             key = cell_key(run.config)
-            if run.status == COMPLETED and key in wanted and key not in seen:
+            if run.status == RunStatus.COMPLETED and key in wanted and key not in seen:
                 seen.add(key)
                 rows.append(_row(run, wanted[key]))
         return pd.DataFrame(rows, columns=RUN_COLUMNS)
     for run in store.list():
         setting = run.config.get("setting") or {}
         dataset = table.dataset_of(setting.get("dataset") or "")
-        if (run.status != COMPLETED or setting.get("protocol") != table.protocol
+        if (run.status != RunStatus.COMPLETED or setting.get("protocol") != table.protocol
                 or setting.get("backbone") != table.backbone or dataset not in table.datasets):
             continue
         row = _row(run, dataset)

@@ -12,11 +12,9 @@ import hashlib
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -27,8 +25,11 @@ from clipsvd.models import ModelSpec
 from clipsvd.models.loading import looks_like_path
 from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
+from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_experiment
-from clipsvd.training.loop import COMPLETED
+
+if TYPE_CHECKING:  # sweep imports this module
+    from clipsvd.training.sweep import Launch
 
 # Fields of a run's resolved config that do not change its result (or repeat what the setting resolves).
 VOLATILE = ("sweep", "device", "eval_batch_size", "preset", "steps", "hyperparameters", "model_source", "backbone",
@@ -144,7 +145,7 @@ def cell_status(configs: list[ExperimentConfig], store: RunStore) -> pd.DataFram
     other: dict[str, str] = {}
     for run in store.list():  # newest first
         key = cell_key(run.config)
-        if run.status == COMPLETED:
+        if run.status == RunStatus.COMPLETED:
             done.setdefault(key, run.run_id)
         else:
             other.setdefault(key, run.status)
@@ -333,24 +334,13 @@ def missing_configs(dry: DryRun) -> list[ExperimentConfig]:
     return [c for c, status in zip(dry.configs, dry.frame["status"]) if status == MISSING]
 
 
-def run_missing(
-    configs: list[ExperimentConfig],
-    store: RunStore,
-    table: Table | str,
-    address: str | None = None,
-    workers: int | None = None,
-    on_result: Callable[[int, int, dict[str, Any]], None] | None = None,
-) -> pd.DataFrame:
-    """Run the grid's missing cells on Ray (`clipsvd.training.sweep.run_configs`), tagged as one sweep; the
-    cells already done are skipped. One summary row per run started."""
-    from clipsvd.training.sweep import run_configs
+def run_missing(configs: list[ExperimentConfig], store: RunStore, table: Table | str, launch: Launch | None = None
+                ) -> pd.DataFrame:
+    """Run the grid's missing cells on Ray as one sweep, `reproduce-TABLE-…`, continued when run again
+    (`clipsvd.training.sweep.run_grid`, `launch` a `clipsvd.training.sweep.Launch`). One row per cell."""
+    from clipsvd.training.sweep import run_grid
 
-    table = _as_table(table)
-    status = cell_status(configs, store)
-    todo = [c for c, s in zip(configs, status["status"]) if s == MISSING]
-    sweep_id = f"reproduce-{table.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    todo = [dataclasses.replace(c, sweep=sweep_id) for c in todo]
-    return run_configs(todo, store, address, workers, on_result).assign(sweep=sweep_id)
+    return run_grid(configs, store, f"reproduce-{_as_table(table).name}", launch)
 
 
 __all__ = ["DONE", "DryRun", "LAYOUT_HELP", "MISSING", "cell_key", "cell_status", "config_record", "dry_run", "grid",

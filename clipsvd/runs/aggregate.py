@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from clipsvd.runs.status import RunStatus
+
 GROUP_BY = ("dataset", "protocol", "shots", "method")
 METRICS = ("accuracy", "base", "novel", "hm", "train_seconds")
 
 
 def aggregate(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFrame:
     """Mean and std of each metric per group of completed runs; n is the number of runs (seeds) in the group."""
-    done = table[table["status"] == "completed"]
+    done = table[table["status"] == RunStatus.COMPLETED]
     metrics = [m for m in METRICS if m in done and done[m].notna().any()]
     if done.empty or not metrics:
         return pd.DataFrame(columns=[*by, "n"])
@@ -26,7 +28,7 @@ COST_COLUMNS = ("trainable", "trainable_fraction", "checkpoint_bytes")
 
 def common_seeds(table: pd.DataFrame) -> list:
     """Seeds every method of the table has a completed run for: the fair set to average over."""
-    done = table[table["status"] == "completed"]
+    done = table[table["status"] == RunStatus.COMPLETED]
     if done.empty:
         return []
     per_method = [set(group["seed"]) for _, group in done.groupby("method")]
@@ -42,7 +44,7 @@ def compare_methods(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.D
     summary = aggregate(table, by)
     if summary.empty:
         return summary
-    done = table[table["status"] == "completed"]
+    done = table[table["status"] == RunStatus.COMPLETED]
     extra = []
     for key, group in done.groupby(list(by), dropna=False):
         rows = group[["base", "novel"]].to_dict("records")
@@ -59,7 +61,7 @@ def per_class_accuracy(runs: list, split_key: str = "per_class") -> pd.DataFrame
     `runs` are completed Run objects; `split_key` is "per_class", "per_class_base" or "per_class_novel".
     """
     rows = [{"method": run.config.get("method"), "class": name, "accuracy": value}
-            for run in runs if run.status == "completed"
+            for run in runs if run.status == RunStatus.COMPLETED
             for name, value in (run.metrics.get(split_key) or {}).items()]
     if not rows:
         return pd.DataFrame(columns=["method", "class", "mean", "std", "n"])

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipsvd.errors import CheckpointError, DataError
+from clipsvd.runs.status import RunStatus
 
 RUNS_ENV = "CLIPSVD_RUNS"
 ADAPTER_FILE = "adapter.safetensors"
@@ -40,7 +41,7 @@ class Run:
     run_id: str
     config: dict[str, Any]
     metrics: dict[str, Any]
-    status: str = "completed"
+    status: RunStatus = RunStatus.COMPLETED
     message: str = ""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -135,7 +136,7 @@ class RunStore:
             run_id=header["run_id"],
             config=_read_json(folder / "config.json"),
             metrics=_read_json(folder / "metrics.json"),
-            status=header.get("status", "completed"),
+            status=RunStatus(header.get("status", RunStatus.COMPLETED)),
             message=header.get("message", ""),
             created=header.get("created", ""),
             history=_read_jsonl(folder / "history.jsonl"),

@@ -10,10 +10,10 @@ from clipsvd.training.experiment import (
     restore_run,
     run_experiment,
 )
-from clipsvd.training.loop import CANCELLED, COMPLETED, DIVERGED, Progress, TrainResult, train
+from clipsvd.training.loop import Progress, TrainResult, train
 
 __all__ = [
-    "CANCELLED", "COMPLETED", "DIVERGED", "ExperimentConfig", "PreparedData", "Progress", "TrainResult",
+    "ExperimentConfig", "PreparedData", "Progress", "TrainResult",
     "accuracy_report", "evaluate_method", "harmonic_mean", "hm_summary", "planned_steps", "predict", "prepare_data",
     "resolved_config", "restore_run",
     "run_experiment", "train",

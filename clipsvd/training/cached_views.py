@@ -18,10 +18,8 @@ import torch
 from clipsvd.data import ImageSplit, TransformedSplit
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method
+from clipsvd.runs.status import RunStatus
 from clipsvd.training.loop import (
-    CANCELLED,
-    COMPLETED,
-    DIVERGED,
     MixedPrecision,
     Progress,
     ProgressCallback,
@@ -70,7 +68,7 @@ def train_on_cached_views(
     start = time.perf_counter()
     cached = cache_view_features(backbone, split, transform, cfg.cached_views, seed, device, precision, report, cancel)
     if cached is None:
-        return finish(method, CANCELLED, 0, start, [], precision, "cancelled while caching features")
+        return finish(method, RunStatus.CANCELLED, 0, start, [], precision, "cancelled while caching features")
     features, labels = cached
     params = method.trainable_parameters()
     n_steps = cfg.cached_views
@@ -80,7 +78,7 @@ def train_on_cached_views(
     method.model.train()
     for step in range(n_steps):
         if cancel is not None and cancel.is_set():
-            return finish(method, CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
+            return finish(method, RunStatus.CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
         with precision.autocast():
             weights = method.class_weights(class_prompts)
             logits = method.logits_from_features(features[(step + 1) % n_steps], weights)
@@ -88,7 +86,7 @@ def train_on_cached_views(
         loss_value = loss.item()
         if not math.isfinite(loss_value) and precision.precision != "fp16":
             restore_parameters(params, last_good)
-            return finish(method, DIVERGED, step, start, history, precision,
+            return finish(method, RunStatus.DIVERGED, step, start, history, precision,
                           f"loss became {loss_value} at step {step + 1}; stopped and restored the last parameters "
                           f"with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
         last_good = [param.detach().clone() for param in params]
@@ -99,4 +97,4 @@ def train_on_cached_views(
                         time.perf_counter() - start))
         history.append({"epoch": step + 1, "step": step + 1, "loss": loss_value, "train_accuracy": accuracy,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-    return finish(method, COMPLETED, n_steps, start, history, precision)
+    return finish(method, RunStatus.COMPLETED, n_steps, start, history, precision)

@@ -31,7 +31,8 @@ from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
 from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
-from clipsvd.training.loop import CANCELLED, COMPLETED, Progress, ProgressCallback, total_steps, train
+from clipsvd.runs.status import RunStatus
+from clipsvd.training.loop import Progress, ProgressCallback, total_steps, train
 
 
 RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps", "prompts"}  # written to config.json, not inputs
@@ -167,14 +168,14 @@ def run_experiment(
         method.attach(loaded, prompts, cancel=cancel, progress=lambda done, total, message: report(
             Progress("load", done, total, message=message)))
     except AttachCancelled as exc:
-        report(Progress("done", message=CANCELLED))
-        return Run("unsaved", config.to_dict(), {}, status=CANCELLED, message=str(exc))
+        report(Progress("done", message=RunStatus.CANCELLED))
+        return Run("unsaved", config.to_dict(), {}, status=RunStatus.CANCELLED, message=str(exc))
     result = train(method, data.train_set.train, prompts,
                    train_transform(loaded.image_size, loaded.mean, loaded.std, method_config.crop_scale_min),
                    seed=config.seed, on_progress=on_progress, cancel=cancel)
     metrics: dict[str, Any] = {**_parameter_metrics(method), "train_seconds": result.seconds, "steps": result.steps,
                                "precision": result.precision}
-    if result.status == COMPLETED:
+    if result.status == RunStatus.COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
     record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
                   preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)),

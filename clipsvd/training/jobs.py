@@ -21,11 +21,10 @@ from typing import Any, Callable
 
 from clipsvd.errors import ClipsvdError
 from clipsvd.runs import Run, RunStore
+from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, run_experiment
 from clipsvd.training.loop import Progress
 
-QUEUED, RUNNING, COMPLETED, CANCELLED_JOB, FAILED = "queued", "running", "completed", "cancelled", "failed"
-FINISHED = (COMPLETED, CANCELLED_JOB, FAILED)
 MAX_LOSS_POINTS = 4000  # per job; older points are thinned (every other one dropped) beyond this
 
 Runner = Callable[..., Run]
@@ -43,7 +42,7 @@ class JobState:
 
     job_id: str
     titles: list[str]
-    status: str = QUEUED
+    status: RunStatus = RunStatus.QUEUED
     index: int = 0  # the config being run (0-based); len(titles) once all are done
     progress: Progress | None = None
     loss_points: list[dict[str, Any]] = field(default_factory=list)  # {"run", "title", "step", "loss"}
@@ -63,7 +62,7 @@ class JobState:
 
     @property
     def done(self) -> bool:
-        return self.status in FINISHED
+        return RunStatus(self.status).finished
 
     @property
     def current_title(self) -> str | None:
@@ -80,7 +79,7 @@ class JobState:
     @property
     def fraction(self) -> float:
         """Share of the whole job done: finished configs plus the current one's training fraction."""
-        if self.status == COMPLETED:
+        if self.status == RunStatus.COMPLETED:
             return 1.0
         within = self.progress.fraction if self.progress is not None and self.progress.phase == "train" else 0.0
         if self.progress is not None and self.progress.phase in ("evaluate", "done"):
@@ -162,7 +161,7 @@ class JobRegistry:
     def _work(self, job: _Job) -> None:
         with self._run_lock:
             if job.cancel.is_set():
-                self._update(job, lambda s: _finish(s, CANCELLED_JOB, "cancelled before it started"))
+                self._update(job, lambda s: _finish(s, RunStatus.CANCELLED, "cancelled before it started"))
                 return
             self._update(job, _start)
             try:
@@ -205,7 +204,7 @@ class JobRegistry:
 
 
 def _start(state: JobState) -> None:
-    state.status, state.started = RUNNING, time.time()
+    state.status, state.started = RunStatus.RUNNING, time.time()
 
 
 def _begin_config(state: JobState, index: int) -> None:
@@ -229,22 +228,21 @@ def _record_run(state: JobState, run: Run) -> None:
 
 def _finish_all(state: JobState) -> None:
     """Cancelled only if a run was cut short or never started: a cancel that came too late changes nothing."""
-    cut = len(state.run_ids) < state.total or "cancelled" in state.run_statuses
-    status = CANCELLED_JOB if cut else COMPLETED
+    cut = len(state.run_ids) < state.total or RunStatus.CANCELLED in state.run_statuses
+    status = RunStatus.CANCELLED if cut else RunStatus.COMPLETED
     _finish(state, status, f"job {status}")
 
 
 def _fail(state: JobState, error: str, detail: str | None) -> None:
     state.error, state.error_detail = error, detail
-    _finish(state, FAILED, f"failed: {error}")
+    _finish(state, RunStatus.FAILED, f"failed: {error}")
 
 
-def _finish(state: JobState, status: str, message: str) -> None:
+def _finish(state: JobState, status: RunStatus, message: str) -> None:
     state.status, state.finished = status, time.time()
-    if status == COMPLETED:
+    if status == RunStatus.COMPLETED:
         state.index = state.total
     state.messages.append(message)
 
 
-__all__ = ["CANCELLED_JOB", "COMPLETED", "FAILED", "FINISHED", "JobRegistry", "JobState", "QUEUED", "RUNNING",
-           "describe_config"]
+__all__ = ["JobRegistry", "JobState", "describe_config"]

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from clipsvd.data import ImageSplit, TransformedSplit
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
+from clipsvd.runs.status import RunStatus
 
-COMPLETED, CANCELLED, DIVERGED = "completed", "cancelled", "diverged"
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    status: str
+    status: RunStatus
     steps: int
     seconds: float
     history: list[dict] = field(default_factory=list)  # one row per epoch
@@ -188,7 +188,7 @@ def train(
     cfg, device = method.config, method.loaded.device
     params = method.trainable_parameters()
     if not method.trains or not params or total_steps(cfg, len(split)) == 0:
-        return TrainResult(COMPLETED, 0, 0.0, message="nothing to train")
+        return TrainResult(RunStatus.COMPLETED, 0, 0.0, message="nothing to train")
     precision = MixedPrecision(resolve_precision(cfg.precision, device), device)
     if cfg.cached_views:
         from clipsvd.training.cached_views import train_on_cached_views
@@ -211,7 +211,7 @@ def train(
         if step == n_steps:
             break
         if cancel is not None and cancel.is_set():
-            return finish(method, CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
+            return finish(method, RunStatus.CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
         images, labels = images.to(device), labels.to(device)
         with precision.autocast():
             weights = method.class_weights(class_prompts)
@@ -222,7 +222,7 @@ def train(
             restore_parameters(params, last_good)
             message = (f"loss became {loss_value} at step {step + 1} (epoch {epoch}); stopped and restored "
                        f"the last parameters with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
-            return finish(method, DIVERGED, step, start, history, precision, message)
+            return finish(method, RunStatus.DIVERGED, step, start, history, precision, message)
         last_good = [param.detach().clone() for param in params]
         precision.step(loss, optimizer)
         scheduler.step()
@@ -236,7 +236,7 @@ def train(
                             "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
                             "seconds": time.perf_counter() - start})
             loss_sum, correct, seen = 0.0, 0, 0
-    return finish(method, COMPLETED, n_steps, start, history, precision)
+    return finish(method, RunStatus.COMPLETED, n_steps, start, history, precision)
 
 
 def restore_parameters(params: list[torch.nn.Parameter], values: list[torch.Tensor] | None) -> None:
@@ -253,5 +253,5 @@ def finish(method: Method, status: str, step: int, start: float, history: list[d
     return TrainResult(status, step, time.perf_counter() - start, history, message, precision.precision)
 
 
-__all__ = ["CANCELLED", "COMPLETED", "DIVERGED", "MixedPrecision", "Progress", "TrainResult", "build_optimizer",
+__all__ = ["MixedPrecision", "Progress", "TrainResult", "build_optimizer",
            "cosine_with_warmup", "finish", "lr_factor", "restore_parameters", "resolve_precision", "steps_per_epoch", "total_steps", "train"]
