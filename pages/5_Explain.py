@@ -100,7 +100,7 @@ def show_head(before, after, row, n_heads: int, measure: str, k: int, run_id: st
     cols[1].metric(measure, f"{row[measure]:.3g}", help=MEASURE_TITLES[measure])
     cols[2].metric("Text shift", f"{shift.text_shift:.2f}", help=SHIFT_HELP["text_shift"])
     cols[3].metric("Span shift", f"{shift.span_shift:.2f}", help=SHIFT_HELP["span_shift"])
-    cols[4].metric(f"Variance explained by top {k}", f"{100 * shift.explained_after:.1f}%",
+    cols[4].metric(f"Explained by top {k}", f"{100 * shift.explained_after:.1f}%",
                    f"{100 * (shift.explained_after - shift.explained_before):+.1f} points vs before",
                    delta_color="off", help="Share of the head's variance over the images that its first k texts "
                                            "explain, after fine-tuning (before in the delta).")

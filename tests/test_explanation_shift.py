@@ -241,3 +241,23 @@ def test_explain_reads_the_measure_from_the_url_and_builds_the_report(tiny_run, 
     files = at.session_state["report-files"]
     assert files["pdf"] is None and b"Explanations before vs after" in files["html"]
     assert run.run_id.encode() in files["html"] and not files["failures"]
+
+
+def test_textspan_choice_is_stable_on_a_rank_deficient_head():
+    """A head writes into few directions (at most its width); the span TextSpan projects onto stops at C's
+    numerical rank, so a float32-sized perturbation of C no longer turns later choices (the explanation shift's
+    noise floor: before this, a 1e-7 change of CLIP-SVD's σ changed the world CLIP's texts)."""
+    from clipsvd.analysis.textspan import text_span
+
+    generator = torch.Generator().manual_seed(0)
+    contributions = torch.randn(200, 6, generator=generator, dtype=torch.float64) @ torch.randn(
+        6, 64, generator=generator, dtype=torch.float64)  # rank 6 in 64 dimensions
+    texts = torch.randn(150, 64, generator=generator, dtype=torch.float64)
+    choice = text_span(contributions, texts, 6)
+    assert choice.rank == 6
+    for seed in range(3):
+        noise = 1e-7 * torch.randn(contributions.shape, generator=torch.Generator().manual_seed(seed + 1),
+                                   dtype=torch.float64)
+        again = text_span(contributions + noise, texts, 6)
+        assert again.indices == choice.indices
+        assert np.allclose(again.explained_variance, choice.explained_variance, atol=1e-5)

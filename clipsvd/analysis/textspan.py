@@ -45,6 +45,8 @@ DEFAULT_TEXTS_PER_HEAD = 20
 # clip_text_span's compute_complete_text_set.py: `--w_ov_rank`, default 80 (the paper's ViT-H head
 # dimension); capped per head by what C has, min(rank, images, d).
 DEFAULT_RANK = 80
+# Eigenvalues of CᵀC below this share of the largest are C's null space (s/s_max < 1e-6, float32 rounding).
+NULL_SPACE_TOLERANCE = 1e-12
 
 
 @dataclass
@@ -95,8 +97,10 @@ def text_span(
 ) -> SpanChoice:
     """The TextSpan greedy choice for one head: C (N × d) contributions, T (M × d) text embeddings.
 
-    rank: how many right singular vectors of C span the projection, capped at min(rank, N, d)
-    (default: the official code's 80). Texts are L2-normalised here. Stops early when nothing of C
+    rank: how many right singular vectors of C span the projection, capped at min(rank, N, d) and at C's
+    numerical rank (default: the official code's 80). Beyond its rank (a head of width 32 writes into at most
+    ~33 directions) the "singular vectors" are an arbitrary basis of C's null space that a 1e-7 change of the
+    weights rotates, and with it every later greedy choice. Texts are L2-normalised here. Stops early when nothing of C
     is left in the span of the remaining texts.
     """
     if contributions.ndim != 2 or text_embeddings.ndim != 2 or contributions.shape[1] != text_embeddings.shape[1]:
@@ -108,7 +112,8 @@ def text_span(
     n, d = c.shape
     # (1) Span of C's top right singular vectors (of the uncentred C, as in the reference code).
     eigenvalues, eigenvectors = torch.linalg.eigh(c.t() @ c)  # ascending; Cᵀ·C = V·diag(s²)·Vᵀ
-    r = min(rank, n, d)
+    numerical_rank = int((eigenvalues > eigenvalues[-1].clamp_min(0) * NULL_SPACE_TOLERANCE).sum())
+    r = max(1, min(rank, n, d, numerical_rank))
     basis = eigenvectors[:, -r:].flip(1)  # (d, r)
     texts_r = t @ basis  # rows of T projected onto the span, in span coordinates
     # (2) Centre C; its covariance in span coordinates drives every later step.

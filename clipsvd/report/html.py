@@ -258,11 +258,11 @@ def report_html(analyses: Sequence[RunAnalysis], title: str | None = None) -> st
     a0 = analyses[0]
     settings = ", ".join(f"{k} {v}" for k, v in a0.settings.items() if v is not None)
     body = [f"<h1>{_e(title)}</h1>",
-            f'<p class="note">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by clipsvd. Heads ranked by '
-            f"{_e(a0.measure)} ({_e(MEASURE_TITLES[a0.measure])}). Analysis settings: {_e(settings)}. "
-            f'Marks: <span class="mark mark-{KEPT}">kept</span> in both top lists, '
-            '<span class="mark mark-entered">entered</span> only after, '
-            '<span class="mark mark-left">left</span> only before.</p>']
+            (f'<p class="note">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by clipsvd. Heads ranked by '
+             f"{_e(a0.measure)} ({_e(MEASURE_TITLES[a0.measure])}). Analysis settings: {_e(settings)}. "
+             f'Marks: <span class="mark mark-{KEPT}">kept</span> in both top lists, '
+             '<span class="mark mark-entered">entered</span> only after, '
+             '<span class="mark mark-left">left</span> only before.</p>')]
     if len(analyses) > 1:
         body.append("<h2>Side by side</h2>" + _comparison(analyses, fig))
     for heading, render in SECTIONS:

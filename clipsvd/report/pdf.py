@@ -27,7 +27,7 @@ def html_to_pdf(html_path: str | Path, pdf_path: str | Path, timeout: float = 18
         command = [browser, *PRINT_ARGS, f"--user-data-dir={profile}", f"--print-to-pdf={pdf_path}",
                    html_path.as_uri()]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise ExportError(f"Chromium did not print {html_path.name} within {timeout:.0f} s") from None
     if not pdf_path.is_file() or pdf_path.stat().st_size == 0:
