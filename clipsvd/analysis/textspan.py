@@ -98,8 +98,8 @@ def text_span(
     """The TextSpan greedy choice for one head: C (N × d) contributions, T (M × d) text embeddings.
 
     rank: how many right singular vectors of C span the projection, capped at min(rank, N, d) and at C's
-    numerical rank (default: the official code's 80). Beyond its rank (a head of width 32 writes into at most
-    ~33 directions) the "singular vectors" are an arbitrary basis of C's null space that a 1e-7 change of the
+    numerical rank (default: the official code's 80). Beyond its rank (the world CLIP's width-32 heads write into
+    35 of 128 directions) the "singular vectors" are an arbitrary basis of C's null space that a 1e-7 change of the
     weights rotates, and with it every later greedy choice. Texts are L2-normalised here. Stops early when nothing of C
     is left in the span of the remaining texts.
     """
