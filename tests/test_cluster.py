@@ -162,3 +162,29 @@ def test_reproduce_page_runs_a_sweep_with_one_progress_bar(cluster, tmp_path):
     assert_clean(at)
     [run] = RunStore(tmp_path / "runs").list()
     assert run.config["sweep"].startswith("reproduce-clip-svd-few-shot-natural-") and run.metrics["device"] == "cuda:0"
+
+
+def test_a_worker_that_dies_is_retried_by_ray_then_recorded(cluster, tmp_path, monkeypatch):
+    from clipsvd.training import sweep
+
+    crashes = tmp_path / "crashes"
+
+    def crash(config, store_root, cpus):  # as an OOM kill would: the worker process ends mid-run
+        with open(crashes, "a") as fh:
+            fh.write("x")
+        os._exit(1)
+
+    monkeypatch.setattr(sweep, "_run_task", crash)
+    store = RunStore(tmp_path / "runs")
+    config = tiny_grid(methods=["zero-shot"], seeds=[1], hyperparameters={}).configs("s")
+    [row] = run_configs(config, store, Launch(retries=1)).to_dict("records")
+    assert row["status"] == RunStatus.FAILED and row["attempts"] == 2 and "WorkerCrashedError" in row["error"]
+    assert [run.status for run in store.list()] == [RunStatus.FAILED] and crashes.read_text() == "xx"
+
+
+def test_shared_store_keeps_workers_writing_into_the_drivers_folder(cluster, tmp_path):
+    store = RunStore(tmp_path / "shared")
+    config = tiny_grid(methods=["zero-shot"], seeds=[1], hyperparameters={}, device="auto").configs("s")
+    [row] = run_configs(config, store, Launch(shared_store=True)).to_dict("records")
+    [run] = store.list()
+    assert row["status"] == RunStatus.COMPLETED and run.run_id == row["run_id"] and run.metrics["device"] == "cuda:0"

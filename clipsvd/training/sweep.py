@@ -157,7 +157,8 @@ def plan_placement(nodes: list[dict[str, float]], launch: Launch,
     if not slots:
         listing = "; ".join(f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU" for n in nodes) or "no nodes"
         raise ConfigError(f"no node of the Ray cluster can take a run needing {cpus:g} CPUs and {gpus:g} GPUs "
-                          f"(nodes: {listing}); lower --cpus-per-run / --gpus-per-run")
+                          f"(nodes: {listing}); lower --cpus-per-run / --gpus-per-run (an autoscaling cluster: keep "
+                          "one node of that kind up)")
     return Placement(gpus, cpus, int(min(slots, workers or slots)))
 
 
@@ -363,8 +364,9 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
 
 
 class _Scheduler:
-    """The driver's loop: keeps up to `placement.slots` tasks in flight, lands each result in the store, resubmits
-    a run that raised, records one that failed for good."""
+    """The driver's loop: submits every run (at most `workers` in flight; the rest wait in Ray's queue, where an
+    autoscaler sees them), lands each result in the store, resubmits a run that raised, records one that failed for
+    good."""
 
     def __init__(self, configs: list[ExperimentConfig], store: RunStore, placement: Placement, launch: Launch,
                  progress: GridProgress):
@@ -408,7 +410,7 @@ class _Scheduler:
 
     def _submit(self) -> None:
         shared = str(self.store.root) if self.launch.shared_store else None
-        while self.queue and len(self.in_flight) < self.placement.slots:
+        while self.queue and len(self.in_flight) < (self.launch.workers or len(self.configs)):
             index = self.queue.popleft()
             self.attempts[index] += 1
             ref = self.remote.remote(self.configs[index].to_dict(), shared, self.placement.cpus)
@@ -420,8 +422,9 @@ class _Scheduler:
         index = self.in_flight.pop(ref)
         try:
             outcome = ray.get(ref)
-        except ray.exceptions.RayError as exc:  # the worker died; Ray already retried it `retries` times
-            outcome = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", "system": True}
+        except ray.exceptions.RayError as exc:  # the worker died (Ray already retried it), or raised past the catch
+            system = not isinstance(exc, ray.exceptions.RayTaskError)
+            outcome = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", "system": system}
         if "error" in outcome and not outcome.get("system") and self.attempts[index] <= self.launch.retries:
             self.queue.appendleft(index)  # raised: try again (possibly on another node)
             return
@@ -459,8 +462,8 @@ class _Scheduler:
         for ref in self.in_flight:
             ray.cancel(ref, force=True)
         cancelled = [*self.in_flight.values(), *self.queue]
-        self.rows += [{**Run("", config_record(self.configs[i]), {}, status=RunStatus.CANCELLED).summary(), "key": self.keys[i]}
-                      for i in cancelled]
+        self.rows += [{**Run("", config_record(self.configs[i]), {}, status=RunStatus.CANCELLED).summary(),
+                       "key": self.keys[i]} for i in cancelled]
         self.progress.cancelled = len(cancelled)
         self.in_flight.clear()
         self.queue.clear()
