@@ -4,12 +4,28 @@ Start with `streamlit run app.py`; the other pages live in pages/ (Streamlit's m
 """
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.methods import available_methods, get_method
+from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL
+
+NO_WEIGHTS_NOTE = (
+    "**No OpenAI or LAION CLIP weights ship offline.** The default model is *" + WORLD_LABEL + "*: real "
+    "pretrained weights, but of an 8M-parameter model that has only seen the generated world. Any other "
+    f"architecture starts as a seeded random initialisation, labelled *{UNTRAINED_LABEL}*. Load real CLIP "
+    "weights on **Model & data** with a pretrained tag (needs internet or a filled cache) or a local "
+    "`.safetensors` / `.pt` / `.bin` checkpoint (path or upload)."
+)
+WORLD_STORY = (
+    "**The generated world** is a synthetic image world whose truth is known — shapes, colours, sizes, "
+    "positions, counts and fills — drawn in a *clean* style that the small default CLIP was pretrained on, and in "
+    "shifted *microscopy-like* and *sketch* styles for it to adapt to. It is here so that CLIP-SVD and TextSpan "
+    "can be seen working, and checked against that known truth, offline and in minutes on a CPU before a "
+    "GPU-day is spent on real CLIP and real (biomedical) data."
+)
 
 ui.page_header("clipsvd", "Adapt CLIP to a new domain with parameter-efficient fine-tuning, then see what changed.")
 
-st.info(ui.WORLD_STORY, icon=":material/public:")
+st.info(WORLD_STORY, icon=":material/public:")
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Methods")
@@ -43,5 +59,5 @@ with right:
 
 st.subheader("What ships offline")
 note_left, note_right = st.columns(2)
-note_left.info(ui.NO_WEIGHTS_NOTE, icon=":material/memory:")
+note_left.info(NO_WEIGHTS_NOTE, icon=":material/memory:")
 note_right.info(ui.NO_BIOMEDICAL_NOTE, icon=":material/biotech:")

@@ -23,7 +23,7 @@ import torch
 from clipsvd.analysis import head_changes, load_corpus
 from clipsvd.analysis.explanation_shift import SHIFT_COLUMNS, explanation_shifts, marked_texts, shift_correlation
 from clipsvd.analysis.heads import RANKING_MEASURES
-from clipsvd.analysis.runs import analysis_images, load_run_pair, run_textspan
+from clipsvd.analysis.run_pair import analysis_images, load_run_pair, run_textspan
 from clipsvd.data import DatasetSpec
 from clipsvd.models import ModelSpec
 from clipsvd.runs import Run, RunStore

@@ -18,9 +18,19 @@ import json
 import sys
 from typing import Any, Sequence
 
+from clipsvd.choices import (
+    ACTIVATIONS,
+    ANALYSES,
+    BACKBONES,
+    DATASET_KINDS,
+    DEFAULT_DATASET,
+    FIGURE_FORMATS,
+    PROTOCOLS,
+    RUN_ACTIONS,
+)
 from clipsvd.errors import ClipsvdError, ConfigError
+from clipsvd.formatting import fraction_text
 
-DEFAULT_DATASET = "world-shape-microscopy"  # = clipsvd.data.builtin.DEFAULT_DATASET (not imported: it needs torch)
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:
@@ -229,7 +239,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _score_line(metrics: dict) -> str:
     parts = [f"{k} {metrics[k]:.2f}" for k in ("accuracy", "base", "novel", "hm") if metrics.get(k) is not None]
-    parts.append(f"trainable {metrics.get('trainable', 0):,} ({metrics.get('trainable_fraction', 0):.4%})")
+    parts.append(f"trainable {metrics.get('trainable', 0):,} ({fraction_text(metrics.get('trainable_fraction', 0))})")
     return "  ".join(parts)
 
 
@@ -253,7 +263,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
     from clipsvd.analysis.capabilities import unsupported_analyses
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
-    from clipsvd.analysis.runs import (
+    from clipsvd.analysis.run_pair import (
         analysis_images,
         load_run_pair,
         run_model_spec,
@@ -342,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.heads import RANKING_MEASURES
-    from clipsvd.analysis.runs import analysis_images, load_run_pair
+    from clipsvd.analysis.run_pair import analysis_images, load_run_pair
     from clipsvd.analysis.textspan import DEFAULT_RANK, check_rank
     from clipsvd.report import analyse_run, explanation_latex, html_to_pdf, report_html
     from clipsvd.runs import RunStore
@@ -473,8 +483,8 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None
 
 
 def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", default="few-shot", choices=["few-shot", "base2novel"])
-    parser.add_argument("--backbone", default=None, choices=["natural", "biomedical"],
+    parser.add_argument("--protocol", default="few-shot", choices=PROTOCOLS)
+    parser.add_argument("--backbone", default=None, choices=BACKBONES,
                         help="whose official protocol applies: natural (CLIP ViT-B/16) or biomedical (BiomedCLIP); "
                              "default: natural for CoOp data, biomedical for BiomedCoOp data, none otherwise")
 
@@ -482,7 +492,7 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `train` and `sweep`: methods, model, data kind, protocol, hyperparameters."""
     parser.add_argument("--method", action="append", required=True, help="repeat for several methods")
-    parser.add_argument("--dataset-kind", default="builtin", choices=["builtin", "imagefolder", "coop", "biomedcoop", "medmnist"])
+    parser.add_argument("--dataset-kind", default="builtin", choices=DATASET_KINDS)
     parser.add_argument("--data-root", default=None, help="folder or file for non-builtin kinds")
     parser.add_argument("--arch", default=None,
                         help="open_clip architecture, or an hf-hub:/local-dir: id (default: clipsvd-world with its shipped "
@@ -492,7 +502,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'random' (the default once --arch is given), a pretrained tag, 'world' (clipsvd-world's "
                              "shipped weights), or a checkpoint: OpenAI .pt archive, state dict .pt/.bin, "
                              "safetensors, open_clip training checkpoint, transformers CLIPModel file or folder")
-    parser.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"],
+    parser.add_argument("--activation", default="auto", choices=ACTIVATIONS,
                         help="MLP activation; quickgelu for OpenAI / LAION-400M weights in a plain file "
                              "(tags and OpenAI archives choose it themselves)")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
@@ -548,8 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--method", required=True)
     config.add_argument("--dataset", required=True, help="a CoOp name (DTD, EuroSAT…), a BiomedCoOp name (BTMRI…) "
                         "or a built-in")
-    config.add_argument("--dataset-kind", default=None, choices=["builtin", "imagefolder", "coop", "biomedcoop",
-                                                                  "medmnist"], help="default: guessed from the name")
+    config.add_argument("--dataset-kind", default=None, choices=DATASET_KINDS, help="default: guessed from the name")
     config.add_argument("--data-root", default=None, help="count the training images from the data instead of the "
                         "known class count")
     config.add_argument("--shots", type=int, default=16, help="images per class (0: the whole train split)")
@@ -557,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_arguments(config)
     config.add_argument("--arch", default=None)
     config.add_argument("--weights", default=None)
-    config.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"])
+    config.add_argument("--activation", default="auto", choices=ACTIVATIONS)
     config.add_argument("--model-seed", type=int, default=0)
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
     config.set_defaults(func=cmd_config, epochs=None, lr=None, batch_size=None)
@@ -570,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "or BiomedCoOp's root)")
     reproduce.add_argument("--arch", default=None, help="open_clip architecture or hf-hub:/local-dir: id")
     reproduce.add_argument("--weights", default=None, help="checkpoint file, pretrained tag, or 'random'")
-    reproduce.add_argument("--activation", default="auto", choices=["auto", "quickgelu", "gelu"])
+    reproduce.add_argument("--activation", default="auto", choices=ACTIVATIONS)
     reproduce.add_argument("--model-seed", type=int, default=0)
     reproduce.add_argument("--dataset", action="append", help="repeat: a subset of the table's datasets")
     reproduce.add_argument("--shots", type=int, action="append", help="repeat (default: the table's K)")
@@ -595,9 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="what a run changed: σ shifts, heads, TextSpan, UMAP → CSV + figures")
     analyze.add_argument("run_id")
     analyze.add_argument("--out", help="output folder (default analysis-RUN_ID)")
-    analyze.add_argument("--what", nargs="+", default=["sv", "heads", "textspan", "umap"],
-                         choices=["sv", "heads", "textspan", "umap"])
-    analyze.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "pdf"],
+    analyze.add_argument("--what", nargs="+", default=list(ANALYSES), choices=ANALYSES)
+    analyze.add_argument("--format", nargs="+", default=["html"], choices=FIGURE_FORMATS,
                          help="figure formats (png/svg/pdf need chromium for kaleido)")
     analyze.add_argument("--corpus", default="general", help="general, biomedical, or a text file (one per line)")
     analyze.add_argument("--layers", type=int, nargs="+", default=None, help="TextSpan layers (default: last 4)")
@@ -648,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(func=cmd_pretrain_world)
 
     runs = commands.add_parser("runs", help="list, show, delete or export stored runs")
-    runs.add_argument("action", choices=["list", "show", "delete", "export"])
+    runs.add_argument("action", choices=RUN_ACTIONS)
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--out", help="zip path for export")
     runs.set_defaults(func=cmd_runs)

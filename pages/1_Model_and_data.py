@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.data import DatasetSpec, builtin_datasets, extract_zip, few_shot
 from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
 from clipsvd.data.loaders.coop import COOP_DATASETS
@@ -39,6 +39,14 @@ ARCHITECTURE_HELP = (f"{WORLD_MODEL_NAME}: {WORLD_LABEL} (8M parameters, 64 px; 
 SAMPLES_SHOWN = 8  # sample images of the dataset chosen in the picker
 HUB_EXAMPLE = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 PREVIEW_SHOTS = 6  # images per class shown at most
+
+
+def class_count_table(dataset) -> pd.DataFrame:
+    """Images per class in each split the dataset has (imbalance and empty classes at a glance)."""
+    splits = [name for name in ("train", "val", "test") if getattr(dataset, name) is not None]
+    table = pd.DataFrame({name: dataset.class_counts(name) for name in splits})
+    table.index.name = "class"
+    return table
 
 
 def upload_dir() -> Path:
@@ -251,7 +259,7 @@ def preview() -> None:
     with grid_tab:
         image_grid(dataset)
     with counts_tab:
-        counts = ui.class_count_table(dataset)
+        counts = class_count_table(dataset)
         st.dataframe(counts, width="stretch")
         ui.table_download(counts.reset_index(), ui.file_stem(dataset.name, "class-counts"), key="counts")
     with prompts_tab:

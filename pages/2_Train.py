@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.methods import PROTOCOLS, available_methods, get_method
 from clipsvd.models import resolve_device
 from clipsvd.plots.training import loss_curve_figure

@@ -1,9 +1,9 @@
 """Singular values: how far each matrix's σ moved during fine-tuning, and one matrix's spectrum."""
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.analysis import spectra
-from clipsvd.analysis.runs import run_sv_shifts
+from clipsvd.analysis.run_pair import run_sv_shifts
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
 from clipsvd.plots import spectra_figure, sv_shift_heatmap
 from clipsvd.plots.weights import MEASURE_TITLES

@@ -1,7 +1,7 @@
 """Heads: which attention heads fine-tuning changed most, measured per head on the weights."""
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.analysis import legacy_sigma_block_scores
 from clipsvd.plots import head_heatmap, head_ranking_bar
 from clipsvd.plots.heads import MEASURE_TITLES
@@ -56,5 +56,5 @@ if CONTEXT is not None:
         if encoder == "visual":
             ui.page_link("explain", "What did these heads start or stop writing? Explain them",
                          run=CONTEXT.run.run_id, measure=rank_by)
-        if getattr(CONTEXT.method, "singular_value_weights", dict)():  # CLIP-SVD, attached and unmerged
+        if CONTEXT.method.singular_value_weights():  # CLIP-SVD, attached and unmerged
             legacy_section(CONTEXT, encoder)

@@ -4,7 +4,7 @@ import re
 
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
 from clipsvd.analysis.corpus import default_corpus_for
 from clipsvd.analysis.decomposition import (
@@ -26,7 +26,7 @@ from clipsvd.analysis.explanation_shift import (
     shift_correlation,
     top_changed_heads,
 )
-from clipsvd.analysis.runs import RunPair, images_for_text, run_model_spec, run_textspan
+from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import find_browser, textspan_figure
 from clipsvd.plots.explanation import SHIFT_TITLES, shift_scatter

@@ -1,8 +1,8 @@
 """Embeddings: UMAP of test-image features before and after fine-tuning, coloured by class."""
 import streamlit as st
 
-from clipsvd import app_state as ui
-from clipsvd.analysis.runs import run_umap
+from clipsvd import app as ui
+from clipsvd.analysis.run_pair import run_umap
 from clipsvd.plots import umap_figure
 
 

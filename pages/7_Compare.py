@@ -2,7 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
+from clipsvd.formatting import bytes_text, fraction_text
+from clipsvd.models import UNTRAINED_LABEL
 from clipsvd.plots.compare import method_bars, per_class_heatmap
 from clipsvd.runs import RunStatus, clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
 from clipsvd.runs.aggregate import GROUP_BY
@@ -30,7 +32,7 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", most_runs_first(done, "model"), key="_w_cmp_model")
     part = done[done["model"] == model]
-    if ui.UNTRAINED_LABEL in model:
+    if UNTRAINED_LABEL in model:
         st.warning(f"These runs start from **{model}**: random weights, so the scores compare untrained networks.",
                    icon="⚠️")
     dataset = c2.selectbox("Dataset", most_runs_first(part, "dataset"), key="_w_cmp_dataset")
@@ -62,6 +64,25 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
     return part, protocol, every_k
 
 
+def comparison_view(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """`compare_methods` output as the table a reader wants: one row per method, numbers as text."""
+    scores = ["base", "novel", "hm"] if protocol == "base2novel" else ["accuracy"]
+    rows = []
+    for _, row in summary.iterrows():
+        out = {"method": row["method"], "runs": int(row["n"]), "seeds": row.get("seeds", "")}
+        for metric in scores:
+            out[{"hm": "HM (avg of runs)"}.get(metric, metric)] = mean_std_text(row, metric)
+        if protocol == "base2novel":
+            hm = row.get("hm_of_averages")
+            out["HM (of avgs)"] = "—" if hm is None or pd.isna(hm) else f"{hm:.2f}"
+        out["trainable"] = "—" if pd.isna(row.get("trainable")) else f"{int(row['trainable']):,}"
+        out["trainable share"] = fraction_text(row.get("trainable_fraction")) or "—"
+        out["train time (s)"] = mean_std_text(row, "train_seconds")
+        out["checkpoint"] = bytes_text(row.get("checkpoint_bytes"))
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
 def headline(summary: pd.DataFrame, protocol: str) -> None:
     metric = "hm" if protocol == "base2novel" else "accuracy"
     ranked = summary.dropna(subset=[f"{metric}_mean"]).sort_values(f"{metric}_mean", ascending=False)
@@ -87,7 +108,7 @@ def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
         return
     headline(summary, protocol)
     st.subheader("Scores and costs")
-    st.dataframe(ui.comparison_view(summary, protocol), hide_index=True, width="stretch")
+    st.dataframe(comparison_view(summary, protocol), hide_index=True, width="stretch")
     ui.table_download(summary, ui.file_stem("comparison", stem), key="summary")
     if protocol == "base2novel":
         st.caption("HM (avg of runs) averages each run's harmonic mean; HM (of avgs) is the harmonic mean of the "

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.plots.training import history_figure
 from clipsvd.runs import Run, RunStatus, run_per_class_table
 

@@ -7,7 +7,7 @@ import uuid
 import pandas as pd
 import streamlit as st
 
-from clipsvd import app_state as ui
+from clipsvd import app as ui
 from clipsvd.methods import available_methods
 from clipsvd.plots.reproduce import reproduce_figures
 from clipsvd.reproduce import (

@@ -192,7 +192,7 @@ def test_textspan_finds_planted_texts_first(corpus_embeddings):
 def test_textspan_rank_defaults_to_the_official_80_and_is_capped():
     import inspect
 
-    from clipsvd.analysis.runs import run_textspan
+    from clipsvd.analysis.run_pair import run_textspan
 
     assert DEFAULT_RANK == 80
     for function in (text_span, explain_heads, run_textspan):

@@ -307,12 +307,12 @@ def test_default_corpus_for_models():
 def test_train_page_shows_decomposition_progress_and_a_cancel_there(tmp_path):
     """A job in CLIP-SVD's first decomposition shows "decomposing matrix i/N"; Cancel stops it there, and the
     page says that nothing was trained or saved (the run does not vanish silently)."""
-    from clipsvd import app_state
+    from clipsvd import app as ui
     from clipsvd.methods.base import AttachCancelled
     from clipsvd.runs import Run
     from clipsvd.training.loop import Progress
 
-    registry = app_state.job_registry()  # the process-wide registry the page uses (st.cache_resource)
+    registry = ui.job_registry()  # the process-wide registry the page uses (st.cache_resource)
     reached = __import__("threading").Event()
 
     def decomposing(config, store, on_progress, cancel):

@@ -173,7 +173,7 @@ def tiny_run(tmp_path_factory):
 
 def _ranking(run, measure: str) -> pd.DataFrame:
     from clipsvd.analysis import head_changes
-    from clipsvd.analysis.runs import load_run_pair
+    from clipsvd.analysis.run_pair import load_run_pair
 
     pair = load_run_pair(run, "cpu")
     return head_changes(pair.before, pair.method, "visual", measure)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from clipsvd.choices import DATASET_KINDS
 from clipsvd.errors import DataError
 
-KINDS = ("builtin", "imagefolder", "coop", "biomedcoop", "medmnist")
+KINDS = DATASET_KINDS
 
 
 @dataclass(frozen=True)

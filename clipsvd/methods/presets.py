@@ -15,10 +15,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from clipsvd.choices import BACKBONES, PROTOCOLS
 from clipsvd.errors import ConfigError
 
-PROTOCOLS = ("few-shot", "base2novel")
-BACKBONES = ("natural", "biomedical")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from clipsvd.choices import ACTIVATIONS
 from clipsvd.errors import CheckpointError, ConfigError
 from clipsvd.models.device import resolve_device
 from clipsvd.models.tiny import register_tiny_model
@@ -159,7 +160,6 @@ def looks_like_path(weights: str) -> bool:
     return weights.endswith(CHECKPOINT_SUFFIXES) or "/" in weights or "\\" in weights
 
 
-ACTIVATIONS = ("auto", "quickgelu", "gelu")
 AUTO_ARCHITECTURE = "auto"  # with a checkpoint file: read the architecture off its tensors
 
 # Extension points, per architecture name: steps run on the module right after open_clip builds it

@@ -12,10 +12,10 @@ import warnings
 import pandas as pd
 import plotly.graph_objects as go
 
+from clipsvd.choices import FIGURE_FORMATS, IMAGE_FORMATS
 from clipsvd.errors import ClipsvdError
 
-IMAGE_FORMATS = ("png", "svg", "pdf")
-FORMATS = (*IMAGE_FORMATS, "html")
+FORMATS = FIGURE_FORMATS
 MIME_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
               "csv": "text/csv"}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")

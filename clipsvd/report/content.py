@@ -22,7 +22,7 @@ from clipsvd.analysis.explanation_shift import (
     top_changed_heads,
 )
 from clipsvd.analysis.heads import head_changes
-from clipsvd.analysis.runs import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
+from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanCache, TextSpanResult
 from clipsvd.data import ClassificationDataset
 from clipsvd.errors import ClipsvdError

@@ -1,0 +1,77 @@
+"""What the analysis pages share: a stored run against its pretrained model, and the head ranking."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from clipsvd.analysis.heads import RANKING_MEASURES
+from clipsvd.analysis.run_pair import RunPair, run_model_spec
+from clipsvd.analysis.run_pair import analysis_images as run_analysis_images
+from clipsvd.app import caches, selection
+from clipsvd.app.runs import pick_run
+from clipsvd.app.widgets import try_call
+from clipsvd.data import ClassificationDataset, DatasetSpec
+from clipsvd.plots.heads import MEASURE_TITLES as HEAD_MEASURE_TITLES
+from clipsvd.runs import Run
+
+HEADS_MEASURE_KEY = "heads_measure"  # the head-change measure chosen on Heads or Explain
+
+
+@dataclasses.dataclass
+class AnalysisContext(RunPair):
+    """What every analysis page compares: the run, the pretrained model, the run's method, on a device."""
+
+    device: str = "auto"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identifies the pair in cache keys: (run store folder, run id, device)."""
+        return str(self.run.path.parent), self.run.run_id, self.device
+
+
+def analysis_context() -> AnalysisContext | None:
+    """Run picker + the two models, with the untrained warning; None (and a message) if not possible."""
+    run = pick_run("Fine-tuned run", key="analysis")
+    if run is None:
+        return None
+    selection.run_model_notice(run)
+    restored = try_call(caches.restored_run, str(run.path.parent), run.run_id, selection.device())
+    before = try_call(caches.pretrained_model, run_model_spec(run), selection.device())
+    if restored is None or before is None:
+        return None
+    st.caption(f"Before: the model this run started from. After: {run.config.get('method')} as trained in "
+               f"run {run.run_id}.")
+    return AnalysisContext(run, before, restored[1], selection.device())
+
+
+def unchanged_note(ctx: AnalysisContext, changed: bool, what: str) -> None:
+    """Say plainly when a method left everything this page measures untouched (all-zero figures otherwise puzzle)."""
+    if not changed:
+        st.info(f"This run changed none of the {what}. {ctx.method.display_name} trains: {ctx.method.summary}",
+                icon=":material/info:")
+
+
+def analysis_images(run: Run, per_class: int) -> ClassificationDataset:
+    """The run's dataset with at most `per_class` test images per class (seeded), all classes."""
+    return run_analysis_images(run, per_class, caches.cached_dataset(DatasetSpec.from_dict(run.config["dataset"])))
+
+
+def pick_heads_measure(where: Any = st, key: str = "heads") -> str:
+    """The measure heads are ranked by, chosen on Heads or Explain: one choice for both pages, remembered
+    across pages and carried in the URL (?measure=), so Explain starts from the ranking Heads showed."""
+    wanted = st.query_params.get("measure") or st.session_state.get(HEADS_MEASURE_KEY)
+    index = RANKING_MEASURES.index(wanted) if wanted in RANKING_MEASURES else 0
+    chosen = where.selectbox("Rank heads by", RANKING_MEASURES, index=index, key=f"_w_{key}_measure",
+                             format_func=lambda m: f"{m} ({HEAD_MEASURE_TITLES[m]})",
+                             help="How a head's change is measured on the weights; shared by Heads and Explain.")
+    st.session_state[HEADS_MEASURE_KEY] = chosen
+    st.query_params["measure"] = chosen
+    return chosen
+
+
+def head_ranking(ctx: AnalysisContext, encoder: str, measure: str) -> pd.DataFrame | None:
+    """Every head of one tower ranked by `measure` (cached per run): what Heads shows and Explain starts from."""
+    return try_call(caches.cached_head_changes, ctx, ctx.key, encoder, measure)

@@ -1,0 +1,47 @@
+"""Heavy objects kept per server process (st.cache_resource / st.cache_data), keyed by what they depend on."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from clipsvd.analysis.heads import head_changes
+from clipsvd.analysis.run_pair import RunPair, load_pretrained
+from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
+from clipsvd.methods import Method
+from clipsvd.models import LoadedModel, ModelSpec, load_model
+from clipsvd.runs import RunStore
+from clipsvd.training import restore_run
+from clipsvd.training.jobs import JobRegistry
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    """One registry per server process: jobs outlive page switches and reloads, and every tab sees them."""
+    return JobRegistry()
+
+
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
+def cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
+    return load_dataset(spec)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def built_model_label(spec: ModelSpec) -> str:
+    """The model's full label as built (builds the model once per spec and process)."""
+    return load_model(spec, "cpu").label
+
+
+@st.cache_resource(max_entries=2, show_spinner="Rebuilding the fine-tuned model from its run…")
+def restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel, Method]:
+    return restore_run(RunStore(root).load(run_id), device_name)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the pretrained model…")
+def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
+    return load_pretrained(spec, device_name)
+
+
+@st.cache_data(show_spinner="Comparing every head before and after…", max_entries=8)
+def cached_head_changes(_pair: RunPair, key: tuple[str, str, str], encoder: str, measure: str) -> pd.DataFrame:
+    """head_changes of one run's tower; `key` (store, run id, device) stands for the unhashable pair."""
+    return head_changes(_pair.before, _pair.method, encoder, measure)

@@ -1,0 +1,71 @@
+"""The frame every page shares: page set-up, the settings sidebar, links between pages, one-shot messages."""
+from __future__ import annotations
+
+import streamlit as st
+
+from clipsvd.app import selection
+from clipsvd.runs import RUNS_ENV, default_runs_root
+
+PAGES = {
+    "home": ("app.py", "Home", ":material/home:"),
+    "data": ("pages/1_Model_and_data.py", "Model & data", ":material/dataset:"),
+    "train": ("pages/2_Train.py", "Train", ":material/model_training:"),
+    "sigma": ("pages/3_Singular_values.py", "Singular values", ":material/bar_chart:"),
+    "heads": ("pages/4_Heads.py", "Heads", ":material/grid_view:"),
+    "explain": ("pages/5_Explain.py", "Explain (TextSpan)", ":material/text_snippet:"),
+    "embeddings": ("pages/6_Embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    "compare": ("pages/7_Compare.py", "Compare", ":material/compare_arrows:"),
+    "runs": ("pages/8_Runs.py", "Runs", ":material/folder_open:"),
+    "reproduce": ("pages/9_Reproduce.py", "Reproduce", ":material/table_chart:"),
+}
+ANALYSIS_PAGES = ("sigma", "heads", "explain", "embeddings")
+NO_BIOMEDICAL_NOTE = (
+    "**No real biomedical images ship offline.** The built-in datasets are the generated world (shape, colour "
+    "and object tasks in clean, microscopy-like and sketch styles: synthetic, not real images), Animal Shape "
+    "silhouettes and Fashion-MNIST. For biomedical work point a data root at your BiomedCoOp folders or "
+    "MedMNIST `.npz` files (or upload a zipped ImageFolder) on **Model & data**."
+)
+
+
+def page_header(title: str, caption: str) -> None:
+    """Same frame on every page: wide layout, the settings sidebar, a title and one line of caption."""
+    st.set_page_config(page_title=f"{title} · clipsvd", layout="wide")
+    settings_sidebar()
+    st.title(title)
+    st.caption(caption)
+
+
+def flash(key: str, message: str) -> None:
+    """Keep a success message for the next run, then rerun so every widget (sidebar too) shows the new state."""
+    st.session_state[f"flash-{key}"] = message
+    st.rerun()
+
+
+def show_flash(key: str) -> None:
+    message = st.session_state.pop(f"flash-{key}", None)
+    if message:
+        st.success(message, icon=":material/check_circle:")
+
+
+def page_link(page: str, label: str | None = None, **query: str) -> None:
+    """A link to another page of the dashboard, with query parameters (e.g. run=<id>) for the page it opens."""
+    path, default_label, icon = PAGES[page]
+    st.page_link(path, label=label or default_label, icon=icon, query_params=query or None)
+
+
+def settings_sidebar() -> None:
+    """Device and run-store folder, plus what is selected; the same on every page."""
+    with st.sidebar:
+        st.subheader("Settings")
+        current = selection.device()
+        st.session_state[selection.DEVICE_KEY] = st.selectbox(
+            "Device", selection.DEVICES, index=selection.DEVICES.index(current), key="_w_device",
+            help="auto: CUDA when present, else CPU. Training and analyses run here.")
+        root = st.text_input("Run store folder", value=str(selection.runs_root()), key="_w_runs_root",
+                             help=f"Where runs are saved and read (default ${RUNS_ENV} or ./runs).")
+        st.session_state[selection.RUNS_ROOT_KEY] = root.strip() or str(default_runs_root())
+        st.divider()
+        st.caption("Selected")
+        st.markdown(f"**Model** · {selection.model_label(selection.model_spec())}")
+        st.markdown(f"**Data** · {selection.dataset_label(selection.dataset_spec())} · "
+                    f"{selection.shots_label(selection.shots())}")

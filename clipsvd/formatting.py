@@ -1,0 +1,47 @@
+"""Numbers, sizes and file names as text, the same in the dashboard, the CLI and the report; no Streamlit here."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value: float | None) -> str:
+    """A score already in percent, two decimals; "—" when absent."""
+    return "—" if _missing(value) else f"{value:.2f}%"
+
+
+def fraction_text(value: float | None) -> str | None:
+    """A share of the model's parameters (0..1) as a percentage with enough digits for PEFT's tiny shares."""
+    return None if _missing(value) else f"{value:.4%} of the model"
+
+
+def seconds_text(value: float | None) -> str:
+    """A duration in the unit a person reads best (s below two minutes, else min)."""
+    if _missing(value):
+        return "—"
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def bytes_text(value: float | None) -> str:
+    """A file size in B, KiB, MiB or GiB."""
+    if _missing(value):
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value} B"
+
+
+def shots_label(k: int | None) -> str:
+    return "all images" if k is None else f"{k}-shot"
+
+
+def file_stem(*parts: Any) -> str:
+    """A file name from run ids and settings, safe on every OS (empty parts are skipped)."""
+    text = "-".join(str(p) for p in parts if p not in (None, ""))
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:120] or "figure"
