@@ -235,6 +235,7 @@ def dataset_section() -> None:
             st.session_state[ui.DATASET_KEY] = spec
             st.session_state[ui.SHOTS_KEY] = int(k) or None
             st.session_state[ui.DATA_SEED_KEY] = int(seed)
+            st.session_state.pop("_w_train_shots", None)  # Train's K follows the new choice, not its kept value
             ui.flash("dataset", f"Dataset set: {ui.dataset_label(spec)}, {ui.shots_label(int(k) or None)}, "
                                 f"seed {int(seed)}")
     ui.show_flash("dataset")

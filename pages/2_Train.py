@@ -18,26 +18,26 @@ BACKBONE_CHOICES = (None, "natural", "biomedical")
 
 def settings() -> list[ExperimentConfig]:
     """The controls; returns one config per method × seed."""
-    methods = st.multiselect("Methods", available_methods(), default=["clip-svd"], key="_w_methods",
+    methods = st.multiselect("Methods", available_methods(), default=["clip-svd"], key="_w_train_methods",
                              format_func=lambda m: get_method(m).display_name)
     c1, c2, c3, c4 = st.columns(4)
-    protocol = c1.radio("Protocol", PROTOCOLS, horizontal=True, key="_w_protocol",
+    protocol = c1.radio("Protocol", PROTOCOLS, horizontal=True, key="_w_train_protocol",
                         help="few-shot: K images per class, test on all classes. base2novel: train on the first "
                              "half of the classes, test on base and novel halves (HM).")
     k = c2.number_input("Shots per class (0: all)", 0, 10_000, ui.shots() or 0, key="_w_train_shots")
     seeds = c3.multiselect("Seeds", SEED_CHOICES, default=[ui.data_seed()] if ui.data_seed() in SEED_CHOICES else [1],
-                           key="_w_seeds", help="One run per method and seed; the papers report seeds 1, 2, 3.")
+                           key="_w_train_seeds", help="One run per method and seed; the papers report seeds 1, 2, 3.")
     on_cpu = ui.try_call(resolve_device, ui.device())
     on_cpu = on_cpu is None or on_cpu.type == "cpu"
     cap = c4.number_input("Max test images per class (0: all)", 0, 100_000, CPU_TEST_CAP if on_cpu else 0,
-                          key="_w_test_cap")
+                          key="_w_train_test_cap")
     if on_cpu and cap:
         st.caption(f"On CPU, evaluation uses at most {cap} test images per class (a seeded subset, the same for "
                    "every method and seed) so a run ends in seconds to minutes; set 0 for the whole test split.")
     k = int(k) or None
     st.session_state[ui.SHOTS_KEY] = k
     backbone = st.selectbox(
-        "Official protocol of", BACKBONE_CHOICES, key="_w_backbone",
+        "Official protocol of", BACKBONE_CHOICES, key="_w_train_backbone",
         format_func=lambda b: {None: "the dataset's (CoOp: natural, BiomedCoOp: biomedical, others: none)",
                                "natural": "natural images (CLIP ViT-B/16 presets)",
                                "biomedical": "biomedical images (BiomedCLIP presets)"}[b],
@@ -66,8 +66,11 @@ def settings() -> list[ExperimentConfig]:
 
 
 def current_job_id() -> str | None:
-    """The job shown: ?job=<id> survives reloads, session state survives page switches."""
-    job_id = st.query_params.get("job") or st.session_state.get(ui.JOB_KEY)
+    """The job shown: ?job=<id> survives reloads, session state survives page switches; a new tab or session
+    shows the server's running (else queued) job."""
+    active = ui.job_registry().active()
+    job_id = (st.query_params.get("job") or st.session_state.get(ui.JOB_KEY)
+              or (active[0].job_id if active else None))
     if job_id:
         st.session_state[ui.JOB_KEY] = job_id
         st.query_params["job"] = job_id
@@ -187,7 +190,7 @@ def job_label(state: JobState) -> str:
 def job_section() -> None:
     job_id = current_job_id()
     if not job_id:
-        st.info("No training job yet in this session: choose settings above and press **Start training**.")
+        st.info("No training job on this server yet: choose settings above and press **Start training**.")
         return
     state = ui.job_registry().get(job_id)
     if state is None:

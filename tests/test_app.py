@@ -193,7 +193,7 @@ def test_train_page_runs_a_job_to_completion(tmp_path):
     epochs = [w.key for w in at.number_input if w.key.startswith("hp-clip-svd-few-shot-1-") and w.key.endswith("-epochs")]
     assert len(epochs) == 1, epochs  # the form's key names the setting the presets were resolved for
     at.number_input(key=epochs[0]).set_value(1).run()
-    at.number_input(key="_w_test_cap").set_value(2).run()
+    at.number_input(key="_w_train_test_cap").set_value(2).run()
     at.button(key="start_training").click().run()
     assert_clean(at)
     job_id = at.session_state["job_id"]
@@ -355,7 +355,7 @@ def test_train_form_starts_from_the_chosen_official_protocol(tmp_path):
         return fields[0].value
 
     assert iterations() == ""  # the world dataset: no official preset, epochs decide
-    at.selectbox(key="_w_backbone").select("natural").run()
+    at.selectbox(key="_w_train_backbone").select("natural").run()
     assert_clean(at)
     assert iterations() == "400"  # CLIP-SVD natural few-shot: 200·K iterations
     assert any("Official value, from HealthX-Lab/CLIP-SVD@" in (w.help or "")
@@ -368,3 +368,72 @@ def test_singular_values_page_says_why_a_clipfit_run_has_nothing_to_draw(filled_
     assert_clean(at)
     assert any("changed none of the attention or MLP matrices" in i.value for i in at.info)
     assert not at.get("plotly_chart")  # no all-zero heatmap
+
+
+def test_selection_lives_in_the_url_and_the_run_store(tmp_path):
+    """A reload (a new session) or a second tab starts from the last selection: the URL carries it, and a state
+    file in the run store holds it for a session that comes without one."""
+    import json
+
+    at = app_at("pages/1_Model_and_data.py", tmp_path)
+    at.selectbox(key="_w_builtin").select("world-colour-sketch").run()
+    at.button(key="use_dataset").click().run()
+    assert_clean(at)
+    url = at.query_params["dataset"]
+    assert json.loads(url if isinstance(url, str) else url[0])["name"] == "world-colour-sketch"
+    state = json.loads((tmp_path / ".dashboard-state.json").read_text())
+    assert state["dataset"]["name"] == "world-colour-sketch" and state["model"]["architecture"] == "clipsvd-tiny"
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a second tab: nothing in its session
+    fresh.session_state["runs_root"] = str(tmp_path)
+    fresh.switch_page("pages/8_Runs.py")
+    fresh.run()
+    assert_clean(fresh)
+    assert fresh.session_state["dataset_spec"].name == "world-colour-sketch"
+    assert fresh.session_state["model_spec"] == TINY
+    assert not list(tmp_path.glob(".dashboard-state-*.tmp"))  # written atomically: no temporary file left
+
+
+def test_train_form_keeps_its_values_across_a_page_switch(tmp_path):
+    at = app_at("pages/2_Train.py", tmp_path)
+    at.multiselect(key="_w_train_methods").set_value(["clip-svd", "clipfit"]).run()
+    at.multiselect(key="_w_train_seeds").set_value([1, 2, 3]).run()
+    at.number_input(key="_w_train_test_cap").set_value(5).run()
+    at.switch_page("pages/7_Compare.py").run()
+    assert_clean(at)
+    at.switch_page("pages/2_Train.py").run()
+    assert_clean(at)
+    assert at.multiselect(key="_w_train_methods").value == ["clip-svd", "clipfit"]
+    assert at.multiselect(key="_w_train_seeds").value == [1, 2, 3]
+    assert at.number_input(key="_w_train_test_cap").value == 5
+
+
+def test_every_page_shows_the_servers_running_job(tmp_path):
+    """A job started anywhere on this server shows in every page's sidebar, with a link to it on Train; a new
+    session opening Train sees it instead of "no job"."""
+    import threading
+
+    from clipsvd import app as ui
+    from clipsvd.runs import Run
+
+    registry, release = ui.job_registry(), threading.Event()
+
+    def blocked(config, store, on_progress, cancel):
+        release.wait(60)
+        return Run("unsaved", config.to_dict(), {}, status="cancelled", message="test")
+
+    runner, registry._runner = registry._runner, blocked
+    try:
+        config = ExperimentConfig(method="zero-shot", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"),
+                                  shots=1, device="cpu")
+        job_id = registry.submit([config], RunStore(tmp_path))
+        at = app_at("pages/7_Compare.py", tmp_path)
+        assert_clean(at)
+        assert any("Jobs on this server" in c.value for c in at.sidebar.caption)
+        assert any(f"Open job {job_id}" in str(link.proto) for link in at.sidebar.get("page_link"))
+        at = app_at("pages/2_Train.py", tmp_path)
+        assert_clean(at)
+        assert any(s.value == f"Job {job_id}" for s in at.subheader)
+    finally:
+        release.set()
+        registry.wait(job_id, 30)
+        registry._runner = runner

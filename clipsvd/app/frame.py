@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from clipsvd.app import selection
+from clipsvd.app.caches import job_registry
 from clipsvd.runs import RUNS_ENV, default_runs_root
 
 PAGES = {
@@ -19,6 +20,10 @@ PAGES = {
     "reproduce": ("pages/9_Reproduce.py", "Reproduce", ":material/table_chart:"),
 }
 ANALYSIS_PAGES = ("sigma", "heads", "explain", "embeddings")
+# Widget keys whose values survive a page switch (Streamlit drops a widget's value once its page is left):
+# the Train form. Re-assigning them on every page run turns them into plain session state that is kept.
+KEPT_WIDGET_PREFIXES = ("_w_train_", "hp-")
+JOBS_POLL_S = 3  # the sidebar's job list refreshes this often while a job runs (more often slows training)
 NO_BIOMEDICAL_NOTE = (
     "**No real biomedical images ship offline.** The built-in datasets are the generated world (shape, colour "
     "and object tasks in clean, microscopy-like and sketch styles: synthetic, not real images), Animal Shape "
@@ -30,9 +35,19 @@ NO_BIOMEDICAL_NOTE = (
 def page_header(title: str, caption: str) -> None:
     """Same frame on every page: wide layout, the settings sidebar, a title and one line of caption."""
     st.set_page_config(page_title=f"{title} · clipsvd", layout="wide")
+    selection.restore_selection()
+    keep_widget_values()
     settings_sidebar()
+    selection.remember_selection()
     st.title(title)
     st.caption(caption)
+
+
+def keep_widget_values() -> None:
+    """Keep the Train form's values while the user visits other pages (see KEPT_WIDGET_PREFIXES)."""
+    for key in list(st.session_state):
+        if isinstance(key, str) and key.startswith(KEPT_WIDGET_PREFIXES):
+            st.session_state[key] = st.session_state[key]
 
 
 def flash(key: str, message: str) -> None:
@@ -69,3 +84,20 @@ def settings_sidebar() -> None:
         st.markdown(f"**Model** · {selection.model_label(selection.model_spec())}")
         st.markdown(f"**Data** · {selection.dataset_label(selection.dataset_spec())} · "
                     f"{selection.shots_label(selection.shots())}")
+        if job_registry().active():  # polled only while something runs
+            st.divider()
+            server_jobs()
+
+
+@st.fragment(run_every=JOBS_POLL_S)
+def server_jobs() -> None:
+    """The server's running and queued jobs (every tab, every session), each with its progress and a link to it."""
+    jobs = job_registry().active()
+    st.caption("Jobs on this server")
+    if not jobs:
+        st.caption("All jobs finished: their runs are on the Runs page.")
+    for state in jobs:
+        where = f"run {min(state.index + 1, state.total)}/{state.total}"
+        title = (state.current_title or "").split(" · ")
+        st.progress(state.fraction, text=f"{state.status} · {where} · {' · '.join(title[:2])}")
+        page_link("train", f"Open job {state.job_id}", job=state.job_id)

@@ -65,5 +65,5 @@ def pick_run(label: str = "Run", statuses: tuple[RunStatus, ...] = (RunStatus.CO
     chosen = st.selectbox(label, ids, index=index, key=f"_w_{key}",
                           format_func=lambda run_id: run_title(runs[ids.index(run_id)]))
     st.session_state[selection.RUN_KEY] = chosen
-    st.query_params["run"] = chosen
+    selection.remember_selection()
     return runs[ids.index(chosen)]

@@ -1,11 +1,16 @@
 """What the user chose (model, dataset, shots, seed, device, run store) and how it is named on every page.
 
 Widget values are dropped when the user leaves a page, so the choices live under fixed keys of
-st.session_state; pages read them through these functions.
+st.session_state; pages read them through these functions. The selection also lives in the URL and in a
+small state file of the run store, so a reload, a shared link or a second tab restores it.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -13,6 +18,7 @@ from clipsvd.analysis.run_pair import run_model_spec
 from clipsvd.app.caches import built_model_label
 from clipsvd.data import DatasetSpec
 from clipsvd.data.builtin import DEFAULT_DATASET as DEFAULT_DATASET_NAME
+from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import shots_label
 from clipsvd.models import ModelSpec
 from clipsvd.runs import Run, RunStore, default_runs_root
@@ -90,3 +96,85 @@ def run_model_notice(run: Run) -> None:
     """The same notice for the model a stored run was trained from."""
     model_notice(run_model_spec(run), where="This run's model", label=run_model_label(run))
 
+
+# ----- the selection outside one browser session: the URL and a state file in the run store ------------------
+STATE_FILE = ".dashboard-state.json"  # in the run store: a reload, a second tab or a restart starts from it
+RESTORED_KEY = "_selection_restored"
+WRITTEN_KEY = "_selection_written"
+URL_KEYS = ("model", "dataset", "shots", "seed", "run")
+
+
+def _selection_record() -> dict[str, Any]:
+    """The current selection as plain JSON values (what the URL and the state file hold)."""
+    return {"model": model_spec().to_dict(), "dataset": dataset_spec().to_dict(), "shots": shots(),
+            "seed": data_seed(), "run": st.session_state.get(RUN_KEY)}
+
+
+def _from_url() -> dict[str, Any]:
+    """The selection carried by the query string (JSON values; a parameter that does not parse is ignored)."""
+    found = {}
+    for name in URL_KEYS:
+        text = st.query_params.get(name)
+        if text is None:
+            continue
+        try:
+            found[name] = json.loads(text) if name in ("model", "dataset", "shots", "seed") else text
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
+def read_state_file(root: Path) -> dict[str, Any]:
+    """The last selection saved in this run store; {} when there is none or it cannot be read."""
+    try:
+        data = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_state_file(root: Path, record: dict[str, Any]) -> None:
+    """Write the selection atomically (a reader never sees half a file); a read-only store is not an error."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=root, prefix=".dashboard-state-", suffix=".tmp", delete=False,
+                                         encoding="utf-8") as fh:
+            json.dump(record, fh, indent=1)
+        os.replace(fh.name, root / STATE_FILE)
+    except OSError:
+        pass
+
+
+def restore_selection() -> None:
+    """Once per browser session: fill what the session has not chosen from the URL, else from the state file,
+    so a reload, a shared link or a second tab starts where the user was. A run named in the URL always wins."""
+    url_run = st.query_params.get("run")
+    if url_run:  # a link to a run (Train's "σ shifts", Heads → Explain) wins over the remembered one
+        st.session_state[RUN_KEY] = url_run
+    if st.session_state.get(RESTORED_KEY):
+        return
+    st.session_state[RESTORED_KEY] = True
+    saved = {**read_state_file(runs_root()), **_from_url()}
+    setters = {MODEL_KEY: ("model", lambda d: ModelSpec(**d)), DATASET_KEY: ("dataset", DatasetSpec.from_dict),
+               SHOTS_KEY: ("shots", lambda k: None if k is None else int(k)), DATA_SEED_KEY: ("seed", int),
+               RUN_KEY: ("run", str)}
+    for key, (name, build) in setters.items():
+        if key in st.session_state or name not in saved:
+            continue
+        try:
+            st.session_state[key] = build(saved[name])
+        except (TypeError, ValueError, ClipsvdError):
+            continue  # a stale or hand-edited value: keep the default
+
+
+def remember_selection() -> None:
+    """Put the selection in the URL (page switches drop query parameters) and, when it changed, in the state file."""
+    record = _selection_record()
+    for name, value in record.items():
+        if value is None:
+            st.query_params.pop(name, None)
+        else:
+            st.query_params[name] = value if name == "run" else json.dumps(value, separators=(",", ":"))
+    if st.session_state.get(WRITTEN_KEY) != record:
+        write_state_file(runs_root(), record)
+        st.session_state[WRITTEN_KEY] = record

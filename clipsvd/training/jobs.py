@@ -145,6 +145,14 @@ class JobRegistry:
             states = [copy.deepcopy(job.state) for job in self._jobs.values()]
         return sorted(states, key=lambda s: s.submitted, reverse=True)
 
+    def active(self) -> list[JobState]:
+        """Unfinished jobs, running first then queued by age, without loss points and log: cheap to poll from
+        every page's sidebar."""
+        with self._lock:
+            states = [copy.deepcopy(dataclasses.replace(job.state, loss_points=[], messages=[]))
+                      for job in self._jobs.values() if not job.state.done]
+        return sorted(states, key=lambda s: (s.status != RunStatus.RUNNING, s.submitted))
+
     def wait(self, job_id: str, timeout: float | None = None) -> JobState | None:
         """Block until the job's thread ends (or the timeout passes); for scripts and tests."""
         with self._lock:
