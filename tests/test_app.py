@@ -437,3 +437,38 @@ def test_every_page_shows_the_servers_running_job(tmp_path):
         release.set()
         registry.wait(job_id, 30)
         registry._runner = runner
+
+
+def test_heads_page_says_why_a_clipfit_run_has_no_ranking(filled_store):
+    [clipfit] = [r for r in filled_store.list() if r.config["method"] == "clipfit" and r.config["seed"] == 1]
+    at = app_at("pages/4_Heads.py", filled_store.root, run_id=clipfit.run_id)
+    assert_clean(at)
+    assert any("changed none of the visual attention heads" in i.value for i in at.info)
+    assert not at.get("plotly_chart") and not any(m.label == "Most changed" for m in at.metric)
+    assert any("W_O^h W_V^h" in m.value and "$" in m.value for m in at.markdown)  # the measures, as math
+
+
+def test_heads_slider_offers_the_heads_that_exist(filled_store):
+    [svd] = [r for r in filled_store.list() if r.config["method"] == "clip-svd" and r.config["seed"] == 2]
+    at = app_at("pages/4_Heads.py", filled_store.root, run_id=svd.run_id)
+    assert_clean(at)
+    heads = int(next(m.value for m in at.metric if m.label == "Heads"))
+    assert at.slider(key="_w_heads_top").max == heads == 4  # tiny vision tower: 2 layers × 2 heads
+
+
+def test_a_link_to_a_cancelled_run_opens_that_run(tmp_path, filled_store):
+    store = RunStore(tmp_path / "copy")
+    [source] = [r for r in filled_store.list() if r.config["method"] == "clip-svd" and r.config["seed"] == 1
+                and r.config["protocol"] == "few-shot" and r.config["model"]["architecture"] == "clipsvd-tiny"]
+    newer = next(r for r in filled_store.list() if r.run_id != source.run_id)
+    store.save(dataclasses.replace(newer, path=None), newer.adapter_tensors())
+    cancelled = store.save(dataclasses.replace(source, path=None, run_id=source.run_id + "-c",
+                                               status="cancelled", created="2000-01-01T00:00:00+00:00"),
+                           source.adapter_tensors())  # the oldest: not what the page opens by default
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["runs_root"] = str(store.root)
+    at.query_params["run"] = cancelled.run_id  # what Train's "σ shifts" link of a cancelled run carries
+    at.switch_page("pages/3_Singular_values.py")
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="_w_analysis").value == cancelled.run_id

@@ -15,9 +15,11 @@ from clipsvd.app.runs import pick_run
 from clipsvd.app.widgets import try_call
 from clipsvd.data import ClassificationDataset, DatasetSpec
 from clipsvd.plots.heads import MEASURE_TITLES as HEAD_MEASURE_TITLES
-from clipsvd.runs import Run
+from clipsvd.runs import Run, RunStatus
 
 HEADS_MEASURE_KEY = "heads_measure"  # the head-change measure chosen on Heads or Explain
+# A cancelled run keeps the weights trained until the cancel: it is analysed like a completed one.
+ANALYSED_STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED)
 
 
 @dataclasses.dataclass
@@ -34,7 +36,7 @@ class AnalysisContext(RunPair):
 
 def analysis_context() -> AnalysisContext | None:
     """Run picker + the two models, with the untrained warning; None (and a message) if not possible."""
-    run = pick_run("Fine-tuned run", key="analysis")
+    run = pick_run("Fine-tuned run", statuses=ANALYSED_STATUSES, key="analysis")
     if run is None:
         return None
     selection.run_model_notice(run)
