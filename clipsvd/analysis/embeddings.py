@@ -1,7 +1,12 @@
 """Image features before and after fine-tuning, laid out in 2-D with UMAP to see classes separate."""
 from __future__ import annotations
 
+import functools
+import os
+import sys
+import threading
 import warnings
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -11,11 +16,54 @@ import torch
 from clipsvd.errors import DataError
 
 UMAP_NEIGHBORS = 15
+_UMAP_IMPORT = threading.Lock()  # the dashboard lays out from several threads; numba.jit is patched once
+
+
+def import_umap() -> ModuleType:
+    """umap, with its numba kernels cached on disk so that only the first process on a machine compiles them.
+
+    umap (unlike pynndescent) declares its kernels without cache=True, so every new process spent 10-16 s
+    compiling them at the first layout. While umap is first imported, numba.jit/njit default to cache=True;
+    the machine code then lives in NUMBA_CACHE_DIR (default: the project's cache folder, numba/). The flag
+    only changes where compiled code is kept, not what runs. Later imports return the loaded module.
+    """
+    with _UMAP_IMPORT:
+        if "umap" not in sys.modules:
+            _import_umap_cached()
+    return sys.modules["umap"]
+
+
+def _import_umap_cached() -> None:
+    from clipsvd.methods.svd_cache import cache_dir
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir("numba")))
+    import numba
+    from numba.core.errors import NumbaWarning
+
+    if not numba.config.CACHE_DIR:  # numba was imported before the variable was set
+        numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+    def cached(decorator: Callable) -> Callable:
+        @functools.wraps(decorator)
+        def with_cache(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return with_cache
+
+    plain = numba.jit, numba.njit
+    numba.jit, numba.njit = cached(numba.jit), cached(numba.njit)
+    try:
+        with warnings.catch_warnings():
+            # A kernel numba cannot cache (dynamic globals) is compiled per process as before, with a warning.
+            warnings.filterwarnings("ignore", category=NumbaWarning)
+            import umap  # noqa: F401
+    finally:
+        numba.jit, numba.njit = plain
 
 
 def umap_2d(features: np.ndarray, seed: int = 0, n_neighbors: int = UMAP_NEIGHBORS) -> np.ndarray:
     """(n, 2) UMAP layout with cosine distance (CLIP features are compared by angle)."""
-    import umap  # slow first import (numba): only when a layout is asked for
+    umap = import_umap()  # slow first import (numba): only when a layout is asked for
 
     features = np.asarray(features, dtype=np.float32)
     n = len(features)
@@ -24,6 +72,7 @@ def umap_2d(features: np.ndarray, seed: int = 0, n_neighbors: int = UMAP_NEIGHBO
     with warnings.catch_warnings():
         # umap warns that a seed forces one thread; reproducible layouts are the point here.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Cannot cache compiled function")  # compiled per process
         return _fit(umap, features, seed, n_neighbors)
 
 

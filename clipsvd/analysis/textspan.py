@@ -249,9 +249,10 @@ def explain_heads(
 
     image_batches: an iterable of (N, 3, H, W) tensors or (images, labels) pairs, already
     preprocessed for the model. rank and ln_post_split default to the official code's (80, and its
-    split of ln_post; "even" is this project's earlier convention). With a cache and an
-    `images_key` naming the images (dataset, split, subset, transform), the forward passes and text
-    embeddings are read back instead of recomputed when the same model meets the same images.
+    split of ln_post; "even" is this project's earlier convention). The corpus's text embeddings are
+    read back from `cache` (default: `TextSpanCache.default()`) when the same model met the same corpus
+    before, in any process. With a cache and an `images_key` naming the images (dataset, split, subset,
+    transform), the forward passes are read back too when the same model meets the same images.
     """
     corpus = list(corpus_texts)
     if not corpus:
@@ -263,7 +264,8 @@ def explain_heads(
     visual = vision_tower(model_or_loaded)
     chosen = resolve_layers(len(tower_blocks(visual)), layers)
     use_cache = cache is not None and images_key is not None
-    fingerprint = model_fingerprint(as_module(model_or_loaded)) if use_cache else ""
+    text_cache = cache if cache is not None else TextSpanCache.default()
+    fingerprint = model_fingerprint(as_module(model_or_loaded))
 
     stored = cache.load_contributions(fingerprint, images_key, chosen, split) if use_cache else None
     if stored is None:
@@ -273,11 +275,10 @@ def explain_heads(
             cache.save_contributions(fingerprint, images_key, chosen, heads, embeddings, split)
     else:
         heads, embeddings = stored
-    text_embeddings = cache.load_text_embeddings(fingerprint, corpus) if use_cache else None
+    text_embeddings = text_cache.load_text_embeddings(fingerprint, corpus)
     if text_embeddings is None:
         text_embeddings = encode_texts(model_or_loaded, corpus, batch_size)
-        if use_cache:
-            cache.save_text_embeddings(fingerprint, corpus, text_embeddings)
+        text_cache.save_text_embeddings(fingerprint, corpus, text_embeddings)
     if text_embeddings.shape[1] != heads.shape[-1]:
         raise ConfigError(f"text embeddings have {text_embeddings.shape[1]} dims, image contributions "
                           f"{heads.shape[-1]}: they must come from the same CLIP model")
@@ -345,22 +346,35 @@ class TextSpanCache:
     """Safetensors files under `root`, so the dashboard reuses forward passes and text embeddings.
 
     Contributions are keyed by (model fingerprint, images key, layers, ln_post split); text
-    embeddings by (model fingerprint, corpus). Files are written atomically; an unreadable file counts as a miss.
+    embeddings by (model fingerprint, corpus). Files are written atomically; an unreadable file counts as
+    a miss, and a folder that cannot be written only costs the next run the recomputation.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    @classmethod
+    def default(cls) -> "TextSpanCache":
+        """The project's cache folder (textspan/ under $CLIPSVD_CACHE or ~/.cache/clipsvd), for callers without one."""
+        from clipsvd.methods.svd_cache import cache_dir
+
+        return cls(cache_dir("textspan"))
+
     def _path(self, kind: str, key: str) -> Path:
         return self.root / f"{kind}-{key}.safetensors"
 
     def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".safetensors")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".safetensors")
+        except OSError:  # read-only or full disk: recompute next time
+            return
         os.close(handle)
         try:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
             os.replace(tmp, path)
+        except OSError:
+            pass
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

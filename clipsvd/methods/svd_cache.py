@@ -16,8 +16,13 @@ import torch
 CACHE_ENV = "CLIPSVD_CACHE"
 
 
+def cache_dir(kind: str) -> Path:
+    """The project's cache folder for one kind of file: $CLIPSVD_CACHE/<kind> or ~/.cache/clipsvd/<kind>."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clipsvd") / kind
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clipsvd") / "svd"
+    return cache_dir("svd")
 
 
 def fingerprint(weights: dict[str, tuple[torch.Tensor, list[str], set[str]]]) -> str:

@@ -1,0 +1,304 @@
+"""A CLIP-SVD training step against the official implementation's form, a frozen backbone and full fine-tuning.
+
+Same random-weight open_clip model, same batch (images, 10 class prompts), CPU fp32, both encoders
+training. Variants, run step by step in turn (one step of each per round, after warm-up rounds) so they
+share the machine's noise; times are medians over rounds, ratios medians of the per-round ratios:
+
+  ours        CLIP-SVD as attached by clipsvd (each matrix on its cheaper form, text padding after the
+              last end-of-text token dropped), AdamW on σ
+  ours-77     the same on all 77 text positions (what the per-matrix choice alone gives)
+  recomposed  ours-77 with every matrix forced onto W = U·diag(σ)·Vᵀ per forward (the former behaviour)
+  official    a reimplementation of HealthX-Lab/CLIP-SVD's per-token form (svf_utils/svf_torch.py SVD_Linear:
+              x → Linear(Vᵀ) → ·σ → Linear(U, bias); PlainHeadAttention.py: separate q/k/v/proj
+              linears and F.scaled_dot_product_attention), every attention/MLP linear, AdamW over
+              model.parameters() as train.py does; written from the code's behaviour, not copied
+  frozen      forward+backward with every weight frozen except the visual ln_pre weight and the text
+              positional embedding, so backward crosses every block computing input gradients only
+  full        full fine-tuning: every weight trains, AdamW step included
+frozen and full drop the text padding as ours does, so their ratios to ours measure CLIP-SVD's own cost.
+
+Before timing, logits and σ-gradients of ours and official are compared (same U, σ₀, V). Memory: the
+peak of the bytes a step allocates above what it starts with (torch profiler), plus what a variant holds
+between steps (parameters, buffers, gradients, optimizer state).
+
+    python benchmarks/bench_clip_svd_step.py --arch ViT-B-32 --batch 16
+    python benchmarks/bench_clip_svd_step.py --arch ViT-B-16 --batch 32 --warmup 2 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipsvd.methods import create_method
+from clipsvd.methods.clip_svd import encode_text_to_last_eot, trims_text_padding
+from clipsvd.models import ModelSpec, load_model
+
+PROMPTS = [f"a photo of a class {i}." for i in range(10)]
+Step = Callable[[], None]
+
+
+# ----- the official per-token form (our own reimplementation) ---------------------------------------------
+
+class PerTokenSVDLinear(nn.Module):
+    """As the official SVD_Linear: fc_V (Vᵀ, no bias), times vector_S (1 × r), fc_U (U, with the bias)."""
+
+    def __init__(self, u: torch.Tensor, sigma: torch.Tensor, vh: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.fc_V = nn.Linear(vh.shape[1], vh.shape[0], bias=False)
+        self.fc_U = nn.Linear(u.shape[1], u.shape[0], bias=bias is not None)
+        self.vector_S = nn.Parameter(sigma.detach().clone()[None])
+        with torch.no_grad():
+            self.fc_V.weight.copy_(vh)
+            self.fc_U.weight.copy_(u)
+            if bias is not None:
+                self.fc_U.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_U(self.fc_V(x).mul(self.vector_S))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """open_clip reads c_fc.weight.dtype for its cast dtype (the official runs OpenAI's own CLIP code)."""
+        return self.fc_U.weight
+
+
+class PlainAttention(nn.Module):
+    """As the official PlainMultiHeadAttention: q/k/v/proj as separate linears around F.scaled_dot_product_attention.
+
+    The official works on sequence-first tensors; open_clip's blocks are batch-first, so heads are split from
+    (N, L, D) here, which is the same arithmetic with no extra copies.
+    """
+
+    def __init__(self, num_heads: int, q: nn.Module, k: nn.Module, v: nn.Module, proj: nn.Module):
+        super().__init__()
+        self.num_heads, self.q_proj, self.k_proj, self.v_proj, self.proj = num_heads, q, k, v, proj
+
+    def forward(self, query, key, value, need_weights=False, attn_mask=None, **_):
+        batch, length, width = query.shape
+        split = (batch, length, self.num_heads, width // self.num_heads)
+        q, k, v = (p(x).view(split).transpose(1, 2) for p, x in ((self.q_proj, query), (self.k_proj, key),
+                                                                    (self.v_proj, value)))
+        if attn_mask is not None:
+            attn_mask = attn_mask[None, None]  # the official's _canonical_mask + unsqueeze to (1, 1, L, S)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask)
+        return self.proj(context.transpose(1, 2).reshape(batch, length, width)), None
+
+
+def official_model(base: nn.Module, method) -> nn.Module:
+    """A copy of `base` rebuilt in the official form, with the same U, σ₀, V as `method`'s decomposition."""
+    model = copy.deepcopy(base)
+    svws = method.singular_value_weights()
+
+    def factors(path: str, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        svw = svws[path]
+        return svw.u(kind), getattr(svw, f"sigma0_{kind}"), svw.vh(kind)
+
+    for prefix in ("visual.transformer.resblocks", "transformer.resblocks"):
+        for i, block in enumerate(model.get_submodule(prefix)):
+            path = f"{prefix}.{i}"
+            attn, width = block.attn, block.attn.embed_dim
+            biases = attn.in_proj_bias.detach().split(width)
+            qkv = [PerTokenSVDLinear(*factors(f"{path}.attn.in_proj_weight_svd", kind), bias)
+                   for kind, bias in zip("qkv", biases)]
+            out = PerTokenSVDLinear(*factors(f"{path}.attn.out_proj.weight_svd", "out"), attn.out_proj.bias.detach())
+            block.attn = PlainAttention(attn.num_heads, *qkv, out)
+            block.mlp.c_fc = PerTokenSVDLinear(*factors(f"{path}.mlp.c_fc.weight_svd", "fc"), block.mlp.c_fc.bias)
+            block.mlp.c_proj = PerTokenSVDLinear(*factors(f"{path}.mlp.c_proj.weight_svd", "proj"),
+                                                 block.mlp.c_proj.bias)
+    model.requires_grad_(False)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.endswith("vector_S"))
+    return model
+
+
+def official_sigmas(model: nn.Module) -> dict[str, nn.Parameter]:
+    """vector_S by our σ name (path of our SingularValueWeight + kind)."""
+    names = {"attn.q_proj": ("attn.in_proj_weight_svd", "q"), "attn.k_proj": ("attn.in_proj_weight_svd", "k"),
+             "attn.v_proj": ("attn.in_proj_weight_svd", "v"), "attn.proj": ("attn.out_proj.weight_svd", "out"),
+             "mlp.c_fc": ("mlp.c_fc.weight_svd", "fc"), "mlp.c_proj": ("mlp.c_proj.weight_svd", "proj")}
+    result = {}
+    for name, param in model.named_parameters():
+        if name.endswith(".vector_S"):
+            module = name[: -len(".vector_S")]
+            for theirs, (ours, kind) in names.items():
+                if module.endswith(theirs):
+                    result[f"{module[: -len(theirs)]}{ours}.sigma.{kind}"] = param
+    return result
+
+
+# ----- steps --------------------------------------------------------------------------------------------
+
+def logits_of(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, scale: float) -> torch.Tensor:
+    text = F.normalize(model.encode_text(tokens), dim=-1)
+    return scale * F.normalize(model.encode_image(images), dim=-1) @ text.t()
+
+
+def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer | None) -> Step:
+    images, tokens, labels, scale = batch
+
+    def step() -> None:
+        loss = F.cross_entropy(logits_of(model, images, tokens, scale), labels)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+    return step
+
+
+def trim_text(model: nn.Module) -> nn.Module:
+    """The text path CLIP-SVD installs (padding after the last end-of-text token dropped), on a baseline."""
+    if trims_text_padding(model):
+        model.encode_text = functools.partial(encode_text_to_last_eot, model)
+    return model
+
+
+def full_text(method) -> None:
+    """Back to open_clip's encode_text on all positions."""
+    method.model.__dict__.pop("encode_text", None)
+
+
+def step_peak_bytes(step: Step) -> int:
+    """Peak of the bytes allocated during one step above those live when it starts (CPU allocator events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """Parameters, buffers, plain tensor attributes of modules, gradients and optimizer state, once each."""
+    seen: dict[int, int] = {}
+
+    def add(t: torch.Tensor) -> None:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+
+    for module in model.modules():
+        for value in list(module._parameters.values()) + list(module._buffers.values()) + list(vars(module).values()):
+            if isinstance(value, torch.Tensor):
+                add(value)
+                if value.grad is not None:
+                    add(value.grad)
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.numel() > 1:
+                    add(value)
+    return sum(seen.values())
+
+
+def alternate(steps: dict[str, Step], warmup: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of each variant, one step of each per round, the order rotating between rounds."""
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            steps[name]()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm().clamp_min(1e-30))
+
+
+# ----- main ---------------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default="ours,ours-77,official,frozen,full,recomposed")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    base = load_model(ModelSpec(args.arch), "cpu")
+    pristine = copy.deepcopy(base.model)
+    images = torch.randn(args.batch, 3, base.image_size, base.image_size)
+    labels = torch.randint(0, len(PROMPTS), (args.batch,))
+    batch = (images, base.tokenize(PROMPTS), labels, base.logit_scale)
+    method = create_method("clip-svd").attach(base, PROMPTS)
+    official = official_model(pristine, method)
+
+    # Exactness: logits and every σ-gradient of ours (text padding dropped) against the official form.
+    ours_logits = logits_of(method.model, *batch[:2], batch[3])
+    F.cross_entropy(ours_logits, labels).backward()
+    theirs_logits = logits_of(official, *batch[:2], batch[3])
+    F.cross_entropy(theirs_logits, labels).backward()
+    ours_sigma = dict(method.model.named_parameters())
+    pairs = [(ours_sigma[name].grad, param.grad[0]) for name, param in official_sigmas(official).items()]
+    grad_error = max(relative_error(a, b) for a, b in pairs)
+    print(f"[exactness] {len(pairs)} σ tensors; logits rel. error {relative_error(ours_logits, theirs_logits):.2e}, "
+          f"largest σ-gradient rel. error {grad_error:.2e} (goal <= 1e-5)")
+    method.model.zero_grad(set_to_none=True)
+    official.zero_grad(set_to_none=True)
+
+    wanted = args.variants.split(",")
+    models: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] = {}
+    if "ours" in wanted:
+        models["ours"] = (method.model, torch.optim.AdamW(method.trainable_parameters(), lr=1e-6))
+    if "ours-77" in wanted:
+        untrimmed = copy.deepcopy(method)
+        full_text(untrimmed)
+        models["ours-77"] = (untrimmed.model, torch.optim.AdamW(untrimmed.trainable_parameters(), lr=1e-6))
+    if "recomposed" in wanted:
+        forced = copy.deepcopy(method)
+        full_text(forced)
+        forced.set_path("recomposed")
+        models["recomposed"] = (forced.model, torch.optim.AdamW(forced.trainable_parameters(), lr=1e-6))
+    if "official" in wanted:
+        models["official"] = (official, torch.optim.AdamW(official.parameters(), lr=1e-6, weight_decay=0.01))
+    if "frozen" in wanted:
+        frozen = trim_text(copy.deepcopy(pristine).requires_grad_(False))
+        frozen.visual.ln_pre.weight.requires_grad_(True)
+        frozen.positional_embedding.requires_grad_(True)
+        models["frozen"] = (frozen, None)
+    if "full" in wanted:
+        full = trim_text(copy.deepcopy(pristine).requires_grad_(True))
+        models["full"] = (full, torch.optim.AdamW(full.parameters(), lr=1e-6))
+    steps = {name: make_step(model, batch, opt) for name, (model, opt) in models.items()}
+
+    times = alternate(steps, args.warmup, args.rounds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    where = f"{args.arch} batch {args.batch}, {len(PROMPTS)} prompts, CPU fp32, {torch.get_num_threads()} threads"
+    print(f"[step] {where}; medians of {args.rounds} alternating rounds after {args.warmup} warm-up:")
+    for name, value in medians.items():
+        print(f"[step]   {name:10s} {value:7.3f} s   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
+    for name, other, goal in (("ours", "official", 0.8), ("ours", "frozen", 1.6), ("ours", "full", 1.0),
+                              ("ours-77", "official", None), ("recomposed", "official", None)):
+        if name in times and other in times:
+            ratio = statistics.median(a / b for a, b in zip(times[name], times[other]))
+            print(f"[ratio] {name} / {other} = {ratio:.3f}" + (f" (goal <= {goal})" if goal else ""))
+
+    peaks = {name: step_peak_bytes(steps[name]) for name in steps}
+    held = {name: held_bytes(model, opt) for name, (model, opt) in models.items()}
+    for name in steps:
+        print(f"[memory] {name:10s} step peak above its start {peaks[name] / 2**20:8.1f} MiB, held between steps "
+              f"{held[name] / 2**20:8.1f} MiB, total {(peaks[name] + held[name]) / 2**20:8.1f} MiB")
+    if "ours" in peaks and "frozen" in peaks:
+        print(f"[memory] ours / frozen: step peak {peaks['ours'] / peaks['frozen']:.3f} (goal <= 1.3), "
+              f"total {(peaks['ours'] + held['ours']) / (peaks['frozen'] + held['frozen']):.3f}")
+
+
+if __name__ == "__main__":
+    main()

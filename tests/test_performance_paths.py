@@ -1,0 +1,145 @@
+"""The fast paths give the same numbers: CLIP-SVD's factored/auto forms and trimmed text against the recomposed
+form on all 77 text positions, and the caches that spare first-use waits (numba kernels, text embeddings)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clipsvd.methods import create_method
+from clipsvd.methods.clip_svd import training_costs, trims_text_padding
+from clipsvd.models import load_model
+from tests.conftest import PROMPTS, TINY
+
+ATTENTION, MLP = ("q", "k", "v", "out"), ("fc", "proj")
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def logits_and_sigma_grads(method, images, path: str, full_text: bool = False):
+    """Logits and {σ name: gradient} of one forward+backward with every matrix on `path`."""
+    method.set_path(path)
+    trimmed = method.model.__dict__.pop("encode_text", None) if full_text else None
+    method.model.zero_grad(set_to_none=True)
+    try:
+        logits = method.logits(images, method.class_weights(PROMPTS))
+        (logits * torch.linspace(-1, 1, logits.numel()).reshape(logits.shape)).sum().backward()
+    finally:
+        if trimmed is not None:
+            method.model.encode_text = trimmed
+        method.set_path("auto")
+    grads = {name: p.grad.clone() for name, p in method.model.named_parameters() if p.requires_grad}
+    return logits.detach(), grads
+
+
+def assert_same(reference, other, tolerance: float = 1e-5) -> None:
+    """Logits, and σ-gradients of the attention and of the MLP matrices (each group as one vector)."""
+    assert relative(other[0], reference[0]) <= tolerance
+    for kinds in (ATTENTION, MLP):
+        names = [n for n in reference[1] if n.rsplit(".", 1)[1] in kinds]
+        assert names
+        a, b = (torch.cat([grads[n] for n in names]) for grads in (other[1], reference[1]))
+        assert relative(a, b) <= tolerance, kinds
+
+
+@pytest.fixture
+def perturbed(tiny):
+    """CLIP-SVD on the tiny model with σ moved off σ₀ (at σ₀ every form is the pretrained weight)."""
+    method = create_method("clip-svd").attach(tiny, PROMPTS)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for sigma in method.trainable_parameters():
+            sigma.mul_(1 + 0.1 * torch.randn(sigma.shape, generator=generator))
+    return method
+
+
+def test_factored_auto_and_trimmed_text_equal_the_recomposed_form(perturbed, images):
+    reference = logits_and_sigma_grads(perturbed, images, "recomposed", full_text=True)
+    for path in ("factored", "auto", "recomposed"):
+        assert_same(reference, logits_and_sigma_grads(perturbed, images, path))
+    assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored", full_text=True))
+
+
+def test_evaluation_reuses_one_recomposition_and_matches_training(perturbed, images):
+    training = logits_and_sigma_grads(perturbed, images, "factored")[0]
+    with torch.no_grad():
+        first = perturbed.logits(images, perturbed.class_weights(PROMPTS))
+        cached = {name: svw._cache[1] for name, svw in perturbed.singular_value_weights().items()}
+        second = perturbed.logits(images, perturbed.class_weights(PROMPTS))
+    assert relative(first, training) <= 1e-5 and torch.equal(first, second)
+    assert all(svw._cache[1] is cached[name] for name, svw in perturbed.singular_value_weights().items())
+
+
+def test_attention_calls_outside_open_clips_own_fall_back_to_torch(perturbed):
+    """need_weights or a padding mask go through nn.MultiheadAttention with the recomposed weights."""
+    attn = perturbed.model.visual.transformer.resblocks[0].attn
+    x = torch.randn(2, 5, attn.embed_dim)
+    padding = torch.tensor([[False] * 5, [False] * 4 + [True]])
+    with torch.no_grad():
+        plain, _ = attn(x, x, x, need_weights=False)
+        weighted, weights = attn(x, x, x, need_weights=True)
+        masked, _ = attn(x, x, x, key_padding_mask=padding, need_weights=False)
+        w_in = attn.in_proj_weight_svd()
+        w_out = attn.out_proj.weight_svd()
+        expected, _ = torch.nn.functional.multi_head_attention_forward(
+            x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), attn.embed_dim, attn.num_heads, w_in,
+            attn.in_proj_bias, None, None, False, 0.0, w_out, attn.out_proj.bias, training=False,
+            need_weights=False)
+    assert weights is not None and weights.shape == (2, 5, 5)
+    assert relative(plain, expected.transpose(0, 1)) <= 1e-5 and relative(weighted, plain) <= 1e-5
+    assert relative(masked[0], plain[0]) <= 1e-5 and relative(masked[1], plain[1]) > 1e-4  # only the padded one
+
+
+def test_merge_restores_plain_modules(perturbed, images):
+    with torch.no_grad():
+        before = perturbed.logits(images, perturbed.class_weights(PROMPTS))
+    model = perturbed.merge()
+    assert not any("forward" in m.__dict__ for m in model.modules()) and "encode_text" not in model.__dict__
+    with torch.no_grad():
+        assert relative(perturbed.logits(images, perturbed.class_weights(PROMPTS)), before) <= 1e-5
+
+
+def test_text_trimming_only_where_it_is_exact(tiny):
+    assert trims_text_padding(tiny.model)
+    tiny.model.attn_mask = torch.zeros_like(tiny.model.attn_mask)  # bidirectional: padding would matter
+    assert not trims_text_padding(tiny.model)
+    tiny.model.attn_mask = None
+    assert not trims_text_padding(tiny.model)
+
+
+def test_cost_model_picks_the_form_with_fewer_multiply_adds():
+    d = 768
+    factored, recomposed = training_costs(4 * d, d, d, 800, True)  # c_fc, ViT-B/32 batch 16
+    assert factored < recomposed
+    assert training_costs(4 * d, d, d, 6304, True)[0] < training_costs(4 * d, d, d, 6304, True)[1]  # B/16 b32
+    assert training_costs(d, d, d, 800, True)[0] < training_costs(d, d, d, 800, True)[1]  # square, T < 2d
+    assert training_costs(d, d, d, 6304, True)[0] > training_costs(d, d, d, 6304, True)[1]  # square, T > 2d
+
+
+def test_umap_kernels_are_compiled_with_a_disk_cache(tmp_path):
+    """In a fresh process (umap must not be imported yet): its numba kernels get a cache in NUMBA_CACHE_DIR."""
+    code = ("import os; from clipsvd.analysis.embeddings import import_umap; u = import_umap(); "
+            "import numba; assert numba.config.CACHE_DIR == os.environ['NUMBA_CACHE_DIR'], numba.config.CACHE_DIR; "
+            "k = [u.umap_.smooth_knn_dist, u.layouts.optimize_layout_euclidean, u.spectral.component_layout]; "
+            "print([type(f._cache).__name__ for f in k if hasattr(f, '_cache')])")
+    env = {"CLIPSVD_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kinds = eval(out.stdout.strip().splitlines()[-1])
+    assert kinds and all(kind == "FunctionCache" for kind in kinds)
+
+
+def test_corpus_text_embeddings_are_cached_without_an_images_key(monkeypatch, images):
+    """explain_heads reads a corpus's embeddings back per model fingerprint and corpus, in any process."""
+    from clipsvd.analysis import textspan
+
+    loaded = load_model(TINY, "cpu")
+    corpus = [f"a photo of thing {i}" for i in range(12)]
+    first = textspan.explain_heads(loaded, [images], corpus, texts_per_head=2)
+    monkeypatch.setattr(textspan, "encode_texts", lambda *a, **k: pytest.fail("text embeddings recomputed"))
+    again = textspan.explain_heads(loaded, [images], corpus, texts_per_head=2)
+    assert torch.equal(first.text_embeddings, again.text_embeddings)
+    with pytest.raises(pytest.fail.Exception):
+        textspan.explain_heads(loaded, [images], corpus[:-1], texts_per_head=2)  # another corpus: a miss
