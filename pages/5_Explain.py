@@ -118,7 +118,7 @@ def show_head(before, after, row, n_heads: int, measure: str, k: int, run_id: st
     with st.expander(f"All texts of layer {layer} · head {head} with the variance each explains"):
         st.plotly_chart(fig, key=f"ts-{layer}-{head}")
         ui.figure_downloads(fig, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
-        table = compare_heads(before, after, layer, head)
+        table = in_percent(compare_heads(before, after, layer, head))
         st.dataframe(table, hide_index=True, width="stretch")
         ui.table_download(table, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
     with st.expander(f"Images that score highest on any text of layer {layer} · head {head}"):
@@ -128,6 +128,12 @@ def show_head(before, after, row, n_heads: int, measure: str, k: int, run_id: st
         if images:
             for column, (image, label) in zip(st.columns(len(images)), images):
                 column.image(image, caption=label, width="stretch")
+
+
+def in_percent(table):
+    """Explained variance in %, as in the figure (the analysis returns fractions)."""
+    columns = {c: f"{c} (%)" for c in ("explained_before", "explained_after") if c in table}
+    return table.assign(**{c: 100 * table[c] for c in columns}).rename(columns=columns)
 
 
 def summary_section(table, measure: str, k: int, run_id: str) -> None:

@@ -72,7 +72,8 @@ def test_figures_build_with_titles_and_axes(figures):
         assert fig.layout.title.text, name
         assert len(fig.data) > 0, name
         assert fig.layout.template.layout.font.family, name
-        titled = [axis for key, axis in fig.layout.to_plotly_json().items() if key.startswith(("xaxis", "yaxis"))]
+        titled = [axis for key, axis in fig.layout.to_plotly_json().items() if key.startswith(("xaxis", "yaxis"))
+                  and not (name == "textspan_pair" and key == "yaxis2")]  # paired TextSpan panels: one y title
         assert all(axis.get("title", {}).get("text") for axis in titled), name
 
 
@@ -134,3 +135,43 @@ def test_spectrum_log_axis_has_decade_ticks_only():
     spectrum = pd.DataFrame({"index": [0, 1, 2], "sigma_before": [10.0, 1.0, 0.1], "sigma_after": [9.0, 1.1, 0.2]})
     axis = spectra_figure(spectrum).layout.yaxis
     assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "power"
+
+
+@needs_browser
+def test_textspan_pair_exports_at_1400_px_with_whole_texts_and_separate_panels(tmp_path):
+    """Before/after panels at the export width: every text whole (wrapped, never cut with "…"), the second panel's
+    labels inside the gap between the panels, one y title, % on the axes and bars; the PNG has that size."""
+    import io
+
+    from PIL import Image
+
+    from clipsvd.analysis.textspan import HeadTexts
+    from clipsvd.plots.textspan import CHAR_PX, EXPORT_WIDTH, LABEL_PX
+
+    long = "a densely stained round nucleus with a thin bright membrane at the upper left of the field"
+    before = HeadTexts(1, 0, [0, 1, 2], [long, "a small blue square", "three overlapping triangles in a sketchy style"],
+                       [0.31, 0.12, 0.05], [0.31, 0.2, 0.1], 1.0)
+    after = HeadTexts(1, 0, [1, 3, 4], ["a small blue square", long + " again", "an empty background"],
+                      [0.4, 0.2, 0.01], [0.4, 0.3, 0.02], 1.0)
+    fig = textspan_figure(before, after)
+    layout = fig.layout
+    assert layout.width == EXPORT_WIDTH
+    for bars, head in zip(fig.data, (before, after)):
+        lines = [label.split("<br>") for label in bars.y]
+        assert [" ".join(parts).split(". ", 1)[1] for parts in lines] == head.texts  # whole texts, in order
+        assert not any("…" in label for label in bars.y)
+        longest = max(len(line) for parts in lines for line in parts) * CHAR_PX
+        assert longest + 10 <= LABEL_PX
+    plot_px = layout.width - layout.margin.l - layout.margin.r
+    gap_px = (layout.xaxis2.domain[0] - layout.xaxis.domain[1]) * plot_px
+    assert layout.xaxis.domain[1] < layout.xaxis2.domain[0] and gap_px >= LABEL_PX  # labels of panel 2 fit the gap
+    assert layout.margin.l >= LABEL_PX  # and those of panel 1 the left margin
+    assert layout.yaxis.title.text and not layout.yaxis2.title.text  # one y title
+    assert layout.xaxis.ticksuffix == "%" and fig.data[0].texttemplate.endswith("%")
+    assert layout.xaxis.range == layout.xaxis2.range  # one scale for before and after
+    titles = [a.text for a in layout.annotations]
+    assert titles == ["before (pretrained)", "after (fine-tuned)"]
+    png = export_figure(fig, "png", scale=1)
+    (tmp_path / "textspan.png").write_bytes(png)
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (EXPORT_WIDTH, layout.height)

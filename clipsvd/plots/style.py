@@ -82,6 +82,18 @@ def head_label(layer: int, head: int) -> str:
     return f"L{layer}·H{head}"
 
 
+def wrap_text(text: str, width: int) -> list[str]:
+    """A label cut into lines of at most `width` characters at spaces (a longer word gets a line of its own):
+    figures for a paper show whole texts, never an ellipsis."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def shorten(text: str, limit: int = 48) -> str:
     """Keep axis labels readable; the full text stays in the hover."""
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
