@@ -94,7 +94,7 @@ def page(server):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
         tab = context.new_page()
-        tab.set_default_timeout(120_000)  # 2 shared cores: a busy machine can take a minute per page
+        tab.set_default_timeout(WAIT_MS)  # 2 shared cores: a busy machine can take minutes per page
         tab.goto(server)
         tab.get_by_role("heading", name="clipsvd", exact=True).wait_for()
         yield tab
@@ -102,20 +102,20 @@ def page(server):
         browser.close()
 
 
+WAIT_MS = 180_000  # 2 shared cores under load: a page that imports torch can take minutes
+
+
 def goto(page, nav_label: str, title: str) -> None:
     """Switch page through the sidebar (client-side: session state survives) and wait for its title."""
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text=nav_label).first.click()
-    page.get_by_role("heading", name=title, exact=True).first.wait_for()
-    page.wait_for_load_state("networkidle")
+    expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible(timeout=WAIT_MS)
     wait_idle(page)
 
 
-def wait_idle(page, timeout: float = 60) -> None:
-    """Wait until the script run is over (Streamlit shows a status widget while it runs)."""
-    deadline = time.time() + timeout
-    page.wait_for_timeout(300)
-    while time.time() < deadline and page.locator('[data-testid="stStatusWidget"]').count():
-        page.wait_for_timeout(200)
+def wait_idle(page, timeout_ms: int = WAIT_MS) -> None:
+    """Wait until the script run is over (Streamlit shows a status widget while it runs); expect() retries."""
+    page.wait_for_timeout(300)  # the rerun a click starts may show its status widget only after a moment
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=timeout_ms)
 
 
 def set_number(page, label: str, value: int) -> None:
@@ -206,7 +206,7 @@ def test_upload_zipped_imagefolder_and_refuse_a_climbing_one(page, tmp_path):
 
 def test_train_a_world_run_to_completion(page, runs_root):
     start_training(page, epochs=1)
-    page.get_by_role("heading", name="Runs of this job").wait_for(timeout=90_000)
+    expect(page.get_by_role("heading", name="Runs of this job")).to_be_visible(timeout=WAIT_MS)
     assert_no_exception(page)
     screenshot(page, "train-after")
     [run] = RunStore(runs_root).list()
@@ -223,15 +223,46 @@ def test_train_a_world_run_to_completion(page, runs_root):
         reloaded.close()
 
 
-def test_cancel_a_running_job(page, runs_root):
+def sidebar_shows_the_job(tab) -> None:
+    sidebar = tab.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text("Jobs on this server")).to_be_visible(timeout=WAIT_MS)
+    expect(sidebar.get_by_role("link", name="Open job")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_a_running_job_shows_everywhere_and_the_selection_survives_a_reload(page, server, runs_root):
+    """While a job runs: every page's sidebar (this tab after a reload, and
+    a second tab) shows the job with a link; the reload keeps the selection (K = 1 from the Train form); then the
+    job is cancelled from Train, and its cancelled run opens from its "σ shifts" link."""
     start_training(page, epochs=400)
-    page.get_by_text("training epoch").first.wait_for(timeout=60_000)
+    expect(page.get_by_text("training epoch").first).to_be_visible(timeout=WAIT_MS)
     screenshot(page, "train-during")
+    goto(page, "Compare", "Compare")
+    sidebar_shows_the_job(page)
+    second = page.context.new_page()  # a second tab: a session of its own
+    try:
+        second.goto(f"{server}/Runs")
+        expect(second.get_by_role("heading", name="Runs", exact=True)).to_be_visible(timeout=WAIT_MS)
+        sidebar_shows_the_job(second)
+    finally:
+        second.close()
+    goto(page, "Compare", "Compare")
+    page.reload()  # a new session: the URL and the run store's state file bring the selection back
+    expect(page.get_by_role("heading", name="Compare", exact=True)).to_be_visible(timeout=WAIT_MS)
+    sidebar_shows_the_job(page)
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text(f"{WORLD_DATASET} · 1-shot")).to_be_visible()
+    goto(page, "Train", "Train")  # the new session's Train page opens the running job
     page.get_by_role("button", name="Cancel training").click()
-    page.get_by_text("job cancelled").first.wait_for(timeout=60_000)
+    expect(page.get_by_text("job cancelled").first).to_be_visible(timeout=WAIT_MS)
     assert_no_exception(page)
     statuses = sorted(run.status for run in RunStore(runs_root).list())
     assert statuses == ["cancelled", "completed"]
+    [cancelled] = [run for run in RunStore(runs_root).list() if run.status == "cancelled"]
+    page.get_by_role("link", name="σ shifts").first.click()
+    expect(page.get_by_role("heading", name="Singular values", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("combobox", name="Fine-tuned run")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text(cancelled.run_id).first).to_be_visible(timeout=WAIT_MS)
+    wait_idle(page)
+    assert_no_exception(page)
 
 
 @pytest.mark.parametrize("nav_label", PAGES)

@@ -21,8 +21,9 @@ PAGES = {
 }
 ANALYSIS_PAGES = ("sigma", "heads", "explain", "embeddings")
 # Widget keys whose values survive a page switch (Streamlit drops a widget's value once its page is left):
-# the Train form. Re-assigning them on every page run turns them into plain session state that is kept.
+# the Train form.
 KEPT_WIDGET_PREFIXES = ("_w_train_", "hp-")
+KEPT_VALUES_KEY = "_kept_widget_values"
 JOBS_POLL_S = 3  # the sidebar's job list refreshes this often while a job runs (more often slows training)
 NO_BIOMEDICAL_NOTE = (
     "**No real biomedical images ship offline.** The built-in datasets are the generated world (shape, colour "
@@ -44,10 +45,15 @@ def page_header(title: str, caption: str) -> None:
 
 
 def keep_widget_values() -> None:
-    """Keep the Train form's values while the user visits other pages (see KEPT_WIDGET_PREFIXES)."""
+    """Keep the Train form's values while the user visits other pages (see KEPT_WIDGET_PREFIXES): each run copies
+    them into a plain session-state dict, and puts back those Streamlit dropped, before any widget is drawn."""
+    kept = st.session_state.setdefault(KEPT_VALUES_KEY, {})
     for key in list(st.session_state):
         if isinstance(key, str) and key.startswith(KEPT_WIDGET_PREFIXES):
-            st.session_state[key] = st.session_state[key]
+            kept[key] = st.session_state[key]
+    for key, value in kept.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
 
 
 def flash(key: str, message: str) -> None:
