@@ -259,7 +259,7 @@ def test_missing_transformers_names_the_package(biomed_cache, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
-    with pytest.raises(CheckpointError, match=r"pip install transformers==5\.23\.0"):
+    with pytest.raises(CheckpointError, match=r"pip install 'clipsvd\[biomed\]'"):
         load_model(ModelSpec(f"hf-hub:{BIOMED_ID}", seed=7), "cpu")
 
 
