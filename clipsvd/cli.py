@@ -679,7 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Start the Streamlit app the package carries (the clone's app.py in an editable install)."""
     import os
-    import subprocess
 
     from clipsvd.resources import dashboard_script, streamlit_flags
 
@@ -694,10 +693,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     env.setdefault("HF_HUB_OFFLINE", "1")  # no downloads behind the user's back; weights come from local paths
     if args.runs_dir:
         env["CLIPSVD_RUNS"] = os.path.abspath(args.runs_dir)
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 130
+    # Become the Streamlit server (no child process): a signal sent to `clipsvd dashboard` reaches the server.
+    os.execve(sys.executable, command, env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
