@@ -56,52 +56,6 @@ def training_costs(rows: int, cols: int, rank: int, tokens: int, input_grad: boo
     return factored, recomposed
 
 
-class _Factored(torch.autograd.Function):
-    """x·Vᵀ·diag(σ)·U_bᵀ + b_b for row blocks b sharing one Vᵀ (R × n, the blocks' rows stacked), by hand.
-
-    Autograd on the plain expression spends a third of the step in element-wise passes over T × R
-    (scaling h by σ forward, g by σ backward, chunk/cat of fused blocks). Here σ is folded into the
-    small matrices instead: y_b = h_b·(U_b·diag(σ_b))ᵀ and dx = Σ_b g_b·(diag(σ_b)·V_bᵀ), so the only
-    T × R pass left is dσ = Σ_t g ⊙ h. Saves h = x·Vᵀ, as autograd would.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, vh: torch.Tensor, sigma: torch.Tensor, bias: torch.Tensor | None,
-                *us: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = F.linear(x, vh)
-        ctx.save_for_backward(hidden, vh, sigma, *us)
-        ctx.x_shape = x.shape
-        biases = bias.chunk(len(us)) if bias is not None else [None] * len(us)
-        return tuple(F.linear(h, u * s, b) for h, u, s, b in
-                     zip(hidden.chunk(len(us), dim=-1), us, sigma.chunk(len(us)), biases))
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor | None):
-        hidden, vh, sigma, *us = ctx.saved_tensors
-        rows, dtype = len(us), hidden.dtype  # under autocast h is in the autocast dtype: so is backward
-        hidden = hidden.reshape(-1, hidden.shape[-1]).chunk(rows, dim=-1)
-        grad_x = grad_sigma = grad_bias = None
-        sigma_parts, vh_parts = sigma.to(dtype).chunk(rows), vh.to(dtype).chunk(rows)
-        sigma_grads, bias_grads = [], []
-        for grad, h, u, s, v in zip(grads, hidden, us, sigma_parts, vh_parts):
-            if grad is None:
-                grad = torch.zeros(h.shape[0], u.shape[0], dtype=dtype, device=h.device)
-            grad = grad.reshape(-1, grad.shape[-1]).to(dtype)
-            if ctx.needs_input_grad[3]:
-                bias_grads.append(grad.sum(0))
-            g = grad @ u.to(dtype)  # (T × r)
-            if ctx.needs_input_grad[0]:
-                grad_x = g @ (v * s[:, None]) if grad_x is None else grad_x.addmm_(g, v * s[:, None])
-            sigma_grads.append(g.mul_(h).sum(0))
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_x.reshape(ctx.x_shape)
-        if ctx.needs_input_grad[2]:
-            grad_sigma = torch.cat(sigma_grads)
-        if ctx.needs_input_grad[3]:
-            grad_bias = torch.cat(bias_grads)
-        return (grad_x, None, grad_sigma, grad_bias) + (None,) * rows
-
-
 class SingularValueWeight(nn.Module):
     """A (possibly fused) weight whose row blocks are U_b·diag(σ_b)·V_bᵀ with only σ_b trainable.
 
@@ -201,11 +155,13 @@ class SingularValueWeight(nn.Module):
             return list(F.linear(x, self(), bias).chunk(len(self.block_kinds), dim=-1))
         self._cache = None
         kinds = self.block_kinds
-        if "Vh" in self._buffers:  # every block decomposed, Vᵀ shared
-            sigma = torch.cat([self.sigma[k] for k in kinds])
-            return list(_Factored.apply(x, self.Vh, sigma, bias, *(self.u(k) for k in kinds)))
-        return [_Factored.apply(x, self.vh(kind), self.sigma[kind], b, self.u(kind))[0] if kind in self.sigma
-                else F.linear(x, getattr(self, f"frozen_{kind}"), b) for kind, b in zip(kinds, biases)]
+        if "Vh" in self._buffers:
+            hidden = (F.linear(x, self.Vh) * torch.cat([self.sigma[k] for k in kinds])).chunk(len(kinds), dim=-1)
+        else:
+            hidden = [F.linear(x, self.vh(kind)) * self.sigma[kind] if kind in self.sigma else None
+                      for kind in kinds]
+        return [F.linear(h, self.u(kind), b) if h is not None
+                else F.linear(x, getattr(self, f"frozen_{kind}"), b) for kind, h, b in zip(kinds, hidden, biases)]
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """F.linear(x, W, bias) for the whole (fused) weight."""
