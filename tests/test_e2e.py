@@ -295,3 +295,22 @@ def test_select_tiny_model(page):
     page.get_by_text("Model set: clipsvd-tiny").wait_for()
     assert page.get_by_text("untrained — load a checkpoint").count() > 0
     assert_no_exception(page)
+
+
+def test_train_form_survives_a_page_switch(page):
+    """Values typed into the Train form (its own fields and a method's hyperparameters) are still there after a
+    visit to another page, and Streamlit shows no duplicated-state warning for them."""
+    goto(page, "Train", "Train")
+    set_number(page, "Max test images per class (0: all)", 3)
+    if not page.get_by_label("epochs", exact=True).is_visible():
+        page.get_by_text("Hyperparameters:").first.click()
+    set_number(page, "epochs", 7)
+    goto(page, "Compare", "Compare")
+    goto(page, "Train", "Train")
+    expect(page.get_by_label("Max test images per class (0: all)", exact=True)).to_have_value("3")
+    if not page.get_by_label("epochs", exact=True).is_visible():
+        page.get_by_text("Hyperparameters:").first.click()
+    expect(page.get_by_label("epochs", exact=True)).to_have_value("7")
+    expect(page.get_by_text("Changed from the defaults: clip-svd: epochs=7")).to_be_visible()
+    assert page.get_by_text("had its value set via the Session State API").count() == 0
+    assert_no_exception(page)

@@ -45,15 +45,18 @@ def page_header(title: str, caption: str) -> None:
 
 
 def keep_widget_values() -> None:
-    """Keep the Train form's values while the user visits other pages (see KEPT_WIDGET_PREFIXES): each run copies
-    them into a plain session-state dict, and puts back those Streamlit dropped, before any widget is drawn."""
+    """Keep the Train form's values while the user visits other pages (see KEPT_WIDGET_PREFIXES).
+
+    Streamlit forgets a widget's value once its page is left. Each run copies the form's values into a plain
+    session-state dict and writes every one back before any widget is drawn: a value written this run is one
+    Streamlit sends to the browser with the widget, so the form shows it (one restored only when missing is
+    used by the script but the browser draws the widget's default, as Chromium showed)."""
     kept = st.session_state.setdefault(KEPT_VALUES_KEY, {})
     for key in list(st.session_state):
         if isinstance(key, str) and key.startswith(KEPT_WIDGET_PREFIXES):
             kept[key] = st.session_state[key]
     for key, value in kept.items():
-        if key not in st.session_state:
-            st.session_state[key] = value
+        st.session_state[key] = value
 
 
 def flash(key: str, message: str) -> None:
