@@ -162,3 +162,32 @@ def test_clip_svd_is_exact_at_sigma0_on_vit_b16(vit_b16, vit_b16_svd):
         actual = loaded.model.encode_image(image), loaded.model.encode_text(loaded.tokenize(PROMPTS))
     for a, b in zip(actual, expected):
         assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_clip_svd_fast_paths_equal_the_recomposed_form_on_vit_b16(vit_b16_svd):
+    """ViT-B/16 shapes (768/512 wide, 12 layers): logits and σ-gradients of the factored (also with lean_memory)
+    and automatic forms (text padding dropped) against W recomposed on all 77 text positions, attention and MLP σ
+    separately."""
+    from tests.test_performance_paths import assert_same, logits_and_sigma_grads
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 224, 224)
+    sigmas = vit_b16_svd.trainable_parameters()
+    saved = [sigma.detach().clone() for sigma in sigmas]
+    try:
+        with torch.no_grad():
+            for sigma in sigmas:
+                sigma.mul_(1 + 0.05 * torch.randn(sigma.shape))
+        reference = logits_and_sigma_grads(vit_b16_svd, image, "recomposed", full_text=True)
+        for path in ("factored", "auto"):
+            assert_same(reference, logits_and_sigma_grads(vit_b16_svd, image, path))
+        for svw in vit_b16_svd.singular_value_weights().values():
+            svw.lean_memory = True
+        assert_same(reference, logits_and_sigma_grads(vit_b16_svd, image, "factored"))
+    finally:
+        for svw in vit_b16_svd.singular_value_weights().values():
+            svw.lean_memory = False
+        with torch.no_grad():
+            for sigma, value in zip(sigmas, saved):
+                sigma.copy_(value)
+        vit_b16_svd.model.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipsvd.methods import create_method
-from clipsvd.methods.clip_svd import training_costs, trims_text_padding
+from clipsvd.methods.clip_svd import FactoredProjection, training_costs, trims_text_padding
 from clipsvd.models import load_model
 from tests.conftest import PROMPTS, TINY
 
@@ -60,6 +60,70 @@ def test_factored_auto_and_trimmed_text_equal_the_recomposed_form(perturbed, ima
     for path in ("factored", "auto", "recomposed"):
         assert_same(reference, logits_and_sigma_grads(perturbed, images, path))
     assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored", full_text=True))
+    for svw in perturbed.singular_value_weights().values():  # what the config's lean_memory sets
+        svw.lean_memory = True
+    assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored"))
+
+
+def test_lean_memory_is_a_config_field(tiny):
+    from clipsvd.methods.clip_svd import CLIPSVDConfig
+
+    method = create_method("clip-svd", CLIPSVDConfig(lean_memory=True)).attach(tiny, PROMPTS)
+    assert all(svw.lean_memory for svw in method.singular_value_weights().values())
+
+
+def plain_factored(x, vh, sigma, bias, us):
+    """The same projection as FactoredProjection, left to autograd."""
+    hidden = (torch.nn.functional.linear(x, vh) * sigma).chunk(len(us), dim=-1)
+    biases = bias.chunk(len(us)) if bias is not None else [None] * len(us)
+    return [torch.nn.functional.linear(h, u, b) for h, u, b in zip(hidden, us, biases)]
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("heads", [False, True])
+def test_factored_projection_has_autograds_values_and_gradients(blocks, recompute, with_bias, heads):
+    """Outputs and the gradients of x, σ and the bias, against autograd on the plain expression (float64);
+    with three blocks only two outputs are used, so one arrives at backward as None. `heads`: x comes as
+    (B, H, L, d_h) and is merged to (B, L, H·d_h) inside."""
+    generator = torch.Generator().manual_seed(blocks + 2 * recompute + 4 * with_bias + 8 * heads)
+    n, r, m = 6, 5, 7
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=generator) if heads else \
+        torch.randn(2, 3, n, dtype=torch.float64, generator=generator)
+    x.requires_grad_()
+    vh = torch.randn(blocks * r, n, dtype=torch.float64, generator=generator)
+    us = [torch.randn(m, r, dtype=torch.float64, generator=generator) for _ in range(blocks)]
+    sigma = torch.rand(blocks * r, dtype=torch.float64, generator=generator).add_(0.5).requires_grad_()
+    bias = torch.randn(blocks * m, dtype=torch.float64, generator=generator, requires_grad=True) if with_bias else None
+    weights = [torch.randn(2, 3, m, dtype=torch.float64, generator=generator) for _ in range(blocks)]
+    inputs = [t for t in (x, sigma, bias) if t is not None]
+
+    def run(outputs):
+        loss = sum((o * w).sum() for o, w in zip(outputs[:2], weights))
+        return [o.detach() for o in outputs], torch.autograd.grad(loss, inputs)
+
+    ours = run(FactoredProjection.apply(x, vh, sigma, bias, recompute, heads, *us))
+    plain = run(plain_factored(x.transpose(1, 2).flatten(2) if heads else x, vh, sigma, bias, us))
+    for a, b in zip(ours[0] + list(ours[1]), plain[0] + list(plain[1])):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_factored_projection_under_cpu_autocast_follows_autograd():
+    """bfloat16 autocast (the CPU stand-in for CUDA fp16): matmuls in bf16, σ's gradient back in float32."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 16, 32, generator=generator, requires_grad=True)
+    vh, us = torch.linalg.qr(torch.randn(96, 32, generator=generator))[0], [torch.randn(32, 32) / 6 for _ in "qkv"]
+    sigma = torch.rand(96, generator=generator).add_(0.5).requires_grad_()
+    results = []
+    for outputs in (lambda: FactoredProjection.apply(x, vh, sigma, None, True, False, *us),
+                    lambda: plain_factored(x, vh, sigma, None, us)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = sum(o.float().square().mean() for o in outputs())
+        results.append(torch.autograd.grad(loss, (x, sigma)))
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype == torch.float32
+        assert relative(a, b) <= 2e-2
 
 
 def test_evaluation_reuses_one_recomposition_and_matches_training(perturbed, images):

@@ -11,7 +11,9 @@ the module that owns the weight (an nn.Linear, or open_clip's nn.MultiheadAttent
 forward replaced, and each call picks the cheaper of two exact forms by counting multiply-adds for
 its shape and the number of tokens it sees (`training_costs`):
   * factored, x·Vᵀ·diag(σ)·Uᵀ per token: no weight gradient is ever formed, since U and V are frozen;
-    cheaper for the thin MLP matrices at any token count, and for square ones below ~2·d tokens;
+    cheaper for the thin MLP matrices at any token count, and for square ones below ~2·d tokens. Its
+    gradients are written by hand (FactoredProjection) with σ folded into the small matrices; with
+    `lean_memory` it keeps x instead of x·Vᵀ where that is smaller, trading a matmul for memory;
   * recomposed, x·(U·diag(σ)·Vᵀ)ᵀ: one d³ recomposition and a d³ projection of dW, then matmuls with
     one weight instead of two; cheaper for square matrices over many tokens (ViT-B/16, batch 32).
 Without gradients (evaluation) W is recomposed once per change of σ and reused. open_clip's
@@ -56,6 +58,62 @@ def training_costs(rows: int, cols: int, rank: int, tokens: int, input_grad: boo
     return factored, recomposed
 
 
+class FactoredProjection(torch.autograd.Function):
+    """y_b = x·V_bᵀ·diag(σ_b)·U_bᵀ + b_b for the row blocks b of one weight (fused q/k/v share x), by hand.
+
+    Autograd on that expression spends part of a step in element-wise passes over the T × R hidden tensor
+    (h·σ forward, g·σ backward, chunk/cat of fused blocks). Here σ is folded into the small matrices instead,
+    y_b = h_b·(U_b·diag(σ_b))ᵀ and dx = Σ_b (dy_b·U_b)·(diag(σ_b)·V_bᵀ), so the one pass over the tokens left is
+    dσ = Σ_t g ⊙ h. Backward needs h = x·Vᵀ: it is saved, or with `recompute` recomputed from x (less memory
+    where x is smaller than h, as for fused q/k/v, or kept anyway by another op; one more x·Vᵀ of time).
+    `heads`: x is attention's (B, H, L, d_h) output, merged to (B, L, H·d_h) here, so that the x kept is the
+    tensor scaled-dot-product attention keeps for its own backward.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x: torch.Tensor, vh: torch.Tensor, sigma: torch.Tensor, bias: torch.Tensor | None,
+                recompute: bool, heads: bool, *us: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        merged = x.transpose(1, 2).flatten(2) if heads else x
+        hidden = F.linear(merged, vh)
+        ctx.save_for_backward(x if recompute else hidden, vh, sigma, *us)
+        ctx.recompute, ctx.heads, ctx.x_shape = recompute, heads, x.shape
+        biases = bias.chunk(len(us)) if bias is not None else [None] * len(us)
+        return tuple(F.linear(h, u * s, b) for h, u, s, b in
+                     zip(hidden.chunk(len(us), dim=-1), us, sigma.chunk(len(us)), biases))
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: torch.Tensor | None):
+        saved, vh, sigma, *us = ctx.saved_tensors
+        if ctx.recompute:
+            saved = F.linear(saved.transpose(1, 2).flatten(2) if ctx.heads else saved, vh)
+        dtype = saved.dtype  # under autocast: the autocast dtype, as in forward
+        hidden = saved.reshape(-1, saved.shape[-1]).chunk(len(us), dim=-1)
+        grad_x = None
+        sigma_grads, bias_grads = [], []
+        for grad, h, u, s, v in zip(grads, hidden, us, sigma.chunk(len(us)), vh.chunk(len(us))):
+            if grad is None:  # an output nobody used
+                grad = h.new_zeros(h.shape[0], u.shape[0])
+            grad = grad.reshape(-1, grad.shape[-1]).to(dtype)
+            if ctx.needs_input_grad[3]:
+                bias_grads.append(grad.sum(0))
+            g = grad @ u.to(dtype)  # T × r
+            if ctx.needs_input_grad[0]:
+                scaled = (v * s[:, None]).to(dtype)
+                grad_x = g @ scaled if grad_x is None else grad_x.addmm_(g, scaled)
+            # dσ accumulated in σ's precision, as autograd's h·σ (promoted to σ's dtype) would
+            sigma_grads.append((g.mul_(h) if dtype == sigma.dtype else g.to(sigma.dtype) * h.to(sigma.dtype)).sum(0))
+        if grad_x is not None and ctx.heads:  # back to (B, H, L, d_h)
+            batch, heads, length, head_dim = ctx.x_shape
+            grad_x = grad_x.reshape(batch, length, heads, head_dim).transpose(1, 2)
+        elif grad_x is not None:
+            grad_x = grad_x.reshape(ctx.x_shape)
+        return (grad_x, None, torch.cat(sigma_grads) if ctx.needs_input_grad[2] else None,
+                torch.cat(bias_grads) if ctx.needs_input_grad[3] else None, None, None) + (None,) * len(us)
+
+
 class SingularValueWeight(nn.Module):
     """A (possibly fused) weight whose row blocks are U_b·diag(σ_b)·V_bᵀ with only σ_b trainable.
 
@@ -70,6 +128,7 @@ class SingularValueWeight(nn.Module):
         self.block_kinds = list(block_kinds)
         self.sigma = nn.ParameterDict()
         self.path: Path = "auto"  # "factored"/"recomposed" force one form (tests, benchmarks)
+        self.lean_memory = False  # CLIPSVDConfig.lean_memory (see `recomputes`)
         self._cache: tuple[tuple, torch.Tensor] | None = None
         # q, k, v of a fused in_proj all decomposed: their Vᵀ live in one buffer, so x·[V_q V_k V_v] is one
         # matmul (~10% faster than three) without a per-call concatenation that backward would keep alive.
@@ -140,28 +199,38 @@ class SingularValueWeight(nn.Module):
         """Whether a training call on x takes the factored form: forced by `path`, else the fewer multiply-adds."""
         if self.path != "auto":
             return self.path == "factored"
-        tokens = x.numel() // x.shape[-1]
         factored = recomposed = 0
         for kind in self.sigma:
-            u = self.u(kind)
-            f, r = training_costs(u.shape[0], x.shape[-1], u.shape[1], tokens, x.requires_grad)
+            (rows, rank), cols = self.u(kind).shape, self.vh(kind).shape[1]
+            f, r = training_costs(rows, cols, rank, x.numel() // cols, x.requires_grad)
             factored, recomposed = factored + f, recomposed + r
         return factored < recomposed
 
-    def project(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """x·W_bᵀ + b_b for each row block b (q, k, v of a fused in_proj come out separately)."""
+    def project(self, x: torch.Tensor, bias: torch.Tensor | None = None, heads: bool = False) -> list[torch.Tensor]:
+        """x·W_bᵀ + b_b for each row block b (q, k, v of a fused in_proj come out separately).
+
+        `heads`: x is attention's (B, H, L, d_h) output, whose heads are merged here (FactoredProjection)."""
         biases = bias.chunk(len(self.block_kinds)) if bias is not None else [None] * len(self.block_kinds)
         if not (self._needs_sigma_grad() and self.uses_factored(x)):
-            return list(F.linear(x, self(), bias).chunk(len(self.block_kinds), dim=-1))
+            merged = x.transpose(1, 2).flatten(2) if heads else x
+            return list(F.linear(merged, self(), bias).chunk(len(self.block_kinds), dim=-1))
         self._cache = None
         kinds = self.block_kinds
-        if "Vh" in self._buffers:
-            hidden = (F.linear(x, self.Vh) * torch.cat([self.sigma[k] for k in kinds])).chunk(len(kinds), dim=-1)
-        else:
-            hidden = [F.linear(x, self.vh(kind)) * self.sigma[kind] if kind in self.sigma else None
-                      for kind in kinds]
-        return [F.linear(h, self.u(kind), b) if h is not None
-                else F.linear(x, getattr(self, f"frozen_{kind}"), b) for kind, h, b in zip(kinds, hidden, biases)]
+        if "Vh" in self._buffers:  # every block decomposed, their Vᵀ stacked
+            sigma = torch.cat([self.sigma[k] for k in kinds])
+            return list(FactoredProjection.apply(x, self.Vh, sigma, bias, self.recomputes(self.Vh, heads), heads,
+                                                 *(self.u(k) for k in kinds)))
+        if heads and len(kinds) > 1:  # (not a layout any family has: out_proj is one block)
+            x, heads = x.transpose(1, 2).flatten(2), False
+        return [FactoredProjection.apply(x, self.vh(kind), self.sigma[kind], b, self.recomputes(self.vh(kind), heads),
+                                         heads, self.u(kind))[0]
+                if kind in self.sigma else F.linear(x, getattr(self, f"frozen_{kind}"), b)
+                for kind, b in zip(kinds, biases)]
+
+    def recomputes(self, vh: torch.Tensor, heads: bool) -> bool:
+        """With lean_memory, whether backward recomputes h = x·Vᵀ instead of keeping it: where x is smaller than
+        h (fused q/k/v: n < 3n) or kept by attention anyway (`heads`)."""
+        return self.lean_memory and (heads or vh.shape[1] < vh.shape[0])
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """F.linear(x, W, bias) for the whole (fused) weight."""
@@ -228,6 +297,10 @@ def _attention_forward(attn: nn.MultiheadAttention, query: torch.Tensor, key: to
     context = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask.to(q.dtype) if attn_mask is not None else None,
         dropout_p=attn.dropout if attn.training else 0.0, is_causal=is_causal and attn_mask is None)
+    if out_svw is not None:  # (B, H, L, d_h) as attention returned it: see FactoredProjection's `heads`
+        [out] = out_svw.project(context, attn.out_proj.bias, heads=True)
+        attn.out_proj.weight = out_svw.current_weight()
+        return out, None
     return attn.out_proj(context.transpose(1, 2).reshape(batch, length, width)), None
 
 
@@ -289,6 +362,10 @@ class CLIPSVDConfig(MethodConfig):
     module_paths: list[str] | None = field(default=None, metadata={
         "help": "explicit weights to decompose, overriding the three selectors above, e.g. "
                 "visual.transformer.resblocks.11.attn.v; empty: use the selectors"})
+    lean_memory: bool = field(default=False, metadata={
+        "help": "keep less for backward: recompute x·Vᵀ of fused q/k/v and of the attention output in backward "
+                "instead of storing it; same results, about 15% less step memory for about 10% more step time "
+                "(ViT-B/32, batch 16, CPU; benchmarks/bench_clip_svd_step.py)"})
 
     def validate(self) -> None:
         super().validate()
@@ -343,6 +420,8 @@ class CLIPSVD(Method):
             setattr(host, param, svw.current_weight())
             self.decomposed.append((host, param))
             self._route(loaded.model, loaded.model.get_submodule(block_path), module_path, host, param)
+        for svw in self.singular_value_weights().values():
+            svw.lean_memory = self.config.lean_memory
         if not self.hooked_blocks:
             raise ConfigError("clip-svd: the selection of encoders/layers/matrix kinds matches no matrix")
         if trims_text_padding(loaded.model):
