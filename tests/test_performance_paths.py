@@ -182,8 +182,13 @@ def test_cost_model_picks_the_form_with_fewer_multiply_adds():
     assert training_costs(d, d, d, 6304, True)[0] > training_costs(d, d, d, 6304, True)[1]  # square, T > 2d
 
 
-def test_umap_kernels_are_compiled_with_a_disk_cache(tmp_path):
-    """In a fresh process (umap must not be imported yet): its numba kernels get a cache in NUMBA_CACHE_DIR."""
+def test_umap_kernels_are_compiled_with_a_disk_cache(tmp_path, monkeypatch):
+    """In a fresh process (umap must not be imported yet): its numba kernels get a cache in NUMBA_CACHE_DIR,
+    which the dashboard's warm start then finds (it imports umap at server start only when they are cached)."""
+    from clipsvd.analysis.embeddings import umap_kernels_cached
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert not umap_kernels_cached()
     code = ("import os; from clipsvd.analysis.embeddings import import_umap; u = import_umap(); "
             "import numba; assert numba.config.CACHE_DIR == os.environ['NUMBA_CACHE_DIR'], numba.config.CACHE_DIR; "
             "k = [u.umap_.smooth_knn_dist, u.layouts.optimize_layout_euclidean, u.spectral.component_layout]; "
@@ -193,6 +198,7 @@ def test_umap_kernels_are_compiled_with_a_disk_cache(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     kinds = eval(out.stdout.strip().splitlines()[-1])
     assert kinds and all(kind == "FunctionCache" for kind in kinds)
+    assert umap_kernels_cached()
 
 
 def test_corpus_text_embeddings_are_cached_without_an_images_key(monkeypatch, images):

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
@@ -33,10 +34,19 @@ def import_umap() -> ModuleType:
     return sys.modules["umap"]
 
 
-def _import_umap_cached() -> None:
+def numba_cache_dir() -> Path:
     from clipsvd.methods.svd_cache import cache_dir
 
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir("numba")))
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or cache_dir("numba"))
+
+
+def umap_kernels_cached() -> bool:
+    """Whether an earlier process left umap's compiled kernels in the cache (numba names the folder umap_<hash>)."""
+    return any(numba_cache_dir().glob("umap_*/*.nbi"))
+
+
+def _import_umap_cached() -> None:
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
     import numba
     from numba.core.errors import NumbaWarning
 

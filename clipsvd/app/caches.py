@@ -1,9 +1,12 @@
 """Heavy objects kept per server process (st.cache_resource / st.cache_data), keyed by what they depend on."""
 from __future__ import annotations
 
+import threading
+
 import pandas as pd
 import streamlit as st
 
+from clipsvd.analysis.embeddings import import_umap, umap_kernels_cached
 from clipsvd.analysis.heads import head_changes
 from clipsvd.analysis.run_pair import RunPair, load_pretrained
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
@@ -18,6 +21,19 @@ from clipsvd.training.jobs import JobRegistry
 def job_registry() -> JobRegistry:
     """One registry per server process: jobs outlive page switches and reloads, and every tab sees them."""
     return JobRegistry()
+
+
+@st.cache_resource(show_spinner=False)
+def warm_start() -> threading.Thread | None:
+    """Once per server, in the background: import umap with its numba kernels from the disk cache (~1.5 s), so
+    the first embedding map asked for waits for its fit only. import_umap is locked: a page asking meanwhile waits
+    for this import instead of starting its own. Skipped while nothing is cached: a first-ever compile (~30 s of
+    both cores) would slow every page; it happens at the first map instead."""
+    if not umap_kernels_cached():
+        return None
+    thread = threading.Thread(target=import_umap, name="clipsvd-warm-start", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=4)

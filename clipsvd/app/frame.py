@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from clipsvd.app import selection
-from clipsvd.app.caches import job_registry
+from clipsvd.app.caches import job_registry, warm_start
 from clipsvd.runs import RUNS_ENV, default_runs_root
 
 PAGES = {
@@ -36,6 +36,7 @@ NO_BIOMEDICAL_NOTE = (
 def page_header(title: str, caption: str) -> None:
     """Same frame on every page: wide layout, the settings sidebar, a title and one line of caption."""
     st.set_page_config(page_title=f"{title} · clipsvd", layout="wide")
+    warm_start()
     selection.restore_selection()
     keep_widget_values()
     settings_sidebar()
