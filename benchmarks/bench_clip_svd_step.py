@@ -25,6 +25,7 @@ between steps (parameters, buffers, gradients, optimizer state).
 
     python benchmarks/bench_clip_svd_step.py --arch ViT-B-32 --batch 16
     python benchmarks/bench_clip_svd_step.py --arch ViT-B-16 --batch 32 --warmup 2 --rounds 5
+    python benchmarks/bench_clip_svd_step.py --device cuda --precision fp16 --arch ViT-B-16 --batch 32
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from torch import nn
 
 from clipsvd.methods import create_method
 from clipsvd.methods.clip_svd import encode_text_to_last_eot, trims_text_padding
-from clipsvd.models import ModelSpec, load_model
+from clipsvd.models import ModelSpec, load_model, resolve_device
 
 PROMPTS = [f"a photo of a class {i}." for i in range(10)]
 Step = Callable[[], None]
@@ -143,11 +144,18 @@ def logits_of(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, scal
     return scale * F.normalize(model.encode_image(images), dim=-1) @ text.t()
 
 
-def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer | None) -> Step:
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer | None, precision: str = "fp32") -> Step:
+    """One training step; fp16/bf16 run the forward under autocast (no gradient scaler: its cost is a few
+    element-wise passes over the σ, timed here without it)."""
     images, tokens, labels, scale = batch
+    dtype = PRECISIONS[precision]
 
     def step() -> None:
-        loss = F.cross_entropy(logits_of(model, images, tokens, scale), labels)
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(logits_of(model, images, tokens, scale).float(), labels)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,9 +176,18 @@ def full_text(method) -> None:
     method.model.__dict__.pop("encode_text", None)
 
 
-def step_peak_bytes(step: Step) -> int:
-    """Peak of the bytes allocated during one step above those live when it starts (CPU allocator events)."""
+def step_peak_bytes(step: Step, device: torch.device) -> int:
+    """Peak of the bytes allocated during one step above those live when it starts (CPU allocator events, or
+    CUDA's peak statistics)."""
     from torch.profiler import ProfilerActivity, profile
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
@@ -203,14 +220,17 @@ def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int
     return sum(seen.values())
 
 
-def alternate(steps: dict[str, Step], warmup: int, rounds: int) -> dict[str, list[float]]:
+def alternate(steps: dict[str, Step], warmup: int, rounds: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per step of each variant, one step of each per round, the order rotating between rounds."""
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for r in range(warmup + rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            sync()
             start = time.perf_counter()
             steps[name]()
+            sync()
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
@@ -228,17 +248,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="timed steps under autocast in this dtype (exactness is always checked in fp32)")
     parser.add_argument("--variants", default="ours,ours-lean,ours-77,official,frozen,full,recomposed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = resolve_device(args.device)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
 
-    base = load_model(ModelSpec(args.arch), "cpu")
+    base = load_model(ModelSpec(args.arch), device)
     pristine = copy.deepcopy(base.model)
-    images = torch.randn(args.batch, 3, base.image_size, base.image_size)
-    labels = torch.randint(0, len(PROMPTS), (args.batch,))
-    batch = (images, base.tokenize(PROMPTS), labels, base.logit_scale)
+    images = torch.randn(args.batch, 3, base.image_size, base.image_size, device=device)
+    labels = torch.randint(0, len(PROMPTS), (args.batch,), device=device)
+    batch = (images, base.tokenize(PROMPTS).to(device), labels, base.logit_scale)
     method = create_method("clip-svd").attach(base, PROMPTS)
     official = official_model(pristine, method)
 
@@ -294,11 +319,12 @@ def main() -> None:
     if "full" in wanted:
         full = trim_text(copy.deepcopy(pristine).requires_grad_(True))
         models["full"] = (full, torch.optim.AdamW(full.parameters(), lr=1e-6))
-    steps = {name: make_step(model, batch, opt) for name, (model, opt) in models.items()}
+    steps = {name: make_step(model, batch, opt, args.precision) for name, (model, opt) in models.items()}
 
-    times = alternate(steps, args.warmup, args.rounds)
+    times = alternate(steps, args.warmup, args.rounds, device)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    where = f"{args.arch} batch {args.batch}, {len(PROMPTS)} prompts, CPU fp32, {torch.get_num_threads()} threads"
+    where = (f"{args.arch} batch {args.batch}, {len(PROMPTS)} prompts, {args.precision}, "
+             + (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"))
     print(f"[step] {where}; medians of {args.rounds} alternating rounds after {args.warmup} warm-up:")
     for name, value in medians.items():
         print(f"[step]   {name:10s} {value:7.3f} s   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
@@ -309,7 +335,7 @@ def main() -> None:
             ratio = statistics.median(a / b for a, b in zip(times[name], times[other]))
             print(f"[ratio] {name} / {other} = {ratio:.3f}" + (f" (goal <= {goal})" if goal else ""))
 
-    peaks = {name: step_peak_bytes(steps[name]) for name in steps}
+    peaks = {name: step_peak_bytes(steps[name], device) for name in steps}
     held = {name: held_bytes(model, opt) for name, (model, opt) in models.items()}
     for name in steps:
         print(f"[memory] {name:10s} step peak above its start {peaks[name] / 2**20:8.1f} MiB, held between steps "

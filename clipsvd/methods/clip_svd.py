@@ -77,7 +77,7 @@ class FactoredProjection(torch.autograd.Function):
         merged = x.transpose(1, 2).flatten(2) if heads else x
         hidden = F.linear(merged, vh)
         ctx.save_for_backward(x if recompute else hidden, vh, sigma, *us)
-        ctx.recompute, ctx.heads, ctx.x_shape = recompute, heads, x.shape
+        ctx.recompute, ctx.heads, ctx.x_shape, ctx.hidden_dtype = recompute, heads, x.shape, hidden.dtype
         biases = bias.chunk(len(us)) if bias is not None else [None] * len(us)
         return tuple(F.linear(h, u * s, b) for h, u, s, b in
                      zip(hidden.chunk(len(us), dim=-1), us, sigma.chunk(len(us)), biases))
@@ -87,8 +87,9 @@ class FactoredProjection(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads: torch.Tensor | None):
         saved, vh, sigma, *us = ctx.saved_tensors
-        if ctx.recompute:
-            saved = F.linear(saved.transpose(1, 2).flatten(2) if ctx.heads else saved, vh)
+        if ctx.recompute:  # in forward's precision (autocast's, which backward on CPU does not re-enter)
+            merged = saved.transpose(1, 2).flatten(2) if ctx.heads else saved
+            saved = F.linear(merged.to(ctx.hidden_dtype), vh.to(ctx.hidden_dtype))
         dtype = saved.dtype  # under autocast: the autocast dtype, as in forward
         hidden = saved.reshape(-1, saved.shape[-1]).chunk(len(us), dim=-1)
         grad_x = None
@@ -364,8 +365,9 @@ class CLIPSVDConfig(MethodConfig):
                 "visual.transformer.resblocks.11.attn.v; empty: use the selectors"})
     lean_memory: bool = field(default=False, metadata={
         "help": "keep less for backward: recompute x·Vᵀ of fused q/k/v and of the attention output in backward "
-                "instead of storing it; same results, about 15% less step memory for about 10% more step time "
-                "(ViT-B/32, batch 16, CPU; benchmarks/bench_clip_svd_step.py)"})
+                "instead of storing it; same results, 18% less step memory for 7-12% more step time (ViT-B/32, "
+                "batch 16, CPU; no effect where attention takes the recomposed form, e.g. ViT-B/16 batch 32: "
+                "benchmarks/bench_clip_svd_step.py)"})
 
     def validate(self) -> None:
         super().validate()
