@@ -5,11 +5,12 @@ training. Variants, run step by step in turn (one step of each per round, after 
 share the machine's noise; times are medians over rounds, ratios medians of the per-round ratios:
 
   ours        CLIP-SVD as attached by clipsvd (each matrix on its cheaper form, text padding after the
-              last end-of-text token dropped), AdamW on σ
+              last end-of-text token dropped, the image tower's last block on the class token), AdamW on σ
   ours-lean   ours with lean_memory: x·Vᵀ of fused q/k/v and of the attention output recomputed in backward
               instead of kept (clipsvd.methods.clip_svd.FactoredProjection)
-  ours-77     the same as ours on all 77 text positions (what the per-matrix choice alone gives)
-  recomposed  ours-77 with every matrix forced onto W = U·diag(σ)·Vᵀ per forward (the former behaviour)
+  ours-untrimmed  ours through open_clip's own encoders: all 77 text positions, every image token in the last
+              block (what the per-matrix choice alone gives)
+  recomposed  ours-untrimmed with every matrix forced onto W = U·diag(σ)·Vᵀ per forward (the former behaviour)
   official    a reimplementation of HealthX-Lab/CLIP-SVD's per-token form (svf_utils/svf_torch.py SVD_Linear:
               x → Linear(Vᵀ) → ·σ → Linear(U, bias); PlainHeadAttention.py: separate q/k/v/proj
               linears and F.scaled_dot_product_attention), every attention/MLP linear, AdamW over
@@ -17,7 +18,8 @@ share the machine's noise; times are medians over rounds, ratios medians of the 
   frozen      forward+backward with every weight frozen except the visual ln_pre weight and the text
               positional embedding, so backward crosses every block computing input gradients only
   full        full fine-tuning: every weight trains, AdamW step included
-frozen and full drop the text padding as ours does, so their ratios to ours measure CLIP-SVD's own cost.
+frozen and full take the same exact shortcuts as ours (text padding, last image block), so their ratios to ours
+measure CLIP-SVD's own cost.
 
 Before timing, logits and σ-gradients of ours and official are compared (same U, σ₀, V). Memory: the
 peak of the bytes a step allocates above what it starts with (torch profiler), plus what a variant holds
@@ -41,7 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipsvd.methods import create_method
-from clipsvd.methods.clip_svd import encode_text_to_last_eot, trims_text_padding
+from clipsvd.methods.clip_svd import (
+    encode_image_to_class_token, encode_text_to_last_eot, trims_image_tokens, trims_text_padding,
+)
 from clipsvd.models import ModelSpec, load_model, resolve_device
 
 PROMPTS = [f"a photo of a class {i}." for i in range(10)]
@@ -164,16 +168,20 @@ def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer |
     return step
 
 
-def trim_text(model: nn.Module) -> nn.Module:
-    """The text path CLIP-SVD installs (padding after the last end-of-text token dropped), on a baseline."""
+def trim(model: nn.Module) -> nn.Module:
+    """The exact encoder shortcuts CLIP-SVD installs (text padding dropped, last image block on the class token),
+    on a baseline."""
     if trims_text_padding(model):
         model.encode_text = functools.partial(encode_text_to_last_eot, model)
+    if trims_image_tokens(model):
+        model.encode_image = functools.partial(encode_image_to_class_token, model)
     return model
 
 
-def full_text(method) -> None:
-    """Back to open_clip's encode_text on all positions."""
-    method.model.__dict__.pop("encode_text", None)
+def untrim(method) -> None:
+    """Back to open_clip's own encode_text and encode_image."""
+    for name in ("encode_text", "encode_image"):
+        method.model.__dict__.pop(name, None)
 
 
 def step_peak_bytes(step: Step, device: torch.device) -> int:
@@ -252,7 +260,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                         help="timed steps under autocast in this dtype (exactness is always checked in fp32)")
-    parser.add_argument("--variants", default="ours,ours-lean,ours-77,official,frozen,full,recomposed")
+    parser.add_argument("--variants", default="ours,ours-lean,ours-untrimmed,official,frozen,full,recomposed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -267,7 +275,7 @@ def main() -> None:
     method = create_method("clip-svd").attach(base, PROMPTS)
     official = official_model(pristine, method)
 
-    # Exactness: logits and every σ-gradient of ours (text padding dropped) against the official form.
+    # Exactness: logits and every σ-gradient of ours (encoders trimmed) against the official form.
     ours_logits = logits_of(method.model, *batch[:2], batch[3])
     F.cross_entropy(ours_logits, labels).backward()
     theirs_logits = logits_of(official, *batch[:2], batch[3])
@@ -300,24 +308,24 @@ def main() -> None:
         for svw in lean.singular_value_weights().values():
             svw.lean_memory = True
         models["ours-lean"] = (lean.model, torch.optim.AdamW(lean.trainable_parameters(), lr=1e-6))
-    if "ours-77" in wanted:
+    if "ours-untrimmed" in wanted:
         untrimmed = copy.deepcopy(method)
-        full_text(untrimmed)
-        models["ours-77"] = (untrimmed.model, torch.optim.AdamW(untrimmed.trainable_parameters(), lr=1e-6))
+        untrim(untrimmed)
+        models["ours-untrimmed"] = (untrimmed.model, torch.optim.AdamW(untrimmed.trainable_parameters(), lr=1e-6))
     if "recomposed" in wanted:
         forced = copy.deepcopy(method)
-        full_text(forced)
+        untrim(forced)
         forced.set_path("recomposed")
         models["recomposed"] = (forced.model, torch.optim.AdamW(forced.trainable_parameters(), lr=1e-6))
     if "official" in wanted:
         models["official"] = (official, torch.optim.AdamW(official.parameters(), lr=1e-6, weight_decay=0.01))
     if "frozen" in wanted:
-        frozen = trim_text(copy.deepcopy(pristine).requires_grad_(False))
+        frozen = trim(copy.deepcopy(pristine).requires_grad_(False))
         frozen.visual.ln_pre.weight.requires_grad_(True)
         frozen.positional_embedding.requires_grad_(True)
         models["frozen"] = (frozen, None)
     if "full" in wanted:
-        full = trim_text(copy.deepcopy(pristine).requires_grad_(True))
+        full = trim(copy.deepcopy(pristine).requires_grad_(True))
         models["full"] = (full, torch.optim.AdamW(full.parameters(), lr=1e-6))
     steps = {name: make_step(model, batch, opt, args.precision) for name, (model, opt) in models.items()}
 
@@ -327,10 +335,10 @@ def main() -> None:
              + (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"))
     print(f"[step] {where}; medians of {args.rounds} alternating rounds after {args.warmup} warm-up:")
     for name, value in medians.items():
-        print(f"[step]   {name:10s} {value:7.3f} s   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
+        print(f"[step]   {name:14s} {value:7.3f} s   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
     for name, other, goal in (("ours", "official", 0.8), ("ours", "frozen", 1.6), ("ours", "full", 1.0),
                               ("ours-lean", "official", 0.8), ("ours-lean", "frozen", 1.6),
-                              ("ours-77", "official", None), ("recomposed", "official", None)):
+                              ("ours-untrimmed", "official", None), ("recomposed", "official", None)):
         if name in times and other in times:
             ratio = statistics.median(a / b for a, b in zip(times[name], times[other]))
             print(f"[ratio] {name} / {other} = {ratio:.3f}" + (f" (goal <= {goal})" if goal else ""))
@@ -338,7 +346,7 @@ def main() -> None:
     peaks = {name: step_peak_bytes(steps[name], device) for name in steps}
     held = {name: held_bytes(model, opt) for name, (model, opt) in models.items()}
     for name in steps:
-        print(f"[memory] {name:10s} step peak above its start {peaks[name] / 2**20:8.1f} MiB, held between steps "
+        print(f"[memory] {name:14s} step peak above its start {peaks[name] / 2**20:8.1f} MiB, held between steps "
               f"{held[name] / 2**20:8.1f} MiB, total {(peaks[name] + held[name]) / 2**20:8.1f} MiB")
     for name in ("ours", "ours-lean"):
         if name in peaks and "frozen" in peaks:

@@ -1,5 +1,6 @@
-"""The fast paths give the same numbers: CLIP-SVD's factored/auto forms and trimmed text against the recomposed
-form on all 77 text positions, and the caches that spare first-use waits (numba kernels, text embeddings)."""
+"""The fast paths give the same numbers: CLIP-SVD's factored/auto/lean forms and trimmed encoders against the
+recomposed form through open_clip's own encoders; and the caches that spare first-use waits (numba kernels, text
+embeddings)."""
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from clipsvd.methods import create_method
-from clipsvd.methods.clip_svd import FactoredProjection, training_costs, trims_text_padding
+from clipsvd.methods.clip_svd import FactoredProjection, training_costs, trims_image_tokens, trims_text_padding
 from clipsvd.models import load_model
 from tests.conftest import PROMPTS, TINY
 
@@ -18,17 +19,21 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def logits_and_sigma_grads(method, images, path: str, full_text: bool = False):
-    """Logits and {σ name: gradient} of one forward+backward with every matrix on `path`."""
+TRIMMED = ("encode_text", "encode_image")  # what CLIP-SVD replaces by its exact shortcuts
+
+
+def logits_and_sigma_grads(method, images, path: str, untrimmed: bool = False):
+    """Logits and {σ name: gradient} of one forward+backward with every matrix on `path`; `untrimmed`: through
+    open_clip's own encode_text/encode_image (all 77 text positions, every image token in the last block)."""
     method.set_path(path)
-    trimmed = method.model.__dict__.pop("encode_text", None) if full_text else None
+    trimmed = {name: method.model.__dict__.pop(name) for name in TRIMMED if name in method.model.__dict__} \
+        if untrimmed else {}
     method.model.zero_grad(set_to_none=True)
     try:
         logits = method.logits(images, method.class_weights(PROMPTS))
         (logits * torch.linspace(-1, 1, logits.numel()).reshape(logits.shape)).sum().backward()
     finally:
-        if trimmed is not None:
-            method.model.encode_text = trimmed
+        method.model.__dict__.update(trimmed)
         method.set_path("auto")
     grads = {name: p.grad.clone() for name, p in method.model.named_parameters() if p.requires_grad}
     return logits.detach(), grads
@@ -55,11 +60,12 @@ def perturbed(tiny):
     return method
 
 
-def test_factored_auto_and_trimmed_text_equal_the_recomposed_form(perturbed, images):
-    reference = logits_and_sigma_grads(perturbed, images, "recomposed", full_text=True)
+def test_factored_auto_and_trimmed_encoders_equal_the_recomposed_form(perturbed, images):
+    assert set(TRIMMED) <= set(perturbed.model.__dict__)  # both shortcuts are on for the tiny CLIP
+    reference = logits_and_sigma_grads(perturbed, images, "recomposed", untrimmed=True)
     for path in ("factored", "auto", "recomposed"):
         assert_same(reference, logits_and_sigma_grads(perturbed, images, path))
-    assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored", full_text=True))
+    assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored", untrimmed=True))
     for svw in perturbed.singular_value_weights().values():  # what the config's lean_memory sets
         svw.lean_memory = True
     assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored"))
@@ -163,9 +169,18 @@ def test_merge_restores_plain_modules(perturbed, images):
     with torch.no_grad():
         before = perturbed.logits(images, perturbed.class_weights(PROMPTS))
     model = perturbed.merge()
-    assert not any("forward" in m.__dict__ for m in model.modules()) and "encode_text" not in model.__dict__
+    assert not any("forward" in m.__dict__ for m in model.modules()) and not set(TRIMMED) & set(model.__dict__)
     with torch.no_grad():
         assert relative(perturbed.logits(images, perturbed.class_weights(PROMPTS)), before) <= 1e-5
+
+
+def test_image_trimming_only_where_it_is_exact(tiny):
+    assert trims_image_tokens(tiny.model)
+    tiny.model.visual.pool_type = "avg"  # every token reaches the feature
+    assert not trims_image_tokens(tiny.model)
+    tiny.model.visual.pool_type = "tok"
+    tiny.model.visual.output_tokens = True
+    assert not trims_image_tokens(tiny.model)
 
 
 def test_text_trimming_only_where_it_is_exact(tiny):
