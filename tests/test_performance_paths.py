@@ -1,6 +1,7 @@
 """The fast paths give the same numbers: CLIP-SVD's factored/auto/lean forms and trimmed encoders against the
 recomposed form through open_clip's own encoders; and the caches that spare first-use waits (numba kernels, text
 embeddings)."""
+import copy
 import subprocess
 import sys
 
@@ -65,6 +66,7 @@ def test_factored_auto_and_trimmed_encoders_equal_the_recomposed_form(perturbed,
     reference = logits_and_sigma_grads(perturbed, images, "recomposed", untrimmed=True)
     for path in ("factored", "auto", "recomposed"):
         assert_same(reference, logits_and_sigma_grads(perturbed, images, path))
+    copy.deepcopy(perturbed)  # no module keeps a tensor of the step's graph (a recomposed W) after it
     assert_same(reference, logits_and_sigma_grads(perturbed, images, "factored", untrimmed=True))
     for svw in perturbed.singular_value_weights().values():  # what the config's lean_memory sets
         svw.lean_memory = True

@@ -282,11 +282,16 @@ def _attention_forward(attn: nn.MultiheadAttention, query: torch.Tensor, key: to
              and key_padding_mask is None and attn._qkv_same_embed_dim and attn.bias_k is None
              and not attn.add_zero_attn and (attn_mask is None or attn_mask.dim() == 2))
     if not plain:
-        for host, param, svw in ((attn, "in_proj_weight", in_svw), (attn.out_proj, "weight", out_svw)):
-            if svw is not None:
-                setattr(host, param, svw())
-        return nn.MultiheadAttention.forward(attn, query, key, value, key_padding_mask, need_weights, attn_mask,
-                                             average_attn_weights, is_causal)
+        decomposed = [(host, param, svw) for host, param, svw in
+                      ((attn, "in_proj_weight", in_svw), (attn.out_proj, "weight", out_svw)) if svw is not None]
+        for host, param, svw in decomposed:
+            setattr(host, param, svw())
+        try:
+            return nn.MultiheadAttention.forward(attn, query, key, value, key_padding_mask, need_weights, attn_mask,
+                                                 average_attn_weights, is_causal)
+        finally:  # a W recomposed with gradients must not outlive the call (its graph; deepcopy refuses it)
+            for host, param, svw in decomposed:
+                setattr(host, param, svw.current_weight())
     batch, length, width = query.shape
     if in_svw is not None:
         q, k, v = in_svw.project(query, attn.in_proj_bias)
