@@ -411,7 +411,7 @@ class CLIPSVDConfig(MethodConfig):
                 "visual.transformer.resblocks.11.attn.v; empty: use the selectors"})
     lean_memory: bool = field(default=False, metadata={
         "help": "keep less for backward: recompute x·Vᵀ of fused q/k/v and of the attention output in backward "
-                "instead of storing it; same results, 18% less step memory for 7-12% more step time (ViT-B/32, "
+                "instead of storing it; same results, 18% less step memory for 7-17% more step time (ViT-B/32, "
                 "batch 16, CPU; no effect where attention takes the recomposed form, e.g. ViT-B/16 batch 32: "
                 "benchmarks/bench_clip_svd_step.py)"})
 
