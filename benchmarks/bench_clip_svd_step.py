@@ -43,9 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipsvd.methods import create_method
-from clipsvd.methods.clip_svd import (
-    encode_image_to_class_token, encode_text_to_last_eot, trims_image_tokens, trims_text_padding,
-)
+from clipsvd.methods.clip_svd import ENCODER_SHORTCUTS, encoder_shortcuts
 from clipsvd.models import ModelSpec, load_model, resolve_device
 
 PROMPTS = [f"a photo of a class {i}." for i in range(10)]
@@ -171,16 +169,14 @@ def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer |
 def trim(model: nn.Module) -> nn.Module:
     """The exact encoder shortcuts CLIP-SVD installs (text padding dropped, last image block on the class token),
     on a baseline."""
-    if trims_text_padding(model):
-        model.encode_text = functools.partial(encode_text_to_last_eot, model)
-    if trims_image_tokens(model):
-        model.encode_image = functools.partial(encode_image_to_class_token, model)
+    for name, shortcut in encoder_shortcuts(model).items():
+        setattr(model, name, functools.partial(shortcut, model))
     return model
 
 
 def untrim(method) -> None:
     """Back to open_clip's own encode_text and encode_image."""
-    for name in ("encode_text", "encode_image"):
+    for name in ENCODER_SHORTCUTS:
         method.model.__dict__.pop(name, None)
 
 

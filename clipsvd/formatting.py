@@ -30,11 +30,11 @@ def bytes_text(value: float | None) -> str:
     """A file size in B, KiB, MiB or GiB."""
     if _missing(value):
         return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value} B"
+    return f"{value:.1f} GiB"
 
 
 def shots_label(k: int | None) -> str:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from clipsvd.methods import create_method
-from clipsvd.methods.clip_svd import FactoredProjection, training_costs, trims_image_tokens, trims_text_padding
+from clipsvd.methods.clip_svd import (
+    ENCODER_SHORTCUTS, FactoredProjection, training_costs, trims_image_tokens, trims_text_padding,
+)
 from clipsvd.models import load_model
 from tests.conftest import PROMPTS, TINY
 
@@ -20,7 +22,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-TRIMMED = ("encode_text", "encode_image")  # what CLIP-SVD replaces by its exact shortcuts
+TRIMMED = tuple(ENCODER_SHORTCUTS)  # what CLIP-SVD replaces by its exact shortcuts
 
 
 def logits_and_sigma_grads(method, images, path: str, untrimmed: bool = False):

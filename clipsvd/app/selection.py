@@ -16,8 +16,8 @@ import streamlit as st
 
 from clipsvd.analysis.run_pair import run_model_spec
 from clipsvd.app.caches import built_model_label
+from clipsvd.choices import DEFAULT_DATASET as DEFAULT_DATASET_NAME
 from clipsvd.data import DatasetSpec
-from clipsvd.data.builtin import DEFAULT_DATASET as DEFAULT_DATASET_NAME
 from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import shots_label
 from clipsvd.models import ModelSpec
@@ -28,7 +28,6 @@ MODEL_KEY, DATASET_KEY, SHOTS_KEY, DATA_SEED_KEY = "model_spec", "dataset_spec",
 DEVICE_KEY, RUNS_ROOT_KEY, JOB_KEY, RUN_KEY = "device", "runs_root", "job_id", "run_id"
 DEFAULT_DATASET = DatasetSpec("builtin", DEFAULT_DATASET_NAME)  # the world's microscopy-like shape task
 DEFAULT_SHOTS = 16
-
 
 
 def model_spec() -> ModelSpec:

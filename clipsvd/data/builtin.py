@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsvd.choices import DEFAULT_DATASET
 from clipsvd.checksums import sha256_of
 from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.sampling import split_per_class
@@ -23,8 +22,6 @@ from clipsvd.data.templates import DEFAULT_TEMPLATE
 from clipsvd.errors import DataError
 
 SPLIT_SEED = 0
-# The CLI's and dashboard's default dataset: shapes in the microscopy-like style of the generated world,
-# where the world CLIP's zero-shot accuracy drops and adaptation has something to do.
 NOT_BIOMEDICAL = (
     "Not biomedical images: no real biomedical dataset ships offline; "
     "point a data root at your BiomedCoOp or MedMNIST files for that."

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -384,6 +384,16 @@ def trims_image_tokens(model: nn.Module) -> bool:
             and isinstance(last.attn, nn.MultiheadAttention) and last.attn.batch_first)
 
 
+# open_clip CLIP methods with an exact shortcut for training: name -> (whether it is exact for a model, shortcut).
+ENCODER_SHORTCUTS = {"encode_text": (trims_text_padding, encode_text_to_last_eot),
+                     "encode_image": (trims_image_tokens, encode_image_to_class_token)}
+
+
+def encoder_shortcuts(model: nn.Module) -> dict[str, Callable[..., torch.Tensor]]:
+    """The shortcuts of ENCODER_SHORTCUTS that are exact for `model`, by the method each stands in for."""
+    return {name: shortcut for name, (exact, shortcut) in ENCODER_SHORTCUTS.items() if exact(model)}
+
+
 def _recompose(block: nn.Module, _inputs) -> None:
     """Forward pre-hook on a transformer block: recompose every decomposed weight inside it.
 
@@ -472,10 +482,8 @@ class CLIPSVD(Method):
             svw.lean_memory = self.config.lean_memory
         if not self.hooked_blocks:
             raise ConfigError("clip-svd: the selection of encoders/layers/matrix kinds matches no matrix")
-        if trims_text_padding(loaded.model):
-            self._replace(loaded.model, "encode_text", encode_text_to_last_eot)
-        if trims_image_tokens(loaded.model):
-            self._replace(loaded.model, "encode_image", encode_image_to_class_token)
+        for name, shortcut in encoder_shortcuts(loaded.model).items():
+            self._replace(loaded.model, name, shortcut)
         if cached is None:
             svd_cache.save(key, computed)
 

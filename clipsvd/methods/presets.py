@@ -19,7 +19,6 @@ from clipsvd.choices import BACKBONES, PROTOCOLS
 from clipsvd.errors import ConfigError
 
 
-
 @dataclass(frozen=True)
 class Setting:
     """What an official protocol depends on: protocol, K, the dataset (canonical name) and the backbone family."""

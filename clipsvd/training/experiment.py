@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from clipsvd.choices import DEFAULT_DATASET
 from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
@@ -23,7 +24,6 @@ from clipsvd.data import (
     train_transform,
 )
 from clipsvd.data.sampling import cap_per_class
-from clipsvd.data.builtin import DEFAULT_DATASET
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
 from clipsvd.methods.presets import Setting
