@@ -11,7 +11,8 @@ from clipsvd.formatting import shots_label
 from clipsvd.runs import SUMMARY_COLUMNS, Run, RunStatus, RunStore
 
 RUN_COLUMN_ORDER = ["run_id", "status", "method", "dataset", "protocol", "shots", "seed", "accuracy", "base", "novel",
-                    "hm", "test_images", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model", "created"]
+                    "hm", "test_images", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model",
+                    "created"]
 RUN_COLUMNS = {
     "accuracy": st.column_config.NumberColumn("accuracy %", format="%.2f"),
     "base": st.column_config.NumberColumn("base %", format="%.2f"),

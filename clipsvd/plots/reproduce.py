@@ -42,7 +42,8 @@ def few_shot_average_figure(comparison: pd.DataFrame, title: str) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=rows["shots"].astype(str), y=rows["accuracy_mean"], mode="lines+markers", name=f"{method} (measured)",
             line=dict(color=colours[method], width=2.5), marker=dict(size=9),
-            error_y=_spread(rows["accuracy_std"]), customdata=rows["datasets"], hovertemplate="K=%{x}: %{y:.2f} (%{customdata} datasets)<extra></extra>"))
+            error_y=_spread(rows["accuracy_std"]), customdata=rows["datasets"],
+            hovertemplate="K=%{x}: %{y:.2f} (%{customdata} datasets)<extra></extra>"))
     for i, (label, method, rows) in enumerate(_published_rows(comparison, "accuracy")):
         colour = colours.get(method) or GREYS[i % len(GREYS)]
         fig.add_trace(go.Scatter(
