@@ -14,6 +14,20 @@ def percent(value: float | None) -> str:
     return "—" if _missing(value) else f"{value:.2f}%"
 
 
+def fraction_as_percent(value: float | None) -> float | None:
+    """A score stored as a fraction (0..1, e.g. a run's per-epoch train accuracy) in percent, the unit every other
+    accuracy is shown in; stored data stays as it is, only what is shown converts."""
+    return None if _missing(value) else 100.0 * value
+
+
+def test_images_text(n: int | None, total: int | None) -> str:
+    """The test images a score was measured on, "n of N" ("160 of 800"); "n of ?" when the split size was not
+    recorded (runs saved before it was); "—" when nothing was evaluated."""
+    if _missing(n):
+        return "—"
+    return f"{int(n):,} of {'?' if _missing(total) else f'{int(total):,}'}"
+
+
 def fraction_text(value: float | None) -> str | None:
     """A share of the model's parameters (0..1) as a percentage with enough digits for PEFT's tiny shares."""
     return None if _missing(value) else f"{value:.4%} of the model"

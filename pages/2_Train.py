@@ -13,7 +13,8 @@ CPU_TEST_CAP = 20  # test images per class on CPU by default
 SEED_CHOICES = list(range(1, 11))
 
 
-BACKBONE_CHOICES = (None, "natural", "biomedical")
+# "dataset" (not None) for the dataset's own protocol: a selectbox whose value is None shows "Choose an option"
+BACKBONE_CHOICES = ("dataset", "natural", "biomedical")
 
 
 def settings() -> list[ExperimentConfig]:
@@ -38,11 +39,12 @@ def settings() -> list[ExperimentConfig]:
     st.session_state[ui.SHOTS_KEY] = k
     backbone = st.selectbox(
         "Official protocol of", BACKBONE_CHOICES, key="_w_train_backbone",
-        format_func=lambda b: {None: "the dataset's (CoOp: natural, BiomedCoOp: biomedical, others: none)",
+        format_func=lambda b: {"dataset": "the dataset's (CoOp: natural, BiomedCoOp: biomedical, others: none)",
                                "natural": "natural images (CLIP ViT-B/16 presets)",
                                "biomedical": "biomedical images (BiomedCLIP presets)"}[b],
         help="Which official preset the hyperparameters start from: the configs of the methods' repositories for "
              "this dataset, protocol and K (`python -m clipsvd config` prints the same).")
+    backbone = None if backbone == "dataset" else backbone
     overrides = {}
     if methods:
         setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol,

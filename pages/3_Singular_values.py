@@ -49,11 +49,12 @@ if CONTEXT is not None:
         st.subheader("Spectrum of one matrix")
         st.caption("q, k, v: attention query/key/value projections; out: attention output projection; fc: MLP "
                    "expansion; proj: MLP contraction.")
-        s1, s2, s3, s4 = st.columns(4, vertical_alignment="bottom")
+        s1, s2, s3, s4 = st.columns([1, 1, 3, 1], vertical_alignment="bottom")
         encoder = s1.selectbox("Encoder", [e for e in ENCODERS if e in set(shifts["encoder"])], key="_w_sp_enc")
         layers = sorted(shifts.loc[shifts["encoder"] == encoder, "layer"].unique())
         layer = s2.selectbox("Layer", layers, index=len(layers) - 1, key="_w_sp_layer")
-        kind = s3.selectbox("Matrix", MATRIX_KINDS, key="_w_sp_kind")
+        # every kind in sight at once (q … proj), in a column wide enough for all six
+        kind = s3.radio("Matrix", MATRIX_KINDS, horizontal=True, key="_w_sp_kind")
         log_y = s4.toggle("Log scale", value=True, key="_w_sp_log")
         table = ui.try_call(spectrum, CONTEXT, CONTEXT.key, encoder, int(layer), kind)
         if table is not None:

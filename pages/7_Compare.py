@@ -7,7 +7,7 @@ from clipsvd.formatting import bytes_text, fraction_text
 from clipsvd.models import UNTRAINED_LABEL
 from clipsvd.plots.compare import method_bars, per_class_heatmap
 from clipsvd.runs import RunStatus, clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
-from clipsvd.runs.aggregate import GROUP_BY
+from clipsvd.runs.aggregate import GROUP_BY, measured_on_text, seeds_text, test_images_of
 
 SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
 
@@ -69,7 +69,8 @@ def comparison_view(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
     scores = ["base", "novel", "hm"] if protocol == "base2novel" else ["accuracy"]
     rows = []
     for _, row in summary.iterrows():
-        out = {"method": row["method"], "runs": int(row["n"]), "seeds": row.get("seeds", "")}
+        out = {"method": row["method"], "runs": int(row["n"]), "seeds": row.get("seeds", ""),
+               "test images": row.get("test_images", "—")}
         for metric in scores:
             out[{"hm": "HM (avg of runs)"}.get(metric, metric)] = mean_std_text(row, metric)
         if protocol == "base2novel":
@@ -93,7 +94,8 @@ def headline(summary: pd.DataFrame, protocol: str) -> None:
     cols = st.columns(4)
     cols[0].metric("Best method", best or "no clear best", help=why)
     cols[1].metric(f"{'HM' if metric == 'hm' else 'Accuracy'} of {top['method']}", mean_std_text(top, metric, " %"),
-                   help=f"n = {int(top['n'])} run(s)")
+                   seeds_text(top["n"]), delta_color="off", delta_arrow="off",
+                   help=f"{int(top['n'])} run(s); test images per run: {top.get('test_images', '—')}")
     cols[2].metric("Methods compared", len(summary))
     cols[3].metric("Runs", int(summary["n"].sum()))
 
@@ -107,22 +109,27 @@ def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
         st.info("No completed runs match these filters.")
         return
     headline(summary, protocol)
+    measured_on = measured_on_text(part)
     st.subheader("Scores and costs")
     st.dataframe(comparison_view(summary, protocol), hide_index=True, width="stretch")
+    st.caption(measured_on + " Mean ± std over seeds; a method with 1 seed shows its value alone (no spread).")
     ui.table_download(summary, ui.file_stem("comparison", stem), key="summary")
     if protocol == "base2novel":
         st.caption("HM (avg of runs) averages each run's harmonic mean; HM (of avgs) is the harmonic mean of the "
                    "averaged base and novel accuracies. Papers use either; both are shown.")
-    fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]))
+    fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]), subtitle=measured_on)
     st.plotly_chart(fig, key="method-bars")
     ui.figure_downloads(fig, ui.file_stem("methods-mean-std", stem), key="bars")
     if every_k["shots"].nunique(dropna=False) > 1:
         st.subheader("Across shots")
-        st.caption("Mean ± std over seeds (number of runs), every K of these methods: the papers' table layout.")
         metric = "hm" if protocol == "base2novel" else "accuracy"
         across = shots_table(every_k, metric)
         st.dataframe(across, hide_index=True, width="stretch")
-        ui.table_download(across.assign(model=first["model"], dataset=first["dataset"]),
+        across_on = measured_on_text(every_k)
+        st.caption("Mean ± std over seeds (number of runs; 1 run: the value alone), every K of these methods: the "
+                   f"papers' table layout. {across_on}")
+        ui.table_download(across.assign(model=first["model"], dataset=first["dataset"],
+                                        test_images=test_images_of(every_k)),
                           ui.file_stem("shots-table", metric, stem), key="shots-table")
 
     st.subheader("Per-class accuracy")
@@ -135,12 +142,13 @@ def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
     if per_class.empty:
         st.caption("No per-class accuracy in these runs.")
         return
-    heat = per_class_heatmap(per_class)
+    heat = per_class_heatmap(per_class, subtitle=measured_on)
     st.plotly_chart(heat, key="per-class-heatmap")
     ui.figure_downloads(heat, ui.file_stem("per-class-accuracy", stem), key="heat")
     with st.expander("Per-class table"):
         st.dataframe(per_class, hide_index=True, width="stretch")
-        ui.table_download(per_class.assign(model=first["model"], dataset=first["dataset"]),
+        ui.table_download(per_class.assign(model=first["model"], dataset=first["dataset"],
+                                           test_images=test_images_of(part)),
                           ui.file_stem("per-class-accuracy", stem), key="per-class")
     with st.expander(f"The {len(part)} runs compared"):
         st.dataframe(part, hide_index=True, width="stretch", column_config=ui.RUN_COLUMNS,

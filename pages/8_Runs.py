@@ -4,7 +4,9 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.plots.training import history_figure
+from clipsvd.formatting import test_images_text
 from clipsvd.runs import Run, RunStatus, run_per_class_table
+from clipsvd.runs.aggregate import evaluated_images, history_table
 
 STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.DIVERGED, RunStatus.FAILED)
 
@@ -37,7 +39,8 @@ def details(run: Run) -> None:
         cols[2].metric("HM", ui.percent(m.get("hm")))
     else:
         cols[0].metric("Accuracy", ui.percent(m.get("accuracy")))
-        cols[1].metric("Test images", m.get("n_test_all", "—"))
+        cols[1].metric("Test images", test_images_text(*evaluated_images(m, run.config)),
+                       help="Test images scored: n of N (N: the whole test split; ?: not recorded by older runs)")
         cols[2].metric("Training steps", m.get("steps", "—"))
     cols[3].metric("Trainable", f"{m.get('trainable', 0):,}", ui.fraction_text(m.get("trainable_fraction")),
                    delta_color="off", delta_arrow="off")
@@ -47,7 +50,7 @@ def details(run: Run) -> None:
     curves, per_class, config = st.tabs(["Training curve", "Per-class accuracy", "Config"])
     with curves:
         if run.history:
-            history = pd.DataFrame(run.history)
+            history = history_table(run.history)  # train accuracy in %, as every accuracy here
             fig = history_figure(history)
             st.plotly_chart(fig, key="history-chart")
             ui.figure_downloads(fig, ui.file_stem(run.run_id, "training-curve"), key="history")

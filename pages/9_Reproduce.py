@@ -23,6 +23,7 @@ from clipsvd.reproduce import (
     load_data,
     measure_seconds_per_step,
 )
+from clipsvd.reproduce.compare import measured_rows, published_view
 from clipsvd.runs import RunStatus
 from clipsvd.training.sweep import BackgroundSweep, Launch
 
@@ -248,19 +249,24 @@ def delta_colour(value) -> str:
     return "color: #15803d; font-weight: 600" if value >= 0 else "color: #b91c1c; font-weight: 600"
 
 
-def comparison_section(table: Table, configs: list) -> None:
+def comparison_section(table: Table, configs: list, root: str) -> None:
     comparison = ui.try_call(compare, table, ui.run_store(), configs)
     if comparison is None:
         return
     st.subheader("Measured vs published")
-    measured = comparison[(comparison["kind"] == "measured") & (comparison["n"].fillna(0) > 0)]
-    if measured.empty:
-        st.info("Nothing of this grid is measured yet: the published numbers are shown alone. Δ = measured − "
-                "published appears once cells are measured.", icon=":material/info:")
+    if measured_rows(comparison).empty:  # one line of state; no empty chart, no downloads of nothing
+        how = ("no data root given: enter the folder above" if not root else
+               "press **Run the missing cells** above")
+        st.info(f"Nothing of this grid is measured yet ({how}, or run `python -m clipsvd reproduce {table.name} "
+                "--data-root DIR`). Below: the published numbers alone.", icon=":material/info:")
+        st.dataframe(published_view(comparison), hide_index=True, width="stretch")
+        return
     deltas = [c for c in comparison.columns if c.startswith("delta_")]
     numbers = [c for c in comparison.columns if c.endswith(("_mean", "_std")) or c.startswith(("published_", "hm_of",
                "average_of", "delta_")) and c not in ("published_source", "published_hm_convention")]
-    styled = comparison.style.map(delta_colour, subset=deltas).format("{:.2f}", subset=numbers, na_rep="—")
+    texts = [c for c in comparison.columns if c not in numbers]
+    styled = comparison.style.map(delta_colour, subset=deltas).format("{:.2f}", subset=numbers, na_rep="—") \
+        .format(na_rep="—", subset=texts)  # no "None" cells: missing is "—" everywhere
     st.dataframe(styled, hide_index=True, width="stretch")
     ui.table_download(comparison, ui.file_stem("measured_vs_published", table.name), key="rep-compare")
     notes = [f"Per dataset: {table.per_dataset}.",
@@ -292,4 +298,4 @@ else:
     configs = grid_section(table, root, subset)
 st.divider()
 if configs is not None:
-    comparison_section(table, configs)
+    comparison_section(table, configs, root)

@@ -154,3 +154,19 @@ def test_cli_report_refuses_a_bad_measure_and_the_same_run_twice(two_runs, capsy
     assert "--measure" in capsys.readouterr().err
     assert main(["--runs-dir", str(store.root), "report", run_id, "--compare", run_id]) == 2
     assert "different run" in capsys.readouterr().err
+
+
+def test_report_metrics_say_their_units_and_the_test_images_measured_on():
+    from clipsvd.report.content import RunAnalysis
+    from clipsvd.report.html import _Figures, _metrics
+    from clipsvd.runs import Run
+
+    run = Run("r1", {"method": "clip-svd", "seed": 1, "max_test_per_class": 2},
+              {"accuracy": 12.5, "n_test_all": 16, "n_test_split_all": 800, "trainable_fraction": 0.001},
+              history=[{"epoch": 1, "loss": 2.0, "train_accuracy": 0.125}])
+    html = _metrics(RunAnalysis(run, "tiny", "ov_change"), _Figures())
+    assert "accuracy (%)" in html and "12.500" in html and "16 of 800" in html and "subset" in html
+    assert "0.1000% of the model" in html
+    older = Run("r0", {"method": "clip-svd", "seed": 1, "max_test_per_class": 2}, {"accuracy": 12.5, "n_test_all": 16})
+    html = _metrics(RunAnalysis(older, "tiny", "ov_change"), _Figures())
+    assert "16 of ?" in html and "not recorded" in html

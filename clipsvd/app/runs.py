@@ -11,12 +11,15 @@ from clipsvd.formatting import shots_label
 from clipsvd.runs import SUMMARY_COLUMNS, Run, RunStatus, RunStore
 
 RUN_COLUMN_ORDER = ["run_id", "status", "method", "dataset", "protocol", "shots", "seed", "accuracy", "base", "novel",
-                    "hm", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model", "created"]
+                    "hm", "test_images", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model",
+                    "created"]
 RUN_COLUMNS = {
     "accuracy": st.column_config.NumberColumn("accuracy %", format="%.2f"),
     "base": st.column_config.NumberColumn("base %", format="%.2f"),
     "novel": st.column_config.NumberColumn("novel %", format="%.2f"),
     "hm": st.column_config.NumberColumn("HM %", format="%.2f"),
+    "test_images": st.column_config.TextColumn("test images", help="Test images the scores were measured on: n of N "
+                                               "(N: the whole test split; ?: not recorded by older runs)"),
     "trainable": st.column_config.NumberColumn("trainable", format="localized"),
     "trainable_fraction": st.column_config.NumberColumn("trainable share", format="percent"),
     "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),

@@ -42,8 +42,8 @@ def few_shot_average_figure(comparison: pd.DataFrame, title: str) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=rows["shots"].astype(str), y=rows["accuracy_mean"], mode="lines+markers", name=f"{method} (measured)",
             line=dict(color=colours[method], width=2.5), marker=dict(size=9),
-            error_y=dict(type="data", array=rows["accuracy_std"].fillna(0).to_list(), visible=True),
-            customdata=rows["datasets"], hovertemplate="K=%{x}: %{y:.2f} (%{customdata} datasets)<extra></extra>"))
+            error_y=_spread(rows["accuracy_std"]), customdata=rows["datasets"],
+            hovertemplate="K=%{x}: %{y:.2f} (%{customdata} datasets)<extra></extra>"))
     for i, (label, method, rows) in enumerate(_published_rows(comparison, "accuracy")):
         colour = colours.get(method) or GREYS[i % len(GREYS)]
         fig.add_trace(go.Scatter(
@@ -70,7 +70,7 @@ def base2novel_average_figure(comparison: pd.DataFrame, title: str) -> go.Figure
         fig.add_trace(go.Bar(
             x=names, y=values, name=f"{row['method']} (measured, K={row['shots']})",
             marker_color=colours[row["method"]],
-            error_y=dict(type="data", array=[_zero(row["base_std"]), _zero(row["novel_std"]), 0], visible=True),
+            error_y=_spread(pd.Series([row["base_std"], row["novel_std"], None], dtype="float64")),
             hovertemplate="%{x}: %{y:.2f} measured<extra></extra>"))
     seen = set()
     for i, (_, row) in enumerate(average[average["published_hm"].notna()].iterrows()):
@@ -90,8 +90,12 @@ def base2novel_average_figure(comparison: pd.DataFrame, title: str) -> go.Figure
     return styled(fig, title, height=480)
 
 
-def _zero(value) -> float:
-    return 0.0 if value is None or pd.isna(value) else float(value)
+def _spread(std: pd.Series | None) -> dict | None:
+    """Error bars of a std column, or none at all when no value has a spread (one seed): plotly draws a missing
+    std as a zero-length bar, which would claim there is no spread."""
+    if std is None or pd.to_numeric(std, errors="coerce").isna().all():
+        return None
+    return dict(type="data", array=pd.to_numeric(std, errors="coerce").fillna(0).to_list(), visible=True)
 
 
 def per_dataset_figure(comparison: pd.DataFrame, metric: str, shots: int | None, title: str) -> go.Figure:
@@ -106,7 +110,7 @@ def per_dataset_figure(comparison: pd.DataFrame, metric: str, shots: int | None,
         std = rows.get(f"{metric}_std")
         fig.add_trace(go.Bar(
             x=rows["dataset"], y=rows[column], name=f"{method} (measured)", marker_color=colours[method],
-            error_y=dict(type="data", array=std.fillna(0).to_list(), visible=True) if std is not None else None,
+            error_y=_spread(std),
             customdata=rows["seeds"], hovertemplate="%{x}: %{y:.2f} (seeds %{customdata})<extra></extra>"))
         published = rows[rows[f"published_{metric}"].notna()]
         if not published.empty:

@@ -23,12 +23,16 @@ def loss_curve_figure(points: pd.DataFrame, title: str | None = None) -> go.Figu
 
 
 def history_figure(history: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Per-epoch mean loss and training accuracy of one run (columns epoch, loss, train_accuracy)."""
+    """Per-epoch mean loss and training accuracy of one run (columns epoch, loss, train_accuracy as stored, 0..1);
+    accuracy in percent through `history_table`, the same conversion as the Runs page's table and CSV."""
+    from clipsvd.runs.aggregate import history_table  # lazy: clipsvd.runs loads torch
+
+    history = history_table(history)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=history["epoch"], y=history["loss"], name="loss", mode="lines+markers",
                              line=dict(color=AFTER_COLOR, width=2)), secondary_y=False)
-    if "train_accuracy" in history:
-        fig.add_trace(go.Scatter(x=history["epoch"], y=100 * history["train_accuracy"], name="train accuracy",
+    if "train_accuracy_pct" in history:
+        fig.add_trace(go.Scatter(x=history["epoch"], y=history["train_accuracy_pct"], name="train accuracy (%)",
                                  mode="lines+markers", line=dict(color=HIGHLIGHT_COLOR, width=2, dash="dot")),
                       secondary_y=True)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(history) <= 20 else None)

@@ -21,6 +21,7 @@ from plotly.offline import get_plotlyjs
 
 from clipsvd.analysis.explanation_shift import KEPT, SHIFT_COLUMNS, marked_texts, shift_correlation
 from clipsvd.errors import ConfigError
+from clipsvd.formatting import bytes_text, fraction_text, test_images_text
 from clipsvd.plots import head_heatmap, head_ranking_bar, sv_shift_heatmap, umap_figure
 from clipsvd.plots.explanation import SHIFT_TITLES, head_comparison_bars, shift_scatter
 from clipsvd.plots.heads import MEASURE_TITLES
@@ -28,10 +29,16 @@ from clipsvd.plots.style import FONT, head_label
 from clipsvd.plots.training import history_figure
 from clipsvd.report.content import RunAnalysis
 from clipsvd.report.latex import explanation_latex
+from clipsvd.runs.aggregate import evaluated_images
 
 FIGURE_CLASS = "report-figure"  # every figure's container: tests count them
 METRIC_KEYS = ("accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "steps", "train_seconds",
-               "checkpoint_bytes", "n_test_all")
+               "checkpoint_bytes")
+# every score with its unit, as on the dashboard (scores are stored in %; shares as fractions, shown as %)
+METRIC_LABELS = {"accuracy": "accuracy (%)", "base": "base accuracy (%)", "novel": "novel accuracy (%)",
+                 "hm": "harmonic mean (%)", "trainable": "trainable values", "trainable_fraction": "trainable share",
+                 "steps": "training steps", "train_seconds": "train time (s)", "checkpoint_bytes": "checkpoint"}
+TEST_IMAGES_LABEL = "test images (n of N)"
 STYLE = f"""
 body {{ font-family: {FONT}; color: #222; margin: 0 auto; max-width: 1040px; padding: 16px; font-size: 14px; }}
 h1 {{ font-size: 24px; margin-bottom: 4px; }} h2 {{ border-bottom: 2px solid #0072B2; padding-bottom: 4px;
@@ -134,7 +141,17 @@ def _config(a: RunAnalysis, fig: _Figures) -> str:
 
 def _metrics(a: RunAnalysis, fig: _Figures) -> str:
     metrics = a.run.metrics
-    out = _key_values({key: metrics.get(key) for key in METRIC_KEYS})
+    shown = {METRIC_LABELS[key]: metrics.get(key) for key in METRIC_KEYS}
+    shown[METRIC_LABELS["trainable_fraction"]] = fraction_text(metrics.get("trainable_fraction"))
+    shown[METRIC_LABELS["checkpoint_bytes"]] = bytes_text(metrics.get("checkpoint_bytes")) \
+        if metrics.get("checkpoint_bytes") is not None else None
+    n, total = evaluated_images(metrics, a.run.config)  # the scores above were measured on these images
+    shown[TEST_IMAGES_LABEL] = test_images_text(n, total) if n is not None else None
+    out = _key_values(shown)
+    if n is not None and total != n:
+        out += ('<p class="note">Scored on a subset of the test split (max test images per class): not comparable '
+                'with scores on the whole split.</p>' if total is not None else
+                '<p class="note">N (the test split size) was not recorded by this older run.</p>')
     per_class = metrics.get("per_class")
     if isinstance(per_class, dict) and per_class:
         out += "<h3>Per-class accuracy (%)</h3>" + _table(pd.DataFrame([per_class]), {c: c for c in per_class}, 1)

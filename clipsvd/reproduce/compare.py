@@ -148,6 +148,25 @@ def compare(table: Table | str, store: RunStore, configs: list[ExperimentConfig]
     return frame.astype({c: "float64" for c in numeric}).astype({"n": "Int64", "shots": "Int64"})
 
 
+def measured_rows(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `compare` output that hold a measurement (at least one run); empty before anything ran."""
+    return comparison[(comparison["kind"] == MEASURED) & (comparison["n"].fillna(0) > 0)]
+
+
+def published_view(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The published numbers alone (ours and the reference rows), one row per published cell, for the state where
+    nothing is measured yet: no measured/Δ columns, which would be empty, and no empty cells (missing: "—")."""
+    values = [c for c in comparison.columns if c.startswith("published_") and c not in
+              ("published_source", "published_hm_convention")]
+    part = comparison[comparison[values].notna().any(axis=1)]
+    columns = ["row", "shots", "dataset", *values, "published_source"]
+    view = part[columns].drop_duplicates().rename(columns={"row": "method", "shots": "K",
+                                                           "published_source": "source"})
+    shown = view.assign(**{c: [f"{v:.2f}" if pd.notna(v) else "—" for v in view[c]] for c in values},
+                        K=[str(int(k)) if pd.notna(k) else "—" for k in view["K"]])
+    return shown.astype("object").where(shown.notna(), "—").reset_index(drop=True)
+
+
 def _average_row(table: Table, method: str, k: int, part: pd.DataFrame, runs: pd.DataFrame) -> dict:
     """The mean over the measured datasets; std over seeds of the dataset-averaged score."""
     measured = len(part)
@@ -207,4 +226,5 @@ def write_outputs(comparison: pd.DataFrame, table: Table, out: str | Path, image
     return written, list(dict.fromkeys(notes))
 
 
-__all__ = ["COLUMNS", "MEASURED", "REFERENCE", "compare", "measured_runs", "write_outputs"]
+__all__ = ["COLUMNS", "MEASURED", "REFERENCE", "compare", "measured_rows", "measured_runs", "published_view",
+           "write_outputs"]

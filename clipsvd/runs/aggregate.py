@@ -1,8 +1,11 @@
 """Tables across runs: mean ± std over seeds, as in the papers' tables."""
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
+from clipsvd.formatting import fraction_as_percent
 from clipsvd.runs.status import RunStatus
 
 GROUP_BY = ("dataset", "protocol", "shots", "method")
@@ -24,6 +27,63 @@ def aggregate(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFra
 
 
 COST_COLUMNS = ("trainable", "trainable_fraction", "checkpoint_bytes")
+TEST_SPLITS = ("all", "base", "novel")
+FRACTION_HISTORY_COLUMNS = {"train_accuracy": "train_accuracy_pct"}  # stored 0..1, shown in % like every accuracy
+
+
+def evaluated_images(metrics: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[int | None, int | None]:
+    """(n, N): the test images a run was scored on and the size of the test split(s) they were drawn from, so a
+    score on a capped subset is never read as one on the whole split. N comes from `n_test_split_<split>` (recorded
+    at evaluation); for older runs it is known only when the config set no `max_test_per_class` (then n = N),
+    otherwise None — never guessed."""
+    names = [s for s in TEST_SPLITS if metrics.get(f"n_test_{s}") is not None]
+    if not names:
+        return None, None
+    n = sum(int(metrics[f"n_test_{s}"]) for s in names)
+    totals = [metrics.get(f"n_test_split_{s}") for s in names]
+    if all(t is not None for t in totals):
+        return n, sum(int(t) for t in totals)
+    uncapped = config is not None and "max_test_per_class" in config and config["max_test_per_class"] is None
+    return n, n if uncapped else None
+
+
+def test_images_of(table: pd.DataFrame) -> str:
+    """The distinct "n of N" texts of a table's runs (column `test_images`), e.g. for a group of seeds."""
+    if "test_images" not in table:
+        return "—"
+    return "; ".join(dict.fromkeys(str(v) for v in table["test_images"].dropna())) or "—"
+
+
+def measured_on_text(table: pd.DataFrame) -> str:
+    """One sentence under a comparison: on how many test images each run was scored, and whether that is the
+    whole test split (`n_test`, `n_test_split` and `test_images` columns of the runs table)."""
+    if "n_test" not in table or table["n_test"].isna().all():
+        return "Test images per run: not recorded."
+    n = pd.to_numeric(table["n_test"], errors="coerce")
+    total = pd.to_numeric(table["n_test_split"], errors="coerce")
+    text = f"Test images per run: {test_images_of(table)}"
+    if (n == total).all():
+        return text + " (the whole test split)."
+    if total.isna().any():
+        return text + " (? : the split size was not recorded by older runs; a per-class cap may have applied)."
+    return text + (" — a seeded subset of the test split (max test images per class), the same for every method "
+                   "and seed: not comparable with scores on the whole split.")
+
+
+def seeds_text(n: Any) -> str:
+    """"1 seed" / "3 seeds": said beside a value that, with one seed, has no ± to show."""
+    return "—" if n is None or pd.isna(n) else f"{int(n)} seed" + ("" if int(n) == 1 else "s")
+
+
+def history_table(history: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """A run's per-epoch history as shown and exported: fractions (train accuracy) in percent like every other
+    accuracy, in a column that says so (`train_accuracy_pct`); the stored history is untouched."""
+    frame = pd.DataFrame(history).copy()
+    for column, shown in FRACTION_HISTORY_COLUMNS.items():
+        if column in frame and shown not in frame:  # converted once, also when a converted table comes back
+            frame[column] = [fraction_as_percent(None if pd.isna(v) else float(v)) for v in frame[column]]
+            frame = frame.rename(columns={column: shown})
+    return frame
 
 
 def common_seeds(table: pd.DataFrame) -> list:
@@ -38,7 +98,8 @@ def common_seeds(table: pd.DataFrame) -> list:
 def compare_methods(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFrame:
     """Methods side by side: `aggregate` (mean ± std over seeds) plus both base→novel HM conventions
     (HM of the averaged base/novel, and the average of per-run HMs), the seeds used, and the cost
-    columns (trainable values and share, checkpoint bytes: the same for every seed, so their mean)."""
+    columns (trainable values and share, checkpoint bytes: the same for every seed, so their mean), and the test
+    images the scores were measured on ("n of N", every distinct one of the group)."""
     from clipsvd.training.evaluate import hm_summary  # lazy: clipsvd.training imports this package
 
     summary = aggregate(table, by)
@@ -51,6 +112,7 @@ def compare_methods(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.D
         hm = hm_summary([{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in rows])
         costs = {c: pd.to_numeric(group[c], errors="coerce").mean() for c in COST_COLUMNS if c in group}
         extra.append({**dict(zip(by, key)), "seeds": ", ".join(str(s) for s in sorted(group["seed"].dropna())),
+                      "test_images": test_images_of(group),
                       "hm_of_averages": hm["hm_of_averages"], "average_of_hms": hm["average_of_hms"], **costs})
     return summary.merge(pd.DataFrame(extra), on=list(by), how="left")
 

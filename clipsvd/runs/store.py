@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipsvd.errors import CheckpointError, DataError
+from clipsvd.formatting import test_images_text
+from clipsvd.runs.aggregate import evaluated_images
 from clipsvd.runs.status import RunStatus
 
 RUNS_ENV = "CLIPSVD_RUNS"
@@ -65,6 +67,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         """One flat row for tables: what ran, on what, and how it scored."""
         cfg, m = self.config, self.metrics
+        tested = evaluated_images(m, cfg)  # (n, N): scores on a capped subset say so
         return {
             "run_id": self.run_id,
             "created": self.created,
@@ -84,6 +87,8 @@ class Run:
             "train_seconds": m.get("train_seconds"),
             "checkpoint_bytes": m.get("checkpoint_bytes"),
             "sweep": cfg.get("sweep"),
+            **dict(zip(("n_test", "n_test_split"), tested)),
+            "test_images": test_images_text(*tested),
         }
 
 

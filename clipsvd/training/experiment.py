@@ -125,6 +125,8 @@ class PreparedData:
 
     train_set: ClassificationDataset
     test_sets: dict[str, ClassificationDataset]  # "all", or "base" and "novel"
+    # images of each test split before any max_test_per_class cap: the "N" of "n of N" evaluated
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> PreparedData:
@@ -134,6 +136,7 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
         train_set, test_sets = base, {"base": base, "novel": novel}
     else:
         train_set, test_sets = dataset, {"all": dataset}
+    split_sizes = {k: len(d.test) for k, d in test_sets.items()}
     if config.shots is not None:
         train_set = dataclasses.replace(
             train_set, train=few_shot(train_set.train, config.shots, config.seed, classnames=train_set.classnames))
@@ -141,7 +144,7 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
         # The subset ignores the training seed: every method and seed is scored on the same images.
         test_sets = {k: dataclasses.replace(d, test=cap_per_class(d.test, config.max_test_per_class))
                      for k, d in test_sets.items()}
-    return PreparedData(train_set, test_sets)
+    return PreparedData(train_set, test_sets, split_sizes)
 
 
 def run_experiment(
@@ -215,6 +218,8 @@ def evaluate_method(method: Method, data: PreparedData, batch_size: int, report:
         metrics[key] = result["accuracy"]
         metrics["per_class" if name == "all" else f"per_class_{name}"] = result["per_class"]
         metrics[f"n_test_{name}"] = result["n"]
+        if name in data.split_sizes:
+            metrics[f"n_test_split_{name}"] = data.split_sizes[name]
     if "base" in data.test_sets:
         metrics["hm"] = harmonic_mean(metrics.get("base"), metrics.get("novel"))
     metrics["eval_seconds"] = time.perf_counter() - start
