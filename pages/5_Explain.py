@@ -229,7 +229,8 @@ def heads_to_show(before, after, table, measure: str, ranks_by_weight: bool, top
     """The heads to explain: by default the top-N of the Heads ranking (among the analysed layers), or of the
     explanation shift where no weight changed; the other orderings stay available."""
     orders = (BY_CHANGE, BY_SHIFT, BY_VARIANCE) if ranks_by_weight else (BY_SHIFT, BY_VARIANCE)
-    order = st.radio("Order heads by", orders, horizontal=True, key=f"_w_ts_order-{len(orders)}",
+    order = st.radio("Order heads by", orders, horizontal=True,
+                     key="_w_ts_order" if ranks_by_weight else "_w_ts_order-unchanged",
                      help="weight change: the ranking of the Heads page under the measure chosen above; "
                           "explanation shift: how far each head's texts moved (span shift, then text shift); "
                           "variance: how much each head's direct contribution varies over the images after "

@@ -413,7 +413,7 @@ def test_explain_orders_a_clipfit_runs_heads_by_explanation_shift(unchanged_runs
     assert spans == sorted(spans, reverse=True) and spans[0] > 0.3  # words moved although no weight did
     [heads] = [m for m in at.multiselect if m.label == "Heads to explain"]
     assert all("span shift" in option for option in heads.options)
-    assert at.radio(key="_w_ts_order-2").options == ["explanation shift", "variance after fine-tuning"]
+    assert at.radio(key="_w_ts_order-unchanged").options == ["explanation shift", "variance after fine-tuning"]
     assert any("Every analysed head by explanation shift" == s.value for s in at.subheader)
     assert not any("ρ =" in m.value for m in at.markdown)
     [table] = [d.value for d in at.dataframe if "shift_rank" in d.value]
@@ -432,3 +432,15 @@ def test_explain_of_a_zero_shot_run_says_nothing_was_trained(unchanged_runs):
     assert note.startswith("Zero-shot CLIP trains nothing")
     assert not at.button or not any(b.key == "run-textspan" for b in at.button)  # nothing to compare
     _no_nan(at)
+
+
+def test_cli_analyze_of_a_clipfit_run_says_why_it_draws_no_head_ranking(unchanged_runs, tmp_path, capsys):
+    from clipsvd.cli import main
+
+    store, clipfit, _ = unchanged_runs
+    out = tmp_path / "analysis"
+    assert main(["--runs-dir", str(store.root), "analyze", clipfit.run_id, "--out", str(out), "--what", "heads",
+                 "--format", "html", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "changed none of the visual attention heads: CLIPFit trains" in printed and "nan" not in printed
+    assert (out / "heads.csv").exists() and not (out / "heads.html").exists()  # the zeros, but no chart of them

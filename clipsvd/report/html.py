@@ -221,9 +221,9 @@ def _explanations(a: RunAnalysis, fig: _Figures) -> str:
                        f'“{_e(entry.text)}”:</p><div class="thumbs">{thumbs}</div>')
     ranks = {"rank": "rank", "head_name": "head", a.measure: a.measure} if by_weight else {
         "shift_rank": "shift rank", "head_name": "head"}
-    columns = {**ranks, "text_shift": "text shift", "span_shift": "span shift", "explained_before": f"expl. top-{k} before",
-               "explained_after": f"expl. top-{k} after", "texts_before": "top texts before",
-               "texts_after": "top texts after"}
+    columns = {**ranks, "text_shift": "text shift", "span_shift": "span shift",
+               "explained_before": f"expl. top-{k} before", "explained_after": f"expl. top-{k} after",
+               "texts_before": "top texts before", "texts_after": "top texts after"}
     named = table.assign(head_name=[head_label(l, h) for l, h in zip(table["layer"], table["head"])])
     out.append(f"<h3>All analysed heads</h3>{_table(named, columns)}")
     out.append(f"<details><summary>LaTeX (booktabs)</summary><pre>{_e(explanation_latex(table, a.measure))}"
