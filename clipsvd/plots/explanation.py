@@ -20,8 +20,10 @@ _TEXT_POSITIONS = ("top center", "bottom center", "middle right", "middle left")
 
 def _labelled(table: pd.DataFrame, measure: str, k: int) -> list[int]:
     """Row positions of the k heads that changed most in weights and the k whose span moved most."""
-    order = lambda column: list(table[column].to_numpy().argsort(kind="stable")[::-1][:k])  # noqa: E731
-    rows = order("span_shift") + (order(measure) if (table[measure] > 0).any() else [])
+    def largest(column: str) -> list[int]:
+        return list(table[column].to_numpy().argsort(kind="stable")[::-1][:k])
+
+    rows = largest("span_shift") + (largest(measure) if (table[measure] > 0).any() else [])
     return sorted(set(int(i) for i in rows), key=lambda i: (float(table[measure].iloc[i]), i))
 
 
