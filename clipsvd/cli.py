@@ -261,6 +261,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
+    from clipsvd.analysis.heads import head_change, head_change_note
     from clipsvd.analysis.capabilities import unsupported_analyses
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.run_pair import (
@@ -314,6 +315,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for encoder in ("visual", "text"):
             table = head_changes(pair.before, pair.method, encoder)
             suffix = "" if encoder == "visual" else "_text"
+            note = head_change_note(head_change(table, "ov_change", pair.method.trains), f"{encoder} attention heads",
+                                    pair.method.display_name, pair.method.summary, "ov_change")
+            if note:  # nothing to rank: the table (all zeros) but no "most changed" chart of zeros
+                print(f"  {note}", flush=True)
+                save(f"heads{suffix}", table)
+                continue
             save(f"heads{suffix}", table, head_ranking_bar(table))
             save(f"heads{suffix}_heatmap", None, head_heatmap(table))
         if pair.method.singular_value_weights():

@@ -2,11 +2,31 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
+
+DIGITS = 3  # decimals of a score (change, shift, share) in tables, the report and the paper table
 
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def number_text(value: float | None, digits: int = DIGITS, grouping: bool = False) -> str:
+    """A score with `digits` decimals, or `digits` significant digits when it is non-zero but smaller than
+    10^-digits (3e-10 stays "3e-10", not "0.000" or a run of zeros); "—" when absent."""
+    if _missing(value):
+        return "—"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.{digits}g}"
+    return f"{value:,.{digits}f}" if grouping else f"{value:.{digits}f}"
+
+
+def column_number_format(values: Iterable[float], digits: int = DIGITS) -> str:
+    """The printf format of a table column (Streamlit's NumberColumn) that follows `number_text`'s rule as far
+    one format per column can: fixed decimals, or significant digits when a non-zero value is below 10^-digits
+    (Streamlit's own default prints such a value as a run of zeros that a narrow column clips)."""
+    tiny = any(not _missing(v) and v != 0 and abs(v) < 10 ** -digits for v in values)
+    return f"%.{digits}g" if tiny else f"%.{digits}f"
 
 
 def percent(value: float | None) -> str:

@@ -3,6 +3,7 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.analysis import legacy_sigma_block_scores
+from clipsvd.analysis.heads import HeadChange
 from clipsvd.plots import head_heatmap, head_ranking_bar
 from clipsvd.plots.heads import MEASURE_TITLES
 
@@ -60,7 +61,7 @@ def ranking_section(ctx: ui.AnalysisContext, encoder: str, rank_by: str, table, 
         st.plotly_chart(heat, key="head-heatmap")
         ui.figure_downloads(heat, ui.file_stem(ctx.run.run_id, "head-heatmap", encoder, rank_by), key="heat")
     with st.expander("Table (all heads, ranked)"):
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(table, hide_index=True, width="stretch", column_config=ui.number_columns(table))
         ui.table_download(table, ui.file_stem(ctx.run.run_id, "head-changes", encoder), key="heads")
     if encoder == "visual":
         ui.page_link("explain", "What did these heads start or stop writing? Explain them",
@@ -76,8 +77,13 @@ if CONTEXT is not None:
     encoder = c1.selectbox("Encoder", ("visual", "text"), key="_w_heads_encoder")
     rank_by = ui.pick_heads_measure(c2, "heads")
     table = ui.head_ranking(CONTEXT, encoder, rank_by)
-    if table is not None and not (table[rank_by] > 0).any():
-        ui.unchanged_note(CONTEXT, False, f"{encoder} attention heads")  # one line: no empty chart, no "top" head
+    state = ui.heads_note(CONTEXT, table, rank_by, f"{encoder} attention heads",
+                          "Explain shows which heads' words moved although their weights did not."
+                          if encoder == "visual" else "") if table is not None else None
+    if state is not None and not state.ranks_by_weight:  # one line: no chart of zeros, no "top" head
+        if encoder == "visual" and state is not HeadChange.NOTHING_TRAINED:
+            ui.page_link("explain", "Heads by explanation shift: Explain them", run=CONTEXT.run.run_id,
+                         measure=rank_by)
     elif table is not None:
         n_heads = len(table)
         top = (c3.slider("Heads in the ranking", 1, n_heads, min(DEFAULT_TOP, n_heads), key="_w_heads_top",

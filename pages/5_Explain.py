@@ -19,6 +19,7 @@ from clipsvd.analysis.explanation_shift import (
     KEPT,
     SHIFT_COLUMNS,
     SHIFT_TOP_K,
+    by_explanation_shift,
     explanation_shifts,
     head_shift,
     layers_to_explain,
@@ -26,15 +27,20 @@ from clipsvd.analysis.explanation_shift import (
     shift_correlation,
     top_changed_heads,
 )
+from clipsvd.analysis.heads import HeadChange
 from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD
 from clipsvd.plots import find_browser, textspan_figure
-from clipsvd.plots.explanation import SHIFT_TITLES, shift_scatter
+from clipsvd.plots.explanation import SHIFT_TITLES, explanation_shift_figure
 from clipsvd.plots.heads import MEASURE_TITLES
 from clipsvd.report import analyse_run, explanation_latex, html_bytes_to_pdf, report_html
 
 UPLOAD = "upload a .txt file"
-BY_CHANGE, BY_VARIANCE = "weight change (Heads ranking)", "variance after fine-tuning"
+BY_CHANGE, BY_SHIFT, BY_VARIANCE = ("weight change (Heads ranking)", "explanation shift",
+                                   "variance after fine-tuning")
+UNCHANGED_INSTEAD = ("Nothing to rank by weight change: heads are ordered by explanation shift instead — which "
+                     "heads' words moved although their weights did not (what the run trained changes what the "
+                     "heads' outputs mean).")
 MARK_BADGES = {KEPT: ":gray-badge[kept]", ENTERED: ":blue-badge[entered]", "left": ":orange-badge[left]"}
 SHIFT_HELP = {"text_shift": "Share of the head's first k texts that were replaced (1 − overlap of the two top-k "
                             "sets). Counts a paraphrase as a change.",
@@ -89,18 +95,24 @@ def show_marked(column, title: str, marks, side: str) -> None:
     column.markdown(f"**{title}**\n\n" + "\n".join(lines))
 
 
-def show_head(before, after, row, n_heads: int, measure: str, k: int, run_id: str, dataset) -> None:
-    """One head: rank and change, both shift scores, the first k texts side by side with their marks, the
-    images for the texts that entered; the full lists and any text's images below."""
+def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run_id: str, dataset) -> None:
+    """One head: its rank (by weight change, or by explanation shift when `measure` is None: no weight
+    changed), both shift scores, the first k texts side by side with their marks, the images for the texts
+    that entered; the full lists and any text's images below."""
     layer, head = int(row["layer"]), int(row["head"])
-    st.markdown(f"#### #{int(row['rank'])} · layer {layer} · head {head}")
+    rank = int(row["rank"] if measure else row["shift_rank"])
+    st.markdown(f"#### #{rank} · layer {layer} · head {head}")
     shift = head_shift(before.head(layer, head), after.head(layer, head), before.text_embeddings, before.corpus, k)
-    cols = st.columns(5)
-    cols[0].metric("Weight-change rank", f"#{int(row['rank'])} of {n_heads}")
-    cols[1].metric(measure, f"{row[measure]:.3g}", help=MEASURE_TITLES[measure])
-    cols[2].metric("Text shift", f"{shift.text_shift:.2f}", help=SHIFT_HELP["text_shift"])
-    cols[3].metric("Span shift", f"{shift.span_shift:.2f}", help=SHIFT_HELP["span_shift"])
-    cols[4].metric(f"Explained by top {k}", f"{100 * shift.explained_after:.1f}%",
+    cols = st.columns(5 if measure else 4)
+    if measure:
+        cols[0].metric("Weight-change rank", f"#{rank} of {n_heads}")
+        cols[1].metric(measure, f"{row[measure]:.3g}", help=MEASURE_TITLES[measure])
+    else:
+        cols[0].metric("Explanation-shift rank", f"#{rank} of {n_heads} analysed",
+                       help="By span shift, then text shift: no head's attention weights changed.")
+    cols[-3].metric("Text shift", f"{shift.text_shift:.2f}", help=SHIFT_HELP["text_shift"])
+    cols[-2].metric("Span shift", f"{shift.span_shift:.2f}", help=SHIFT_HELP["span_shift"])
+    cols[-1].metric(f"Explained by top {k}", f"{100 * shift.explained_after:.1f}%",
                    f"{100 * (shift.explained_after - shift.explained_before):+.1f} points vs before",
                    delta_color="off", help="Share of the head's variance over the images that its first k texts "
                                            "explain, after fine-tuning (before in the delta).")
@@ -119,7 +131,7 @@ def show_head(before, after, row, n_heads: int, measure: str, k: int, run_id: st
         st.plotly_chart(fig, key=f"ts-{layer}-{head}")
         ui.figure_downloads(fig, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
         table = in_percent(compare_heads(before, after, layer, head))
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(table, hide_index=True, width="stretch", column_config=ui.number_columns(table))
         ui.table_download(table, ui.file_stem(run_id, "textspan", f"L{layer}H{head}"), key=f"ts-{layer}-{head}")
     with st.expander(f"Images that score highest on any text of layer {layer} · head {head}"):
         texts = after.head(layer, head).texts
@@ -136,16 +148,20 @@ def in_percent(table):
     return table.assign(**{c: 100 * table[c] for c in columns}).rename(columns=columns)
 
 
-def summary_section(table, measure: str, k: int, run_id: str) -> None:
-    st.subheader("Every analysed head: weight change vs explanation shift")
-    if len(table) >= 3:
-        st.markdown("Spearman rank correlation of **" + measure + "** with the explanation shift across heads: " +
-                    "; ".join(f"{SHIFT_TITLES[c].split(' (')[0]} {shift_correlation(table, measure, c).text()}"
-                              for c in SHIFT_COLUMNS) + ".")
-    fig = shift_scatter(table, measure)
+def summary_section(table, measure: str, ranks_by_weight: bool, k: int, run_id: str) -> None:
+    if ranks_by_weight:
+        st.subheader("Every analysed head: weight change vs explanation shift")
+        if len(table) >= 3:
+            st.markdown("Spearman rank correlation of **" + measure + "** with the explanation shift across heads: "
+                        + "; ".join(f"{SHIFT_TITLES[c].split(' (')[0]} {shift_correlation(table, measure, c).text()}"
+                                    for c in SHIFT_COLUMNS) + ".")
+    else:
+        st.subheader("Every analysed head by explanation shift")
+        st.caption(f"No correlation with {measure}: no head's weights changed under it.")
+    fig = explanation_shift_figure(table, measure)
     st.plotly_chart(fig, key="shift-scatter")
     ui.figure_downloads(fig, ui.file_stem(run_id, "explanation-shift", measure), key="shift-scatter")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", column_config=ui.number_columns(table))
     row = st.container(horizontal=True, gap="small")
     with row:
         ui.table_download(table, ui.file_stem(run_id, "explanation-shift"), key="shifts", label="Table (CSV)")
@@ -209,21 +225,32 @@ def build_report(ctx: ui.AnalysisContext, dataset, result, settings: dict, compa
             "name": ui.file_stem("report", *[a.run.run_id for a in analyses]), "failures": failures}
 
 
-def heads_to_show(before, after, table, measure: str, top_n: int) -> list[tuple[int, int]]:
-    """The heads to explain: by default the top-N of the Heads ranking (among the analysed layers); ordering
-    by the variance of a head's contribution after fine-tuning stays available."""
-    order = st.radio("Order heads by", (BY_CHANGE, BY_VARIANCE), horizontal=True, key="_w_ts_order",
-                     help="weight change: the ranking of the Heads page under the measure chosen above; variance: "
-                          "how much each head's direct contribution varies over the images after fine-tuning.")
+def heads_to_show(before, after, table, measure: str, ranks_by_weight: bool, top_n: int) -> list[tuple[int, int]]:
+    """The heads to explain: by default the top-N of the Heads ranking (among the analysed layers), or of the
+    explanation shift where no weight changed; the other orderings stay available."""
+    orders = (BY_CHANGE, BY_SHIFT, BY_VARIANCE) if ranks_by_weight else (BY_SHIFT, BY_VARIANCE)
+    order = st.radio("Order heads by", orders, horizontal=True,
+                     key="_w_ts_order" if ranks_by_weight else "_w_ts_order-unchanged",
+                     help="weight change: the ranking of the Heads page under the measure chosen above; "
+                          "explanation shift: how far each head's texts moved (span shift, then text shift); "
+                          "variance: how much each head's direct contribution varies over the images after "
+                          "fine-tuning.")
+    shifted = by_explanation_shift(table)
     row_of = {(int(r.layer), int(r.head)): r for r in table.itertuples()}
+    shift_of = {(int(r.layer), int(r.head)): r for r in shifted.itertuples()}
     if order == BY_CHANGE:
         options = top_changed_heads(table, len(table))
+    elif order == BY_SHIFT:
+        options = [(int(r.layer), int(r.head)) for r in shifted.itertuples()]
     else:
         options = [(int(r.layer), int(r.head)) for r in after.importance().itertuples()]
 
     def label(lh: tuple[int, int]) -> str:
-        r = row_of[lh]
-        return f"#{r.rank} · layer {lh[0]} · head {lh[1]} · {measure} {getattr(r, measure):.3g}"
+        if ranks_by_weight and order != BY_SHIFT:
+            r = row_of[lh]
+            return f"#{r.rank} · layer {lh[0]} · head {lh[1]} · {measure} {getattr(r, measure):.3g}"
+        r = shift_of[lh]
+        return f"#{r.shift_rank} · layer {lh[0]} · head {lh[1]} · span shift {r.span_shift:.2f}"
 
     return st.multiselect("Heads to explain", options, default=options[:top_n], format_func=label,
                           key=f"_w_ts_heads-{order}-{measure}-{top_n}")
@@ -233,17 +260,23 @@ ui.page_header("Explain (TextSpan)", "What the heads that fine-tuning changed mo
                "TextSpan texts per head before vs after, and how far each explanation moved.")
 CONTEXT = ui.analysis_context()
 TOWER = ui.try_call(vision_tower, CONTEXT.before) if CONTEXT is not None else None
+state = None  # what the run did to the attention weights (HeadChange), once ranked
 if TOWER is not None:
     n_layers = len(tower_blocks(TOWER))
     m1, m2 = st.columns([2, 1])
     measure = ui.pick_heads_measure(m1, "explain")
-    top_n = m2.slider("Most-changed heads to explain", 1, 12, 3, key="_w_ts_top_n",
-                      help="Explain starts from the top of the Heads ranking under this measure.")
     ranking = ui.head_ranking(CONTEXT, "visual", measure)
+    state = (ui.heads_note(CONTEXT, ranking, measure, "image tower's attention weights", UNCHANGED_INSTEAD)
+             if ranking is not None else None)
+    BY_WEIGHT = state is not None and state.ranks_by_weight
+    top_n = m2.slider("Most-changed heads to explain" if BY_WEIGHT else "Heads to explain", 1, 12, 3,
+                      key="_w_ts_top_n", help="Explain starts from the top of the Heads ranking under this measure."
+                      if BY_WEIGHT else "Explain starts from the heads whose explanation moved most.")
+if TOWER is not None and state is not HeadChange.NOTHING_TRAINED:  # zero-shot: nothing can differ; said above
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
     with c1:
         corpus = choose_corpus(run_model_spec(CONTEXT.run))
-    default_layers = list(layers_to_explain(n_layers, ranking, top_n) if ranking is not None
+    default_layers = list(layers_to_explain(n_layers, ranking, top_n, measure) if ranking is not None
                           else resolve_layers(n_layers, None))
     layers = c2.multiselect("Layers", list(range(n_layers)), default=default_layers,
                             key=f"_w_ts_layers-{'-'.join(map(str, default_layers))}",
@@ -277,18 +310,21 @@ if TOWER is not None:
                 before, after = result
                 k = min(k, texts)
                 images = ui.analysis_images(CONTEXT.run, per_class)
-                missing = [lh for lh in top_changed_heads(ranking, top_n) if lh[0] not in layers]
+                missing = [lh for lh in top_changed_heads(ranking, top_n, measure=measure) if lh[0] not in layers]
                 if missing:
                     st.caption(f"{len(missing)} of the {top_n} most-changed heads are in layers not analysed "
                                f"({', '.join(f'layer {l} · head {h}' for l, h in missing)}): add their layers.")
                 st.subheader("Heads")
-                for layer, head in heads_to_show(before, after, table, measure, top_n):
-                    row = table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
-                    show_head(before, after, row, len(ranking), measure, k, CONTEXT.run.run_id, images)
-                summary_section(table, measure, k, CONTEXT.run.run_id)
+                shown = table if BY_WEIGHT else by_explanation_shift(table)
+                for layer, head in heads_to_show(before, after, table, measure, BY_WEIGHT, top_n):
+                    row = shown[(shown["layer"] == layer) & (shown["head"] == head)].iloc[0]
+                    show_head(before, after, row, len(ranking) if BY_WEIGHT else len(shown),
+                              measure if BY_WEIGHT else None, k, CONTEXT.run.run_id, images)
+                summary_section(shown, measure, BY_WEIGHT, k, CONTEXT.run.run_id)
                 with st.expander("Head importance (variance of each head's contribution, after)"):
                     importance = after.importance()
-                    st.dataframe(importance, hide_index=True, width="stretch")
+                    st.dataframe(importance, hide_index=True, width="stretch",
+                                 column_config=ui.number_columns(importance))
                     ui.table_download(importance, ui.file_stem(CONTEXT.run.run_id, "head-importance"),
                                       key="importance")
                 ui.table_download(after.frame(), ui.file_stem(CONTEXT.run.run_id, "textspan-after"),

@@ -303,6 +303,29 @@ def test_head_changes_qk(tiny):
     assert table.iloc[0]["qk_change"] == pytest.approx(1.0, rel=1e-6)
 
 
+def test_head_change_tells_unchanged_heads_from_a_ranking(tiny):
+    from clipsvd.analysis.heads import HeadChange, head_change, head_change_note
+
+    after = copy.deepcopy(tiny.model)
+    with torch.no_grad():  # a LayerNorm only, as CLIPFit trains: no attention weight moves
+        after.visual.transformer.resblocks[0].ln_1.weight.mul_(1.5)
+    unchanged = head_changes(tiny.model, after)
+    assert head_change(unchanged, "ov_change") is HeadChange.NO_HEAD and not HeadChange.NO_HEAD.ranks_by_weight
+    assert head_change(unchanged, "ov_change", trains=False) is HeadChange.NOTHING_TRAINED
+    with torch.no_grad():
+        after.visual.transformer.resblocks[0].attn.in_proj_weight[:HEAD_DIM] *= 2.0  # W_Q rows: qk only
+    only_qk = head_changes(tiny.model, after)
+    assert head_change(only_qk, "ov_change") is HeadChange.NOT_BY_MEASURE
+    assert head_change(only_qk, "qk_change") is HeadChange.CHANGED and HeadChange.CHANGED.ranks_by_weight
+    note = head_change_note(HeadChange.NO_HEAD, "visual attention heads", "CLIPFit", "All image LayerNorms.",
+                            "ov_change", "Ordered by explanation shift.")
+    assert note == ("This run changed none of the visual attention heads: CLIPFit trains all image LayerNorms. "
+                    "Ordered by explanation shift.")
+    assert head_change_note(HeadChange.CHANGED, "heads", "CLIP-SVD", "", "ov_change") is None
+    with pytest.raises(ConfigError, match="no column"):
+        head_change(unchanged.drop(columns=["qk_change"]), "qk_change")
+
+
 def test_singular_value_shifts_show_the_scaled_layer(tiny):
     pretrained = load_model(TINY, "cpu").model
     method = _clip_svd(tiny)

@@ -1,7 +1,9 @@
 """Explanation shift: both scores on planted before/after sets whose answer is known, the per-head table, the
 rank correlation, and the Explain page starting from the Heads ranking (AppTest)."""
 import dataclasses
+import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -261,3 +263,184 @@ def test_textspan_choice_is_stable_on_a_rank_deficient_head():
         again = text_span(contributions + noise, texts, 6)
         assert again.indices == choice.indices
         assert np.allclose(again.explained_variance, choice.explained_variance, atol=1e-5)
+
+
+# ----- runs that changed no attention weight (CLIPFit, ProLIP) and zero-shot ------------------------------------
+
+def test_shift_correlation_says_why_there_is_none_instead_of_nan():
+    table = pd.DataFrame({"ov_change": [0.0] * 16, "span_shift": np.linspace(0, 0.8, 16),
+                          "text_shift": [0.4] * 16, "qk_change": np.linspace(0, 1, 16)})
+    unchanged = shift_correlation(table, "ov_change", "span_shift")
+    assert unchanged.rho is None and unchanged.p_value is None and unchanged.n == 16 and not unchanged.defined
+    assert unchanged.text() == "no correlation: no head's weights changed"
+    same = shift_correlation(table, "qk_change", "text_shift")
+    assert same.text() == "no correlation: every head has the same text shift (0.4)"
+    assert "nan" not in (unchanged.text() + same.text()).lower()
+    assert shift_correlation(table, "qk_change", "span_shift").rho == pytest.approx(1.0)
+
+
+def test_heads_of_an_unchanged_run_are_ordered_by_explanation_shift():
+    from clipsvd.analysis.explanation_shift import by_explanation_shift, top_shifted_heads
+
+    table = pd.DataFrame({"rank": [1, 2, 3, 4], "layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "ov_change": 0.0,
+                          "span_shift": [0.1, 0.7, 0.7, 0.0], "text_shift": [0.2, 0.4, 0.8, 0.0]})
+    ordered = by_explanation_shift(table)
+    assert list(zip(ordered["layer"], ordered["head"])) == [(1, 0), (0, 1), (0, 0), (1, 1)]  # span, then text
+    assert ordered["shift_rank"].tolist() == [1, 2, 3, 4] and "rank" not in ordered  # no rank of zeros
+    assert by_explanation_shift(ordered)["shift_rank"].tolist() == [1, 2, 3, 4]  # idempotent
+    assert top_shifted_heads(table, 2) == [(1, 0), (0, 1)]
+    assert top_changed_heads(table, 2, measure="ov_change") == []  # no head is "most changed"
+    assert layers_to_explain(12, table.assign(layer=[0, 0, 1, 1]), 2, "ov_change") == (8, 9, 10, 11)
+
+
+def test_shift_scatter_shows_both_series_and_names_only_the_top_heads():
+    from clipsvd.plots.explanation import explanation_shift_figure, shift_scatter
+
+    rng = np.random.default_rng(1)
+    n = 24
+    table = pd.DataFrame({"layer": np.repeat(np.arange(6), 4), "head": np.tile(np.arange(4), 6),
+                          "ov_change": rng.uniform(0, 0.1, n), "span_shift": rng.uniform(0, 1, n)})
+    table["text_shift"] = table["span_shift"]  # the two scores coincide: one series must not hide the other
+    fig = shift_scatter(table, "ov_change", labelled=3)
+    span, text = fig.data
+    assert span.visible in (None, True) and text.visible in (None, True) and span.showlegend is not False
+    assert span.marker.symbol != text.marker.symbol and "open" in text.marker.symbol  # a hollow marker over a dot
+    named = [t for t in span.text if t]
+    assert 3 <= len(named) <= 6  # top 3 by span shift ∪ top 3 by weight change, not all 24
+    top_span = table.nlargest(3, "span_shift")
+    assert {f"L{l}·H{h}" for l, h in zip(top_span["layer"], top_span["head"])} <= set(named)
+    assert len(set(p for p, t in zip(span.textposition, span.text) if t)) > 1  # alternating label positions
+    assert len(span.customdata) == n  # every head named on hover
+    assert "nan" not in " ".join(trace.name for trace in fig.data).lower()
+    bars = explanation_shift_figure(table.assign(ov_change=0.0), "ov_change")
+    assert [trace.type for trace in bars.data] == ["bar", "bar"]  # no column of points at x = 0
+    assert list(bars.data[1].y)[::-1][:2] == [f"L{l}·H{h}" for l, h in zip(top_span["layer"], top_span["head"])][:2]
+
+
+def test_measure_labels_are_plain_text():
+    from clipsvd.plots.heads import MEASURE_TITLES
+
+    for title in MEASURE_TITLES.values():
+        assert "^" not in title and "_{" not in title and "\\" not in title and "$" not in title, title
+
+
+@pytest.fixture(scope="module")
+def unchanged_runs(tmp_path_factory):
+    """A CLIPFit run of the tiny CLIP trained hard enough that its heads' explanations move (LayerNorms only:
+    no attention weight changes), and a zero-shot run (nothing trained)."""
+    from clipsvd.data import DatasetSpec
+    from clipsvd.runs import RunStore
+    from clipsvd.training import ExperimentConfig, run_experiment
+    from tests.conftest import TINY
+
+    store = RunStore(tmp_path_factory.mktemp("unchanged-runs"))
+    config = ExperimentConfig(method="clipfit", model=TINY, dataset=DatasetSpec("builtin", "animal-shape"), shots=1,
+                              seed=1, device="cpu", hyperparameters={"epochs": 2, "lr": 1.0}, max_test_per_class=2)
+    clipfit = run_experiment(config, store)
+    zero_shot = run_experiment(dataclasses.replace(config, method="zero-shot", hyperparameters={}), store)
+    assert clipfit.status == zero_shot.status == "completed"
+    return store, clipfit, zero_shot
+
+
+def _page_texts(at) -> list[str]:
+    """Every text an AppTest page shows: element values and labels, widget options, tables, figures' JSON."""
+    texts = []
+
+    def walk(node) -> None:
+        for attribute in ("value", "label", "body", "options", "help"):
+            try:
+                value = getattr(node, attribute, None)
+            except Exception:  # some elements compute `value` from state they do not have
+                continue
+            if isinstance(value, pd.DataFrame):
+                texts.append(value.to_string())
+            elif value is not None and not callable(value):
+                texts.append(str(value))
+        if getattr(node, "type", None) == "plotly_chart":
+            texts.append(node.proto.spec)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return texts
+
+
+def _no_nan(at) -> None:
+    found = [t for t in _page_texts(at) if re.search(r"\bnan\b", t, re.IGNORECASE)]
+    assert not found, found[:3]
+
+
+def _no_tex(at) -> None:
+    labels = [o for s in at.selectbox for o in s.options] + [s.label for s in at.selectbox]
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        for axis in ("xaxis", "yaxis"):
+            labels.append(str(spec["layout"].get(axis, {}).get("title", {}).get("text", "")))
+    assert labels and not [t for t in labels if "^" in t or "_{" in t], labels
+
+
+def test_heads_page_of_clipfit_and_zero_shot_says_why_nothing_is_ranked(unchanged_runs):
+    from tests.test_app import app_at, assert_clean
+
+    store, clipfit, zero_shot = unchanged_runs
+    at = app_at("pages/4_Heads.py", store.root, run_id=clipfit.run_id)
+    assert_clean(at)
+    [note] = [i.value for i in at.info if "changed none of the visual attention heads" in i.value]
+    assert "CLIPFit trains" in note and "Explain shows which heads' words moved" in note
+    assert not at.get("plotly_chart") and not any(m.label == "Most changed" for m in at.metric)
+    _no_nan(at)
+    _no_tex(at)
+    at = app_at("pages/4_Heads.py", store.root, run_id=zero_shot.run_id)
+    assert_clean(at)
+    assert any("Zero-shot CLIP trains nothing" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+    _no_nan(at)
+
+
+def test_explain_orders_a_clipfit_runs_heads_by_explanation_shift(unchanged_runs):
+    from tests.test_app import app_at, assert_clean
+
+    store, clipfit, _ = unchanged_runs
+    at = app_at("pages/5_Explain.py", store.root, run_id=clipfit.run_id)
+    assert_clean(at)
+    assert [i.value for i in at.info if "ordered by explanation shift" in i.value]  # the one line
+    at.button(key="run-textspan").click().run()
+    assert_clean(at)
+    assert not any(m.label in ("Weight-change rank", "ov_change") for m in at.metric)  # no rank of zeros
+    ranks = [m.value for m in at.metric if m.label == "Explanation-shift rank"]
+    assert ranks == ["#1 of 4 analysed", "#2 of 4 analysed", "#3 of 4 analysed"]
+    spans = [float(m.value) for m in at.metric if m.label == "Span shift"]
+    assert spans == sorted(spans, reverse=True) and spans[0] > 0.3  # words moved although no weight did
+    [heads] = [m for m in at.multiselect if m.label == "Heads to explain"]
+    assert all("span shift" in option for option in heads.options)
+    assert at.radio(key="_w_ts_order-unchanged").options == ["explanation shift", "variance after fine-tuning"]
+    assert any("Every analysed head by explanation shift" == s.value for s in at.subheader)
+    assert not any("ρ =" in m.value for m in at.markdown)
+    [table] = [d.value for d in at.dataframe if "shift_rank" in d.value]
+    assert "rank" not in table and table["span_shift"].is_monotonic_decreasing
+    _no_nan(at)
+    _no_tex(at)
+
+
+def test_explain_of_a_zero_shot_run_says_nothing_was_trained(unchanged_runs):
+    from tests.test_app import app_at, assert_clean
+
+    store, _, zero_shot = unchanged_runs
+    at = app_at("pages/5_Explain.py", store.root, run_id=zero_shot.run_id)
+    assert_clean(at)
+    [note] = [i.value for i in at.info if "trains nothing" in i.value]
+    assert note.startswith("Zero-shot CLIP trains nothing")
+    assert not at.button or not any(b.key == "run-textspan" for b in at.button)  # nothing to compare
+    _no_nan(at)
+
+
+def test_cli_analyze_of_a_clipfit_run_says_why_it_draws_no_head_ranking(unchanged_runs, tmp_path, capsys):
+    from clipsvd.cli import main
+
+    store, clipfit, _ = unchanged_runs
+    out = tmp_path / "analysis"
+    assert main(["--runs-dir", str(store.root), "analyze", clipfit.run_id, "--out", str(out), "--what", "heads",
+                 "--format", "html", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "changed none of the visual attention heads: CLIPFit trains" in printed and "nan" not in printed
+    assert (out / "heads.csv").exists() and not (out / "heads.html").exists()  # the zeros, but no chart of them

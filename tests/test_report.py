@@ -59,6 +59,21 @@ def test_latex_table_is_balanced_booktabs_with_escaped_cells():
     assert r"\label{tab:explanation-shift}" in latex
 
 
+def test_tiny_numbers_stay_readable_in_tables_the_report_and_latex():
+    from clipsvd.formatting import column_number_format, number_text
+    from clipsvd.report.html import _number
+    from clipsvd.report.latex import _cell
+
+    assert number_text(3e-10) == "3e-10" and number_text(0.1234) == "0.123" and number_text(0.0) == "0.000"
+    assert number_text(12345.678, grouping=True) == "12,345.678" and number_text(float("nan")) == "—"
+    assert _number(np.float64(3e-10)) == "3e-10" and _cell(3e-10, 3) == "3e-10"  # not "0.000"
+    assert _number(np.float64(0.5)) == "0.500" and _cell(0.5, 2) == "0.50"
+    # Streamlit's NumberColumn reads printf formats: the tiny column gets significant digits, as the report.
+    assert column_number_format([0.5, 3e-10, 0.0]) == "%.3g" and "%.3g" % 3e-10 == "3e-10"
+    assert column_number_format([0.5, 0.0, float("nan")]) == "%.3f"
+    assert "0000000003" not in ("%.3g" % 3e-10) + number_text(3e-10)
+
+
 def test_latex_table_refuses_bad_input_and_escapes_captions():
     frame = pd.DataFrame({"a": ["x_1"], "b": [0.5]})
     assert latex_table(frame, {"a": "A_%", "b": "B"}, ["l", "r"], caption="a 5% caption").count(r"\%") == 2
@@ -130,8 +145,13 @@ def test_cli_report_of_two_runs_opens_in_chromium_with_every_figure(two_runs, qu
     assert code == 0, printed
     html = out.read_text(encoding="utf-8")
     assert "<script src" not in html and 'src="http' not in html  # plotly.js and images inline: opens offline
-    # per run: training history, σ shifts, head bar + heatmap, weight vs shift scatter, UMAP; joint: 2 bars
-    expected = 2 * 6 + 2
+    # per run: training history, σ shifts, head bar + heatmap, weight vs shift scatter, UMAP; joint: 2 bars.
+    # CLIPFit changes no attention weight: no head bar or heatmap (a line says why), shift bars for the scatter.
+    expected = 6 + 4 + 2
+    body = html.split("</head>", 1)[1]  # plotly.js itself is full of NaN
+    assert not re.search(r"\bnan\b", body, re.IGNORECASE)
+    assert "This run changed none of the image tower&#x27;s attention weights: CLIPFit trains" in body
+    assert "no correlation: no head&#x27;s weights changed" in body and "by explanation shift" in body
     assert html.count(f'class="{FIGURE_CLASS}"') == expected
     total, drawn, outside = _rendered_figures(out)
     assert (total, drawn) == (expected, expected) and outside == []

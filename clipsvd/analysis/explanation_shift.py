@@ -37,6 +37,9 @@ from clipsvd.errors import ConfigError
 SHIFT_TOP_K = 5  # texts per head compared; the README and head_topics also read a head by its first 5 texts
 SUMMARY_TEXTS = 3  # texts per side in the paper table
 SHIFT_COLUMNS = ("text_shift", "span_shift")
+# Float64 rounding of two bases of the same span leaves ~1e-15; below this a span shift is 0, so identical
+# explanations neither print as a run of zeros nor get ranked by noise.
+SPAN_SHIFT_FLOOR = 1e-12
 KEPT, ENTERED, LEFT = "kept", "entered", "left"
 
 
@@ -83,7 +86,8 @@ def span_shift(before, after) -> float:
     if rank == 0:
         return 0.0
     cosines = np.cos(principal_angles(a, b))
-    return float(np.clip(1.0 - (cosines ** 2).sum() / rank, 0.0, 1.0))
+    value = 1.0 - (cosines ** 2).sum() / rank
+    return 0.0 if value < SPAN_SHIFT_FLOOR else float(min(value, 1.0))
 
 
 @dataclass
@@ -150,18 +154,46 @@ def _check_pair(before: TextSpanResult, after: TextSpanResult) -> None:
         raise ConfigError("explanation shift: the before and after TextSpan results cover different heads")
 
 
-def top_changed_heads(changes: pd.DataFrame, n: int, layers: Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """The n most-changed heads in `head_changes` order (its rank), only among `layers` when given."""
+def top_changed_heads(changes: pd.DataFrame, n: int, layers: Sequence[int] | None = None,
+                      measure: str | None = None) -> list[tuple[int, int]]:
+    """The n most-changed heads in `head_changes` order (its rank), only among `layers` when given; with
+    `measure`, only heads that changed under it (a head whose weights did not move is not "most changed")."""
     ranked = changes.sort_values("rank", kind="stable")
     if layers is not None:
         ranked = ranked[ranked["layer"].isin(list(layers))]
+    if measure is not None:
+        ranked = ranked[ranked[measure] > 0]
     return [(int(r.layer), int(r.head)) for r in ranked.head(max(0, n)).itertuples()]
 
 
-def layers_to_explain(n_layers: int, changes: pd.DataFrame, n: int) -> tuple[int, ...]:
+def layers_to_explain(n_layers: int, changes: pd.DataFrame, n: int, measure: str | None = None) -> tuple[int, ...]:
     """TextSpan's default layers (the last four) plus the layers of the n most-changed heads, so the heads
-    Explain starts from are always among those analysed."""
-    return tuple(sorted(set(resolve_layers(n_layers, None)) | {layer for layer, _ in top_changed_heads(changes, n)}))
+    Explain starts from are always among those analysed (only the last four when no head changed)."""
+    top = top_changed_heads(changes, n, measure=measure)
+    return tuple(sorted(set(resolve_layers(n_layers, None)) | {layer for layer, _ in top}))
+
+
+SHIFT_ORDER = ("span_shift", "text_shift")  # explanation-shift order: span shift first (paraphrase-proof)
+
+
+def by_explanation_shift(table: pd.DataFrame) -> pd.DataFrame:
+    """An `explanation_shifts` table ordered by how far each head's explanation moved (span shift, then text
+    shift; ties by layer and head) with `shift_rank` 1…n, and without the weight-change `rank`: for a run
+    whose attention weights did not change (CLIPFit, ProLIP) the heads whose words moved anyway are the finding,
+    and a weight rank would be an arbitrary order of zeros."""
+    for column in SHIFT_ORDER:
+        if column not in table:
+            raise ConfigError(f"explanation shift order: the table has no column '{column}'")
+    ordered = table.drop(columns=["rank", "shift_rank"], errors="ignore").sort_values(
+        [*SHIFT_ORDER, "layer", "head"], ascending=[False, False, True, True], kind="stable", ignore_index=True)
+    ordered.insert(0, "shift_rank", range(1, len(ordered) + 1))
+    return ordered
+
+
+def top_shifted_heads(table: pd.DataFrame, n: int) -> list[tuple[int, int]]:
+    """The n heads whose explanation moved most (`by_explanation_shift` order)."""
+    ordered = table if "shift_rank" in table else by_explanation_shift(table)
+    return [(int(r.layer), int(r.head)) for r in ordered.sort_values("shift_rank").head(max(0, n)).itertuples()]
 
 
 def explanation_shifts(before: TextSpanResult, after: TextSpanResult, changes: pd.DataFrame | None = None,
@@ -199,14 +231,30 @@ def explanation_shifts(before: TextSpanResult, after: TextSpanResult, changes: p
 
 @dataclass
 class Correlation:
-    """Spearman's ρ between two columns across heads, with a two-sided permutation p-value."""
+    """Spearman's ρ between two columns across heads, with a two-sided permutation p-value; where one column
+    is constant there is no ρ (None) and `reason` says why, in words, instead of printing nan."""
 
-    rho: float
-    p_value: float
+    rho: float | None
+    p_value: float | None
     n: int
+    reason: str | None = None
+
+    @property
+    def defined(self) -> bool:
+        return self.rho is not None
 
     def text(self) -> str:
+        if self.rho is None:
+            return f"no correlation: {self.reason}"
         return f"ρ = {self.rho:+.2f} (p = {self.p_value:.2g}, n = {self.n} heads)"
+
+
+def _constant_reason(values: pd.Series, column: str) -> str:
+    """Why a constant column has no rank correlation, in words."""
+    if column in RANKING_MEASURES and (values == 0).all():
+        return "no head's weights changed"
+    name = column.replace("_", " ")
+    return f"every head has the same {name} ({values.iloc[0]:.3g})" if len(values) else f"no {name}"
 
 
 def shift_correlation(table: pd.DataFrame, measure: str = "ov_change", shift: str = "span_shift",
@@ -223,11 +271,12 @@ def shift_correlation(table: pd.DataFrame, measure: str = "ov_change", shift: st
     n = len(data)
     if n < 3:
         raise ConfigError(f"shift correlation needs at least 3 heads, got {n}")
+    for column in (measure, shift):
+        if data[column].nunique() == 1:  # ranks all tied: ρ is 0/0
+            return Correlation(None, None, n, _constant_reason(data[column], column))
     x, y = (data[c].rank().to_numpy() for c in (measure, shift))
     x, y = x - x.mean(), y - y.mean()
     scale = np.sqrt((x ** 2).sum() * (y ** 2).sum())
-    if scale == 0:
-        return Correlation(float("nan"), float("nan"), n)
     rho = float(x @ y / scale)
     shuffled = np.random.default_rng(seed).permuted(np.tile(y, (permutations, 1)), axis=1)
     null = shuffled @ x / scale

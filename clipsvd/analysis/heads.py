@@ -7,6 +7,8 @@ cuts the sorted σ of v/out into blocks, see `legacy_sigma_block_scores`; that i
 """
 from __future__ import annotations
 
+from enum import Enum
+
 import pandas as pd
 import torch
 
@@ -16,6 +18,49 @@ from clipsvd.errors import ConfigError
 from clipsvd.models.layout import attention_heads
 
 RANKING_MEASURES = ("ov_change", "value_change", "qk_change", "out_change")
+
+
+class HeadChange(str, Enum):
+    """What a run did to a tower's attention weights; decides whether a ranking by weight change means anything."""
+
+    NOTHING_TRAINED = "nothing trained"  # zero-shot: the "after" model is the pretrained one
+    NO_HEAD = "no head changed"  # CLIPFit, ProLIP, linear probe: they train LayerNorms, a projection, a head
+    NOT_BY_MEASURE = "no head changed by this measure"  # e.g. only q/k trained, ranked by ov_change
+    CHANGED = "changed"
+
+    @property
+    def ranks_by_weight(self) -> bool:
+        """Only then is "most changed" a ranking; otherwise it would be an arbitrary order of zeros."""
+        return self is HeadChange.CHANGED
+
+
+def head_change(changes: pd.DataFrame, measure: str, trains: bool = True) -> HeadChange:
+    """Whether the heads of a `head_changes` table moved under `measure` (any head > 0), under another
+    measure only, or not at all; `trains` False (zero-shot) is its own case: nothing could have moved."""
+    if not trains:
+        return HeadChange.NOTHING_TRAINED
+    if measure not in changes:
+        raise ConfigError(f"head change: the table has no column '{measure}'")
+    if (changes[measure] > 0).any():
+        return HeadChange.CHANGED
+    others = [m for m in RANKING_MEASURES if m in changes and m != measure]
+    return HeadChange.NOT_BY_MEASURE if (changes[others] > 0).to_numpy().any() else HeadChange.NO_HEAD
+
+
+def head_change_note(state: HeadChange, what: str, method: str, summary: str, measure: str,
+                     instead: str = "") -> str | None:
+    """The one line a page or the report shows where ranking heads by weight change would mean nothing
+    (`instead`: what it shows in its place); None when heads changed. `method`/`summary`: the method's
+    display name and what it trains."""
+    if state is HeadChange.NOTHING_TRAINED:
+        return (f"{method} trains nothing: the 'after' model is the pretrained one, so none of the {what} can "
+                "differ from before. Pick a trained run to see what fine-tuning changed.")
+    if state is HeadChange.NO_HEAD:
+        trains = f": {method} trains {summary[:1].lower()}{summary[1:]}" if summary else f" ({method})"
+        return f"This run changed none of the {what}{trains} {instead}".rstrip()
+    if state is HeadChange.NOT_BY_MEASURE:
+        return f"No head's {measure} changed in this run (other measures did: rank by one of them). {instead}".rstrip()
+    return None
 
 
 def _difference_norms(a1: torch.Tensor, b1: torch.Tensor, a0: torch.Tensor, b0: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ from clipsvd.app.analysis import (
     analysis_context,
     analysis_images,
     head_ranking,
+    heads_note,
+    number_columns,
     pick_heads_measure,
     unchanged_note,
 )
@@ -37,15 +39,15 @@ from clipsvd.app.selection import (
     shots,
 )
 from clipsvd.app.widgets import computed_once, figure_downloads, hyperparameter_form, table_download, try_call
-from clipsvd.formatting import bytes_text, file_stem, fraction_text, percent, seconds_text, shots_label
+from clipsvd.formatting import bytes_text, file_stem, fraction_text, number_text, percent, seconds_text, shots_label
 
 __all__ = [
     "ANALYSIS_PAGES", "AnalysisContext", "DATASET_KEY", "DATA_SEED_KEY", "DEFAULT_DATASET", "JOB_KEY", "MODEL_KEY",
     "NO_BIOMEDICAL_NOTE", "PAGES", "RUN_COLUMNS", "RUN_COLUMN_ORDER", "RUN_KEY", "SHOTS_KEY", "analysis_context",
     "analysis_images", "bytes_text", "cached_dataset", "computed_once", "data_seed", "dataset_label", "dataset_spec",
-    "device", "figure_downloads", "file_stem", "flash", "fraction_text", "head_ranking", "hyperparameter_form",
-    "job_registry", "load_runs", "model_label", "model_notice", "model_spec", "page_header", "page_link", "percent",
-    "pick_heads_measure", "pick_run", "pretrained_model", "restored_run", "run_model_label", "run_model_notice",
-    "run_store", "run_title", "runs_table", "runs_root", "seconds_text", "shots", "shots_label", "show_flash",
-    "table_download", "try_call", "unchanged_note",
+    "device", "figure_downloads", "file_stem", "flash", "fraction_text", "head_ranking", "heads_note",
+    "hyperparameter_form", "job_registry", "load_runs", "model_label", "model_notice", "model_spec", "number_columns",
+    "number_text", "page_header", "page_link", "percent", "pick_heads_measure", "pick_run", "pretrained_model",
+    "restored_run", "run_model_label", "run_model_notice", "run_store", "run_title", "runs_table", "runs_root",
+    "seconds_text", "shots", "shots_label", "show_flash", "table_download", "try_call", "unchanged_note"
 ]

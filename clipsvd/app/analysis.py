@@ -7,13 +7,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clipsvd.analysis.heads import RANKING_MEASURES
+from clipsvd.analysis.heads import RANKING_MEASURES, HeadChange, head_change, head_change_note
 from clipsvd.analysis.run_pair import RunPair, run_model_spec
 from clipsvd.analysis.run_pair import analysis_images as run_analysis_images
 from clipsvd.app import caches, selection
 from clipsvd.app.runs import pick_run
 from clipsvd.app.widgets import try_call
 from clipsvd.data import ClassificationDataset, DatasetSpec
+from clipsvd.formatting import column_number_format
 from clipsvd.plots.heads import MEASURE_TITLES as HEAD_MEASURE_TITLES
 from clipsvd.runs import Run, RunStatus
 
@@ -54,6 +55,24 @@ def unchanged_note(ctx: AnalysisContext, changed: bool, what: str) -> None:
     if not changed:
         st.info(f"This run changed none of the {what}. {ctx.method.display_name} trains: {ctx.method.summary}",
                 icon=":material/info:")
+
+
+def heads_note(ctx: AnalysisContext, changes: pd.DataFrame, measure: str, what: str, instead: str = "") -> HeadChange:
+    """One line where a ranking by weight change would mean nothing — a zero-shot run (nothing trained), a run
+    that changed no attention weight (CLIPFit, ProLIP), or none under `measure` — with `instead` (what the page
+    shows in its place) appended; nothing when heads changed. Returns the case, which the page acts on."""
+    state = head_change(changes, measure, ctx.method.trains)
+    note = head_change_note(state, what, ctx.method.display_name, ctx.method.summary, measure, instead)
+    if note:
+        st.info(note, icon=":material/info:")
+    return state
+
+
+def number_columns(table: pd.DataFrame) -> dict[str, Any]:
+    """column_config for st.dataframe: every float column in `column_number_format` (tiny values stay readable,
+    e.g. 3e-10, instead of Streamlit's run of zeros)."""
+    return {column: st.column_config.NumberColumn(format=column_number_format(table[column]))
+            for column in table.columns if pd.api.types.is_float_dtype(table[column])}
 
 
 def analysis_images(run: Run, per_class: int) -> ClassificationDataset:

@@ -6,11 +6,13 @@ import plotly.graph_objects as go
 
 from clipsvd.plots.style import AFTER_COLOR, SEQUENTIAL, head_label, styled
 
+# Plain text: these titles label selectboxes, axes, hovers and the report, where TeX would show as W_O^h.
+# (The Heads page's help renders the same formulas as math.)
 MEASURE_TITLES = {
-    "ov_change": "relative change of W_O^h W_V^h",
-    "value_change": "relative change of W_V^h",
-    "qk_change": "relative change of W_Q^hᵀ W_K^h",
-    "out_change": "relative change of W_O^h",
+    "ov_change": "relative change of the head's OV circuit W_O·W_V",
+    "value_change": "relative change of the head's W_V rows",
+    "qk_change": "relative change of the head's QK circuit W_Qᵀ·W_K",
+    "out_change": "relative change of the head's W_O columns",
     "legacy_sigma_block": "σ-block score (not per head)",
 }
 

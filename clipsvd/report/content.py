@@ -18,10 +18,12 @@ from clipsvd.analysis.explanation_shift import (
     SHIFT_TOP_K,
     explanation_shifts,
     head_shift,
+    by_explanation_shift,
     layers_to_explain,
     top_changed_heads,
+    top_shifted_heads,
 )
-from clipsvd.analysis.heads import head_changes
+from clipsvd.analysis.heads import HeadChange, head_change, head_changes
 from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanCache, TextSpanResult
 from clipsvd.data import ClassificationDataset
@@ -58,13 +60,38 @@ class RunAnalysis:
     entered: list[EnteredImages] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    method_trains: bool = True  # False for zero-shot: nothing could have changed
+
+    @property
+    def head_change(self) -> HeadChange | None:
+        """What the run did to the image tower's attention weights under `measure` (None: not computed)."""
+        if self.heads is None:
+            return None
+        return head_change(self.heads, self.measure, self.method_trains)
+
+    @property
+    def ranks_by_weight(self) -> bool:
+        """Whether "most changed" means something: False where no head's weights moved (then heads are
+        ordered by explanation shift)."""
+        return self.head_change is not None and self.head_change.ranks_by_weight
+
+    @property
+    def shifts(self) -> pd.DataFrame | None:
+        """The explanation table in the order the report reads it: by weight rank, or by explanation shift
+        (without the weight rank, an arbitrary order of zeros) where no weight changed."""
+        if self.explanations is None or self.ranks_by_weight:
+            return self.explanations
+        return by_explanation_shift(self.explanations)
 
     @property
     def top_heads(self) -> list[tuple[int, int]]:
-        """The most-changed analysed heads the report details."""
+        """The analysed heads the report details: the most-changed, or those whose explanation moved most."""
+        n = self.settings.get("top_heads", DEFAULT_TOP_HEADS)
         if self.heads is None or self.before is None:
             return []
-        return top_changed_heads(self.heads, self.settings.get("top_heads", DEFAULT_TOP_HEADS), self.before.layers)
+        if self.ranks_by_weight:
+            return top_changed_heads(self.heads, n, self.before.layers, self.measure)
+        return top_shifted_heads(self.explanations, n) if self.explanations is not None else []
 
     @property
     def short_name(self) -> str:
@@ -108,7 +135,8 @@ def analyse_run(
     label = model_label or (pair.run.config.get("model_source") or {}).get("label") or pair.before.label
     analysis = RunAnalysis(pair.run, label, measure, settings={
         "corpus": str(corpus), "texts_per_head": texts_per_head, "k": k, "top_heads": top_heads, "rank": rank,
-        "ln_post_split": ln_post_split, "images": len(dataset.test), "umap_seed": umap_seed})
+        "ln_post_split": ln_post_split, "images": len(dataset.test), "umap_seed": umap_seed},
+        method_trains=pair.method.trains)
 
     def step(name: str, function: Callable[[], Any]) -> Any:
         say(f"{pair.run.run_id}: {name}")
@@ -121,7 +149,7 @@ def analyse_run(
     analysis.sv_shifts = step("σ shifts", lambda: run_sv_shifts(pair))
     analysis.heads = step("head ranking", lambda: head_changes(pair.before, pair.method, "visual", measure))
     if analysis.heads is not None and layers is None:
-        layers = layers_to_explain(len(tower_blocks(vision_tower(pair.before))), analysis.heads, top_heads)
+        layers = layers_to_explain(len(tower_blocks(vision_tower(pair.before))), analysis.heads, top_heads, measure)
     analysis.settings["layers"] = list(layers) if layers is not None else None
     if textspan is None:
         textspan = step("TextSpan", lambda: run_textspan(pair, dataset, corpus_lines or load_corpus(corpus), layers,

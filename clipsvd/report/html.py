@@ -20,10 +20,12 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from clipsvd.analysis.explanation_shift import KEPT, SHIFT_COLUMNS, marked_texts, shift_correlation
+from clipsvd.analysis.heads import head_change_note
 from clipsvd.errors import ConfigError
-from clipsvd.formatting import bytes_text, fraction_text, test_images_text
+from clipsvd.formatting import bytes_text, fraction_text, number_text, test_images_text
+from clipsvd.methods.registry import get_method
 from clipsvd.plots import head_heatmap, head_ranking_bar, sv_shift_heatmap, umap_figure
-from clipsvd.plots.explanation import SHIFT_TITLES, head_comparison_bars, shift_scatter
+from clipsvd.plots.explanation import SHIFT_TITLES, explanation_shift_figure, head_comparison_bars
 from clipsvd.plots.heads import MEASURE_TITLES
 from clipsvd.plots.style import FONT, head_label
 from clipsvd.plots.training import history_figure
@@ -90,7 +92,7 @@ def _number(value: Any, digits: int = 3) -> str:
         return "—"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
-    return f"{value:,.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    return number_text(float(value), digits, grouping=True)
 
 
 def _table(frame: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> str:
@@ -166,9 +168,21 @@ def _sigma(a: RunAnalysis, fig: _Figures) -> str:
     return fig(sv_shift_heatmap(a.sv_shifts, title=f"Singular-value shift — {a.short_name}"))
 
 
+def _unchanged_note(a: RunAnalysis, instead: str = "") -> str:
+    """The one line saying why this run has no ranking by weight change (zero-shot, CLIPFit, ProLIP), or ""."""
+    if a.head_change is None:
+        return ""
+    method = get_method(a.run.config.get("method"))  # the report loaded the run, so its method exists
+    note = head_change_note(a.head_change, "image tower's attention weights", method.display_name, method.summary,
+                            a.measure, instead)
+    return f'<p class="note">{_e(note)}</p>' if note else ""
+
+
 def _heads(a: RunAnalysis, fig: _Figures) -> str:
     if a.heads is None:
         return _failure(a, "head ranking")
+    if not a.ranks_by_weight:  # no chart of zeros, no "most changed" head
+        return _unchanged_note(a, "Heads are ordered by explanation shift below.")
     best = a.heads.iloc[0]
     return (f"<p>Most changed: <b>{_e(head_label(best['layer'], best['head']))}</b>, "
             f"{_e(MEASURE_TITLES[a.measure])} = {best[a.measure]:.3g}.</p>"
@@ -190,19 +204,27 @@ def _marked_list(frame: pd.DataFrame, side: str) -> str:
 def _explanations(a: RunAnalysis, fig: _Figures) -> str:
     if a.explanations is None:
         return _failure(a, "TextSpan") + _failure(a, "explanation shift")
-    table, k = a.explanations, a.settings["k"]
+    table, k, by_weight = a.shifts, a.settings["k"], a.ranks_by_weight
     out = []
-    if len(table) >= 3:
+    if by_weight and len(table) >= 3:
         correlations = "; ".join(f"{SHIFT_TITLES[c].split(' (')[0]}: {shift_correlation(table, a.measure, c).text()}"
                                  for c in SHIFT_COLUMNS)
         out.append(f"<p>Spearman rank correlation of {_e(a.measure)} with explanation shift across heads — "
                    f"{_e(correlations)}.</p>")
-    out.append(fig(shift_scatter(table, a.measure, f"Weight change vs explanation shift — {a.short_name}")))
+    elif not by_weight:
+        out.append(f"<p>No correlation with {_e(a.measure)}: no head's weights changed under it. Heads ordered by "
+                   "explanation shift — which heads' words moved although their weights did not.</p>")
+    title = (f"Weight change vs explanation shift — {a.short_name}" if by_weight
+             else f"Heads by explanation shift — {a.short_name}")
+    out.append(fig(explanation_shift_figure(table, a.measure, title)))
     for layer, head in a.top_heads:
         row = table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
         marks = marked_texts(a.before.head(layer, head), a.after.head(layer, head), k)
+        headline = (f"#{int(row['rank'])} {_e(head_label(layer, head))} — {_e(a.measure)} {row[a.measure]:.3g}, "
+                    if by_weight else f"#{int(row['shift_rank'])} by explanation shift: {_e(head_label(layer, head))}"
+                                      " — ")
         out.append(
-            f"<h3>#{int(row['rank'])} {_e(head_label(layer, head))} — {_e(a.measure)} {row[a.measure]:.3g}, "
+            f"<h3>{headline}"
             f"text shift {row['text_shift']:.2f}, span shift {row['span_shift']:.2f}</h3>"
             f'<p class="note">Variance explained by the first {k} texts: {100 * row["explained_before"]:.1f}% '
             f'before, {100 * row["explained_after"]:.1f}% after.</p>'
@@ -213,10 +235,11 @@ def _explanations(a: RunAnalysis, fig: _Figures) -> str:
                              f"</figcaption></figure>" for image, label in entry.images)
             out.append(f'<p class="note">Images this head writes most along the entered text '
                        f'“{_e(entry.text)}”:</p><div class="thumbs">{thumbs}</div>')
-    columns = {"rank": "rank", "head_name": "head", a.measure: a.measure, "text_shift": "text shift",
-               "span_shift": "span shift", "explained_before": f"expl. top-{k} before",
-               "explained_after": f"expl. top-{k} after", "texts_before": "top texts before",
-               "texts_after": "top texts after"}
+    ranks = {"rank": "rank", "head_name": "head", a.measure: a.measure} if by_weight else {
+        "shift_rank": "shift rank", "head_name": "head"}
+    columns = {**ranks, "text_shift": "text shift", "span_shift": "span shift",
+               "explained_before": f"expl. top-{k} before", "explained_after": f"expl. top-{k} after",
+               "texts_before": "top texts before", "texts_after": "top texts after"}
     named = table.assign(head_name=[head_label(l, h) for l, h in zip(table["layer"], table["head"])])
     out.append(f"<h3>All analysed heads</h3>{_table(named, columns)}")
     out.append(f"<details><summary>LaTeX (booktabs)</summary><pre>{_e(explanation_latex(table, a.measure))}"

@@ -9,6 +9,7 @@ import pandas as pd
 
 from clipsvd.analysis.explanation_shift import SUMMARY_TEXTS
 from clipsvd.errors import ConfigError
+from clipsvd.formatting import number_text
 from clipsvd.plots.style import head_label
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -32,7 +33,7 @@ def _cell(value: object, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return number_text(value, digits)
     return latex_escape(value)
 
 
