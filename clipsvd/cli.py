@@ -480,7 +480,8 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None
     """One --flag per field of a config dataclass, its help text taken from the field's metadata."""
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default {f.default})"
+        # argparse %-formats help strings (for %(default)s); a literal "40%" in the field's help must reach it as "%%".
+        help_text = f"{f.metadata.get('help', '')} (default {f.default})".replace("%", "%%")
         if f.type in ("bool", bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_text)
@@ -672,8 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=None, help="default: Streamlit's 8501, or the next free one")
     dashboard.add_argument("--address", default="localhost", help="0.0.0.0 to serve other machines (e.g. a cluster "
                            "node reached through an SSH tunnel)")
-    dashboard.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
-                           help="do not open a browser")
+    dashboard.add_argument("--headless", action=argparse.BooleanOptionalAction, default=True,
+                           help="print the URL to open and ask nothing (the default; works without a terminal, e.g. "
+                                "under nohup); --no-headless also opens a browser, and Streamlit then first asks for "
+                                "an e-mail address where ~/.streamlit/credentials.toml is missing")
     dashboard.set_defaults(func=cmd_dashboard)
 
     for name, func, text in (("methods", cmd_methods, "list methods and their default hyperparameters"),
@@ -691,13 +694,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     # developmentMode off: Streamlit turns it on (and refuses --server.port) when it is not installed under a
     # folder named site-packages, as in PYTHONPATH or .pth-linked environments.
-    command = [sys.executable, "-m", "streamlit", "run", str(dashboard_script()), *streamlit_flags(),
-               "--global.developmentMode=false", f"--server.headless={str(args.headless).lower()}",
-               f"--server.address={args.address}"]
+    overrides = {"global.developmentMode": False, "server.headless": args.headless, "server.address": args.address}
     if args.port:
-        command.append(f"--server.port={args.port}")
+        overrides["server.port"] = args.port
+    command = [sys.executable, "-m", "streamlit", "run", str(dashboard_script()), *streamlit_flags(overrides)]
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")  # no downloads behind the user's back; weights come from local paths
+    env.setdefault("PYTHONUNBUFFERED", "1")  # the URL line reaches a log file (nohup) or a pipe at once
     if args.runs_dir:
         env["CLIPSVD_RUNS"] = os.path.abspath(args.runs_dir)
     # Become the Streamlit server (no child process): a signal sent to `clipsvd dashboard` reaches the server.

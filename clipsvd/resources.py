@@ -10,6 +10,7 @@ import importlib.util
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from clipsvd.errors import ClipsvdError
 
@@ -31,11 +32,21 @@ def dashboard_script() -> Path:
     return package_data() / "app.py"
 
 
-def streamlit_flags() -> list[str]:
+def streamlit_flags(overrides: dict[str, Any] | None = None) -> list[str]:
     """The dashboard's .streamlit/config.toml as `streamlit run` flags, so an installed app looks the same from any
-    working directory."""
+    working directory (Streamlit reads config.toml only from the working directory and ~/.streamlit).
+
+    `overrides` ("section.key" -> value) replace the file's values, so each option is given once.
+    """
     config = tomllib.loads((package_data() / "streamlit" / "config.toml").read_text())
-    return [f"--{section}.{key}={value}" for section, values in config.items() for key, value in values.items()]
+    options = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+    options.update(overrides or {})
+    return [f"--{name}={_flag_value(value)}" for name, value in options.items()]
+
+
+def _flag_value(value: Any) -> str:
+    """A TOML value as Streamlit's command line spells it (true/false, not Python's True/False)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def require(module: str, purpose: str, error: type[ClipsvdError] = ClipsvdError) -> None:

@@ -6,9 +6,12 @@ model. Skipped where /usr/bin/chromium or playwright is missing.
 """
 import io
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -314,3 +317,56 @@ def test_train_form_survives_a_page_switch(page):
     expect(page.get_by_text("Changed from the defaults: clip-svd: epochs=7")).to_be_visible()
     assert page.get_by_text("had its value set via the Session State API").count() == 0
     assert_no_exception(page)
+
+
+README_START = ".venv/bin/python -m clipsvd dashboard"  # the README's start without the install check; `make dashboard` runs it
+
+
+def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_terminal(tmp_path):
+    """The README's set-up command as a new user runs it: an empty HOME (no ~/.streamlit/credentials.toml, where
+    Streamlit would ask "Email:" and, with no terminal, exit 255), stdin from /dev/null, no controlling terminal
+    (a new session), no flags. It must print one URL, serve the home page on the world at it, and show no "Deploy"
+    button. The port is whatever it prints (8501, or the next free one)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "```bash\nmake dashboard\n```" in readme and f"`{README_START}`" in readme
+    recipe = subprocess.run(["make", "-n", "dashboard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert recipe.strip().splitlines()[-1] == README_START, recipe  # what `make dashboard` starts once installed
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in the clone (make install)")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMLIT_")}  # the config decides
+    env.update(HOME=str(home), CLIPSVD_RUNS=str(tmp_path / "runs"))
+    process = subprocess.Popen(README_START.split(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # a line at a time
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        while not (urls := re.findall(r"URL: (http://\S+)", "".join(lines))):
+            assert process.poll() is None and time.time() < deadline, f"exit {process.poll()}: {''.join(lines)}"
+            time.sleep(0.2)
+        [url] = urls
+        wait_healthy(url, process)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            tab = browser.new_page()
+            tab.set_default_timeout(WAIT_MS)
+            assert tab.goto(url).status == 200
+            tab.get_by_role("heading", name="clipsvd", exact=True).wait_for()
+            expect(tab.get_by_text(WORLD_DATASET).first).to_be_visible()
+            expect(tab.locator('[data-testid="stToolbar"]')).to_be_attached()  # the toolbar is drawn ...
+            assert tab.get_by_role("button", name="Deploy").count() == 0  # ... without Streamlit's Deploy button
+            assert_no_exception(tab)
+            browser.close()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # its own session: the server and nothing else
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert "Email" not in output and "Welcome to Streamlit" not in output, output

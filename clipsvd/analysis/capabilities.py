@@ -5,12 +5,12 @@ the architecture on the meta device (no weights, no memory) answers the question
 """
 from __future__ import annotations
 
-import open_clip
 import torch
 
 from clipsvd.errors import ClipsvdError
 from clipsvd.models import AUTO_ARCHITECTURE, ModelSpec
 from clipsvd.models.layout import attention_heads, encoder_blocks
+from clipsvd.models.loading import create_model_for_weights
 
 ANALYSES = ("sv", "heads", "textspan", "umap")
 
@@ -25,12 +25,12 @@ def model_skeleton(spec: ModelSpec) -> torch.nn.Module:
 
         check_hub_model(spec.architecture)
         with torch.device("meta"):
-            return open_clip.create_model(spec.architecture, device="meta", load_weights=False,
-                                          pretrained_text=False)
+            return create_model_for_weights(spec.architecture, device="meta", load_weights=False,
+                                            pretrained_text=False)
     # Checkpoint files without a named architecture always become open_clip ViT CLIPs.
     name = "ViT-B-16" if spec.architecture == AUTO_ARCHITECTURE else spec.architecture
     with torch.device("meta"):
-        return open_clip.create_model(name, device="meta")
+        return create_model_for_weights(name, device="meta")  # shapes only: no "initialized randomly"
 
 
 def unsupported_analyses(spec: ModelSpec, wanted: list[str] | tuple[str, ...] = ANALYSES) -> dict[str, str]:

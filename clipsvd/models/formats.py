@@ -35,9 +35,45 @@ def is_torchscript_archive(path: Path) -> bool:
         return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
+EXPECTED_FORMATS = ("a PyTorch state dict or open_clip training checkpoint (torch.save: .pt, .pth, .bin, .ckpt), "
+                    "safetensors, an OpenAI TorchScript archive, or a transformers CLIPModel file")
+# torch.save writes a zip (local file header "PK\x03\x04"; a truncated one still starts so, and torch.load then names
+# the damage) or, before torch 1.6, a pickle of protocol 2 or later (0x80, protocol).
+_PICKLE_PROTOCOL = 0x80
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit on its JSON header
+
+
+def sniff_format(path: Path) -> str | None:
+    """SAFETENSORS, STATE_DICT (a torch.save zip or pickle) or None, from the file's first bytes and not its name: a
+    text file given as weights must be refused by name, not reach torch.load's unpickler and its bare IndexError."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= _SAFETENSORS_MAX_HEADER and head[8:] == b"{":
+        return SAFETENSORS  # an 8-byte header length, then the header's JSON (a truncated file: safetensors says so)
+    if head[:4] == b"PK\x03\x04" or (len(head) >= 2 and head[0] == _PICKLE_PROTOCOL and 2 <= head[1] <= 5):
+        return STATE_DICT
+    return None
+
+
+def describe_start(path: Path) -> str:
+    """What a file that is not a checkpoint looks like, for the error: empty, text (its first words) or bytes."""
+    with open(path, "rb") as file:
+        head = file.read(48)
+    if not head:
+        return "it is empty"
+    text = head.decode("utf-8", errors="ignore")  # ignore: a character cut at byte 48
+    if len(text.encode()) < len(head) - 3 or any(ch < " " and ch not in "\t\r\n" for ch in text):
+        return f"it starts with the bytes {head[:8].hex(' ')}"
+    return f"it is text, starting {text.splitlines()[0][:40]!r}"
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(tensors, format) of a safetensors or torch file, unwrapped from training checkpoints; no pickle code runs."""
-    if path.suffix == ".safetensors":
+    sniffed = sniff_format(path)
+    if sniffed is None:
+        raise CheckpointError(f"checkpoint {path}: not a checkpoint file ({describe_start(path)}). Expected "
+                              f"{EXPECTED_FORMATS}")
+    if sniffed == SAFETENSORS:
         from safetensors.torch import load_file
 
         try:
@@ -50,8 +86,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path}: cannot be read as a tensor file with weights_only=True ({first}). "
-            "Expected a state dict (.pt/.bin), an open_clip training checkpoint, safetensors, "
-            "or an OpenAI TorchScript archive"
+            f"Expected {EXPECTED_FORMATS}"
         ) from exc
     fmt = STATE_DICT
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

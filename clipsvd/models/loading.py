@@ -9,13 +9,15 @@ QuickGELU run without error but give wrong features.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
+import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import open_clip
 import torch
@@ -266,6 +268,8 @@ def _build_cpu_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo
                            spec.architecture)
     else:
         tags = list_pretrained_tags(spec.architecture)
+        if spec.weights not in tags and Path(spec.weights).is_file():  # a file without a checkpoint's suffix
+            return _load_checkpoint_file(spec, Path(spec.weights))  # its bytes say what it is (or that it is none)
         if spec.weights not in tags:
             raise ConfigError(
                 f"weights: '{spec.weights}' is neither a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}) "
@@ -294,6 +298,37 @@ def _create(architecture: str, pretrained: str | None, **kwargs: Any) -> torch.n
                 "or give a local checkpoint file with --weights"
             ) from exc
         raise
+
+
+class _DropRecord(logging.Filter):
+    """Drops one exact log message from one thread; the same message from another thread still passes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message, self.thread = message, threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread and record.getMessage() == self.message)
+
+
+@contextlib.contextmanager
+def _dropping_root_record(message: str) -> Iterator[None]:
+    """open_clip logs through the root logger (`logging.warning`), whose own filters see its records."""
+    root, drop = logging.getLogger(), _DropRecord(message)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def create_model_for_weights(architecture: str, **kwargs: Any) -> torch.nn.Module:
+    """open_clip.create_model with no pretrained weights, for a caller that loads its own weights right after (or
+    reads only the shapes): without open_clip's "No pretrained weights loaded for model '…'. Model initialized
+    randomly.", which is untrue by the time anyone uses the model. A random model asked for keeps that message."""
+    message = f"No pretrained weights loaded for model '{architecture}'. Model initialized randomly."
+    with _dropping_root_record(message):
+        return open_clip.create_model(architecture, pretrained=None, **kwargs)
 
 
 def _load_hub_model(spec: ModelSpec) -> tuple[torch.nn.Module, Any, WeightsInfo]:
@@ -362,7 +397,7 @@ def _load_checkpoint_file(
         open_clip.set_model_preprocess_cfg(model, _openai_preprocess(model))
         tokenizer = open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
     else:
-        model = open_clip.create_model(spec.architecture, pretrained=None, device="cpu", **kwargs)
+        model = create_model_for_weights(spec.architecture, device="cpu", **kwargs)  # the file's weights load below
         tokenizer = open_clip.get_tokenizer(spec.architecture)
     model = _post_build(model, spec)
     _load_state_dict(model, state_dict, path, arch_name)
@@ -405,7 +440,7 @@ def _check_shapes(architecture: str, state: dict[str, torch.Tensor], path: Path)
     if architecture not in open_clip.list_models():
         raise ConfigError(f"architecture: '{architecture}' is not an open_clip model")
     with torch.device("meta"):
-        expected = open_clip.create_model(architecture, pretrained=None, device="meta").state_dict()
+        expected = create_model_for_weights(architecture, device="meta").state_dict()  # shapes only
     wrong = [k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     missing = [k for k in expected if k not in state and k != "attn_mask"]
     if wrong or missing:

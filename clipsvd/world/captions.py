@@ -16,6 +16,11 @@ FRAMES = ("{}", "{}", "a picture of {}", "an image of {}", "a scene with {}", "{
 GENERIC_NOUNS = (("shape", "shapes"), ("object", "objects"))
 
 
+def indefinite_article(word: str) -> str:
+    """"an" before a vowel-initial word ("an amber", "an orange"), else "a"; the world's words need no more rules."""
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+
+
 def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
     return words[int(rng.integers(len(words)))]
 
@@ -41,8 +46,8 @@ def group_phrase(rng: np.random.Generator, group: Group, drop: float = 0.2) -> s
         words.append(shape.plurals[k] if plural else shape.words[k])
     else:
         words.append(_pick(rng, tuple(n[1] if plural else n[0] for n in GENERIC_NOUNS)))
-    if count == "a" and words[0][0] in "aeiou":
-        count = "an"
+    if count == "a":
+        count = indefinite_article(words[0])
     phrase = " ".join([count, *words])
     if group.cell is not None and rng.random() >= drop:
         phrase += " " + _pick(rng, POSITIONS[group.cell].words)

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipsvd.resources import corpus_dir
+from clipsvd.world.captions import indefinite_article
 from clipsvd.world.factors import COLOURS, POSITIONS, SHAPES
 
 CORPUS_FILE = corpus_dir() / "world.txt"
 TAGS = ("shape", "colour", "size", "position", "count", "fill", "style")
 
-_COLOUR_FRAMES = ("a {} object", "something {}", "{} colouring", "a bright {} shape", "{} paint", "a patch of {}")
+_COLOUR_FRAMES = ("{article} {} object", "something {}", "{} colouring", "a bright {} shape", "{} paint", "a patch of {}")
 _SHAPE_LINES = {
     "circle": ("a round shape", "a perfect circle", "a round disc", "a smooth curved outline with no corners",
                "a ball-like round form", "an object shaped like a coin"),
@@ -64,7 +65,8 @@ def world_corpus_lines() -> list[str]:
     """Every line as "[factor] text", grouped by factor."""
     lines: list[str] = []
     for colour in COLOURS:
-        lines += [f"[colour] {frame.format(word)}" for word in colour.words for frame in _COLOUR_FRAMES[:3]]
+        lines += [f"[colour] {frame.format(word, article=indefinite_article(word))}" for word in colour.words
+                  for frame in _COLOUR_FRAMES[:3]]
         lines += [f"[colour] {frame.format(colour.name)}" for frame in _COLOUR_FRAMES[3:]]
     for shape in SHAPES:
         lines += [f"[shape] {text}" for text in _SHAPE_LINES[shape.name]]
