@@ -1,0 +1,39 @@
+"""CUDA paths checked on the CPU where the failure can be shown there: bf16 autocast stands in for CUDA's fp16,
+Ray's max_calls is read back from the remote function, memory peaks are counted tensor by tensor."""
+import torch
+
+from clipsvd.methods import create_method
+from clipsvd.methods.clip_svd import FactoredProjection
+from tests.conftest import PROMPTS
+
+
+def test_evaluation_cache_under_autocast_keeps_the_full_precision_weight(tiny, images):
+    """σ changes, the first no-grad forward runs under (bf16) autocast: the cached W must stay float32, so a later
+    float32 forward and merge() see float32 weights (before: 'self and mat2 must have the same dtype')."""
+    method = create_method("clip-svd").attach(tiny, PROMPTS)
+    with torch.no_grad():
+        for sigma in method.trainable_parameters():
+            sigma.mul_(1.05)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            method.logits(images, method.class_weights(PROMPTS))
+        assert all(svw._cache[1].dtype == torch.float32 for svw in method.singular_value_weights().values())
+        fp32 = method.logits(images, method.class_weights(PROMPTS))
+    assert fp32.dtype == torch.float32
+    model = method.merge()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_lean_memory_under_autocast_keeps_the_half_precision_input():
+    """With recompute, backward keeps x; under autocast the half-precision copy the matmul used (half the bytes)
+    instead of the float32 LayerNorm output."""
+    x = torch.randn(4, 16, 32, requires_grad=True)
+    vh, us = torch.randn(96, 32), [torch.randn(32, 32) for _ in "qkv"]
+    sigma = torch.rand(96).add_(0.5).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = FactoredProjection.apply(x, vh, sigma, None, True, False, *us)
+    big = [t for t in saved if t.numel() == x.numel()]
+    assert big and all(t.dtype == torch.bfloat16 for t in big)
+    sum(o.float().sum() for o in outputs).backward()
+    assert torch.isfinite(sigma.grad).all() and x.grad.dtype == torch.float32
