@@ -37,3 +37,13 @@ def test_lean_memory_under_autocast_keeps_the_half_precision_input():
     assert big and all(t.dtype == torch.bfloat16 for t in big)
     sum(o.float().sum() for o in outputs).backward()
     assert torch.isfinite(sigma.grad).all() and x.grad.dtype == torch.float32
+
+
+def test_ray_gpu_tasks_get_a_fresh_worker_each():
+    """max_calls=1 for GPU tasks (a worker that initialised CUDA ignores the next task's CUDA_VISIBLE_DEVICES);
+    CPU tasks keep reusing workers (max_calls=0: unlimited). Read back from the remote function Ray builds."""
+    from clipsvd.training.sweep import Placement, remote_task
+
+    assert remote_task(Placement(gpus=0.5, cpus=2, slots=2), 1, {})._max_calls == 1
+    assert remote_task(Placement(gpus=0, cpus=2, slots=2), 1, {})._max_calls == 0
+    assert remote_task(Placement(gpus=1, cpus=2, slots=2), 3, {})._default_options["max_retries"] == 3

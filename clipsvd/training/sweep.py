@@ -363,6 +363,19 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
             ray.shutdown()
 
 
+def remote_task(placement: Placement, retries: int, env: dict[str, str]):
+    """`_run_task` as a Ray remote function asking for the placement's resources.
+
+    Resources go to ray.remote itself, not to .options(): only there does Ray turn on its one-task-per-worker
+    default for GPU tasks (max_calls=1), which is set here explicitly. A reused worker that already initialised
+    CUDA would ignore the next task's CUDA_VISIBLE_DEVICES and keep the previous run's cached memory. Ray's own
+    retries cover a worker that died (crash, OOM kill); an exception comes home and is resubmitted."""
+    import ray
+
+    return ray.remote(num_cpus=placement.cpus, num_gpus=placement.gpus, max_calls=1 if placement.gpus else 0,
+                      max_retries=retries, retry_exceptions=False, runtime_env={"env_vars": env})(_run_task)
+
+
 class _Scheduler:
     """The driver's loop: submits every run (at most `workers` in flight; the rest wait in Ray's queue, where an
     autoscaler sees them), lands each result in the store, resubmits a run that raised, records one that failed for
@@ -376,10 +389,7 @@ class _Scheduler:
         self.keys = [cell_key(config_record(c)) for c in configs]
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         env.setdefault("HF_HUB_OFFLINE", "1")
-        # Ray's own retries cover a worker that died (crash, OOM kill); an exception comes home and is resubmitted.
-        self.remote = ray.remote(_run_task).options(
-            num_cpus=placement.cpus, num_gpus=placement.gpus, max_retries=launch.retries, retry_exceptions=False,
-            runtime_env={"env_vars": env})
+        self.remote = remote_task(placement, launch.retries, env)
         self.queue = deque(range(len(configs)))
         self.attempts: Counter[int] = Counter()
         self.in_flight: dict[Any, int] = {}
