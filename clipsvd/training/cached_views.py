@@ -84,17 +84,18 @@ def train_on_cached_views(
             logits = method.logits_from_features(features[(step + 1) % n_steps], weights)
             loss = method.loss(logits, labels, weights)
         loss_value = loss.item()
-        if not math.isfinite(loss_value) and precision.precision != "fp16":
+        if not precision.tolerates(loss_value):  # fp16: a few non-finite losses are the scaler's to skip
             restore_parameters(params, last_good)
             return finish(method, RunStatus.DIVERGED, step, start, history, precision,
-                          f"loss became {loss_value} at step {step + 1}; stopped and restored the last parameters "
-                          f"with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
-        last_good = [param.detach().clone() for param in params]
+                          precision.divergence_message(loss_value, step + 1, cfg.lr))
+        if math.isfinite(loss_value):
+            last_good = [param.detach().clone() for param in params]
         precision.step(loss, optimizer)
         scheduler.step()
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
         report(Progress("train", step + 1, n_steps, step + 1, n_steps, loss_value, optimizer.param_groups[0]["lr"],
                         time.perf_counter() - start))
-        history.append({"epoch": step + 1, "step": step + 1, "loss": loss_value, "train_accuracy": accuracy,
+        history.append({"epoch": step + 1, "step": step + 1,
+                        "loss": loss_value if math.isfinite(loss_value) else None, "train_accuracy": accuracy,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
     return finish(method, RunStatus.COMPLETED, n_steps, start, history, precision)

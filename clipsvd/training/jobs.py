@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import threading
 import time
 import traceback
@@ -200,7 +201,7 @@ class JobRegistry:
                 if snapshot.message and (not state.messages or state.messages[-1] != snapshot.message):
                     if snapshot.phase != "evaluate":  # one line per evaluation batch would flood the log
                         state.messages.append(snapshot.message)
-                if snapshot.phase == "train" and snapshot.loss is not None:
+                if snapshot.phase == "train" and snapshot.loss is not None and math.isfinite(snapshot.loss):
                     state.loss_points.append({"run": index, "title": title, "step": snapshot.step,
                                               "loss": snapshot.loss})
                     if len(state.loss_points) > MAX_LOSS_POINTS:
