@@ -47,3 +47,52 @@ def test_ray_gpu_tasks_get_a_fresh_worker_each():
     assert remote_task(Placement(gpus=0.5, cpus=2, slots=2), 1, {})._max_calls == 1
     assert remote_task(Placement(gpus=0, cpus=2, slots=2), 1, {})._max_calls == 0
     assert remote_task(Placement(gpus=1, cpus=2, slots=2), 3, {})._default_options["max_retries"] == 3
+
+
+class LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the bytes of the tensors created inside it while they live, and their peak: a device-independent
+    stand-in for torch.cuda.max_memory_allocated (storages are counted once, however many views they have)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.seen = 0, 0, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        out = func(*args, **(kwargs or {}))
+        for tensor in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self.seen:
+                key, size = tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()
+                self.seen.add(key)
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self._release, key, size)
+        return out
+
+    def _release(self, key, size):
+        self.seen.discard(key)
+        self.live -= size
+
+
+def test_cached_view_features_peak_once_in_the_autocast_dtype(monkeypatch):
+    """ProLIP's cached views: one preallocated tensor, in bf16 under bf16 autocast: the peak is about one copy of
+    the half-precision features (before: fp32 views in a list, then their torch.stack copy: twice that and more)."""
+    import types
+
+    import clipsvd.training.cached_views as cached_views
+    from clipsvd.training.loop import MixedPrecision
+
+    n, d, views = 40, 256, 60  # features dominate the per-batch temporaries (~0.2 MB)
+    split = types.SimpleNamespace(labels=[i % 4 for i in range(n)])
+    monkeypatch.setattr(cached_views, "TransformedSplit",
+                        lambda split, transform: [(torch.randn(3, 8, 8), label) for label in split.labels])
+    projection = torch.randn(3 * 8 * 8, d)
+    backbone = lambda images: torch.nn.functional.layer_norm(images.flatten(1) @ projection, (d,))  # fp32 out
+    with LiveBytes() as counter:
+        features, labels = cached_views.cache_view_features(
+            backbone, split, None, views, 0, torch.device("cpu"), MixedPrecision("bf16", torch.device("cpu")),
+            lambda progress: None, None)
+    one_copy = views * n * d * 2
+    assert features.shape == (views, n, d) and features.dtype == torch.bfloat16 and labels.shape == (n,)
+    assert counter.peak <= one_copy * 1.3, (counter.peak, one_copy)

@@ -38,21 +38,29 @@ def cache_view_features(
     device: torch.device, precision: MixedPrecision, report: ProgressCallback, cancel: threading.Event | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(views × images × d features, labels); None when cancelled. View v is the v-th in-order pass; the
-    augmentations draw from torch's RNG seeded once, image after image (no DataLoader draws in between)."""
+    augmentations draw from torch's RNG seeded once, image after image (no DataLoader draws in between).
+
+    The features are written into one tensor allocated up front (a list joined by torch.stack held every view
+    twice at its peak) and kept in the autocast dtype under fp16/bf16, the precision the projection reads them in
+    anyway: 300 views of 16-shot ImageNet (16,000 images × 768) take 7.4 GB instead of a 29 GB fp32 peak."""
     torch.manual_seed(seed)
     images = TransformedSplit(split, transform)
-    cached = []
+    features: torch.Tensor | None = None
     for view in range(views):
         if cancel is not None and cancel.is_set():
             return None
-        parts = []
         for start in range(0, len(images), FEATURE_BATCH):
-            batch = torch.stack([images[i][0] for i in range(start, min(start + FEATURE_BATCH, len(images)))])
+            stop = min(start + FEATURE_BATCH, len(images))
+            batch = torch.stack([images[i][0] for i in range(start, stop)])
             with torch.no_grad(), precision.autocast():
-                parts.append(backbone(batch.to(device)))
-        cached.append(torch.cat(parts))
+                part = backbone(batch.to(device, non_blocking=True))
+            if features is None:
+                features = torch.empty(views, len(images), *part.shape[1:], device=device,
+                                       dtype=precision.dtype or part.dtype)
+            features[view, start:stop] = part
+            del part
         report(Progress("load", view + 1, views, message=f"caching features of augmented view {view + 1}/{views}"))
-    return torch.stack(cached), torch.tensor(split.labels, device=device)
+    return features, torch.tensor(split.labels, device=device)
 
 
 def train_on_cached_views(
