@@ -96,3 +96,45 @@ def test_cached_view_features_peak_once_in_the_autocast_dtype(monkeypatch):
     one_copy = views * n * d * 2
     assert features.shape == (views, n, d) and features.dtype == torch.bfloat16 and labels.shape == (n,)
     assert counter.peak <= one_copy * 1.3, (counter.peak, one_copy)
+
+
+def test_training_batches_are_the_same_with_0_and_2_loader_workers():
+    """Augmentation seeded per image by the sampler (main process): worker processes change nothing, two epochs
+    differ from each other, and the transforms pickle (what a spawned worker needs)."""
+    import pickle
+
+    from clipsvd.data import DatasetSpec, few_shot, load_dataset, train_transform
+    from clipsvd.data.batches import training_loader
+
+    split = few_shot(load_dataset(DatasetSpec("builtin", "animal-shape")).train, 1, seed=1)
+    transform = train_transform(32)
+    pickle.loads(pickle.dumps(transform))
+
+    def two_epochs(workers: int) -> list[torch.Tensor]:
+        loader = training_loader(split, transform, 4, seed=3, device=torch.device("cpu"), num_workers=workers)
+        return [torch.cat([images.flatten(), labels.float()]) for _ in range(2) for images, labels in loader]
+
+    in_process, workers = two_epochs(0), two_epochs(2)
+    assert len(in_process) == len(workers) == 2 * -(-len(split) // 4)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, workers))
+    half = len(in_process) // 2
+    assert not torch.equal(in_process[0], in_process[half])  # fresh order and augmentation every epoch
+
+
+def test_num_workers_is_an_experiment_field_with_a_default_by_device():
+    import dataclasses
+
+    from clipsvd.data.batches import MAX_DEFAULT_WORKERS, default_num_workers
+    from clipsvd.errors import ConfigError
+    from clipsvd.training import ExperimentConfig
+
+    field = {f.name: f for f in dataclasses.fields(ExperimentConfig)}["num_workers"]
+    assert field.default is None and "pinned memory" in field.metadata["help"]
+    assert default_num_workers(torch.device("cpu")) == 0
+    assert 0 <= default_num_workers(torch.device("cuda")) <= MAX_DEFAULT_WORKERS
+    try:
+        ExperimentConfig(method="zero-shot", num_workers=-1).validate()
+    except ConfigError as exc:
+        assert "num_workers" in str(exc)
+    else:
+        raise AssertionError("negative num_workers accepted")

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from clipsvd.data import ImageSplit, TransformedSplit
+from clipsvd.data import ImageSplit
+from clipsvd.data.batches import training_loader
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.runs.status import RunStatus
@@ -213,8 +214,10 @@ def train(
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    num_workers: int = 0,
 ) -> TrainResult:
-    """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history."""
+    """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history.
+    `num_workers`: loader processes (clipsvd.data.batches; the batches do not depend on it)."""
     cfg, device = method.config, method.loaded.device
     params = method.trainable_parameters()
     if not method.trains or not params or total_steps(cfg, len(split)) == 0:
@@ -225,10 +228,9 @@ def train(
 
         return train_on_cached_views(method, split, class_prompts, transform, precision, seed=seed,
                                      on_progress=on_progress, cancel=cancel)
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    loader = DataLoader(TransformedSplit(split, transform), batch_size=cfg.batch_size, shuffle=True,
-                        generator=generator, num_workers=0, drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
+    loader = training_loader(split, transform, cfg.batch_size, seed, device, num_workers,
+                             drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
     n_steps, per_epoch = total_steps(cfg, len(split)), len(loader)
     n_epochs = math.ceil(n_steps / per_epoch)
     optimizer = build_optimizer(params, cfg)
@@ -242,7 +244,7 @@ def train(
             break
         if cancel is not None and cancel.is_set():
             return finish(method, RunStatus.CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with precision.autocast():
             weights = method.class_weights(class_prompts)
             logits = method.logits(images, weights)

@@ -69,6 +69,7 @@ class SweepSpec:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     max_test_per_class: int | None = None
+    num_workers: int | None = None  # ExperimentConfig.num_workers of every run
 
     def configs(self, sweep_id: str | None = None) -> list[ExperimentConfig]:
         if not (self.methods and self.datasets and self.shots and self.seeds):
@@ -79,7 +80,8 @@ class SweepSpec:
         configs = [
             ExperimentConfig(method=method, model=self.model, dataset=dataset, shots=shots, seed=seed,
                              protocol=self.protocol, hyperparameters=dict(self.hyperparameters.get(method, {})),
-                             device=self.device, max_test_per_class=self.max_test_per_class, sweep=sweep_id)
+                             device=self.device, max_test_per_class=self.max_test_per_class,
+                             num_workers=self.num_workers, sweep=sweep_id)
             for dataset, shots, method, seed in itertools.product(self.datasets, self.shots, self.methods, self.seeds)
         ]
         for config in configs:
