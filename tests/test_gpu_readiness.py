@@ -138,3 +138,34 @@ def test_num_workers_is_an_experiment_field_with_a_default_by_device():
         assert "num_workers" in str(exc)
     else:
         raise AssertionError("negative num_workers accepted")
+
+
+def test_a_job_gives_cuda_memory_back_and_explains_out_of_memory(tmp_path, monkeypatch):
+    """torch.cuda.empty_cache after every dashboard job; an out-of-memory error fails the job with what to do."""
+    from clipsvd.runs import RunStatus, RunStore
+    from clipsvd.training import ExperimentConfig
+    from clipsvd.training.jobs import JobRegistry
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def out_of_memory(config, store, on_progress=None, cancel=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    registry = JobRegistry(runner=out_of_memory)
+    state = registry.wait(registry.submit([ExperimentConfig(method="zero-shot")], RunStore(tmp_path)), timeout=30)
+    assert state.status == RunStatus.FAILED and "ran out of memory" in state.error and "batch size" in state.error
+    assert "Tried to allocate" in state.error_detail and emptied == [True]
+
+
+def test_dashboard_model_caches_key_one_name_per_device(monkeypatch):
+    """'auto' and 'cpu' (and on a GPU 'auto', 'cuda', 'cuda:0') name one device: one cached model, not two."""
+    from clipsvd.app import caches
+
+    assert caches.device_key("auto") == caches.device_key("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert caches.device_key("auto") == caches.device_key("cuda") == caches.device_key("cuda:0") == "cuda:0"
+    assert caches.device_key("cuda:1") == "cuda:1"
