@@ -169,3 +169,53 @@ def test_dashboard_model_caches_key_one_name_per_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert caches.device_key("auto") == caches.device_key("cuda") == caches.device_key("cuda:0") == "cuda:0"
     assert caches.device_key("cuda:1") == "cuda:1"
+
+
+def _gpu_check():
+    import importlib
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        return importlib.import_module("gpu_check")
+    finally:
+        sys.path.remove("benchmarks")
+
+
+def test_gpu_check_skips_in_one_line_without_a_gpu():
+    """No CUDA here: the script says so in one line and exits 0 (so CI runs it and it cannot rot)."""
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        import pytest
+        pytest.skip("a GPU is present: run benchmarks/gpu_check.py itself")
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == _gpu_check().SKIP_LINE
+
+
+def test_gpu_check_registry_and_report():
+    """Every CUDA path named in the issue has a check; a raising check fails alone, with its error in the table,
+    and the exit code says whether all passed."""
+    from clipsvd.methods import available_methods
+
+    gpu_check = _gpu_check()
+    names = [c.name for c in gpu_check.CHECKS]
+    steps = [n for n in names if n.startswith("step/")]
+    assert len(steps) == 3 * 2 * 3 and "step/recomposed/lean/fp16" in steps
+    assert {f"experiment/{m}" for m in available_methods()} <= set(names)
+    assert names.index("attach") < names.index(steps[0]) and names.index("experiment/clip-svd") < names.index("analyses")
+    assert {"analyses", "job+analysis", "ray", "bench/fp16", "bench/bf16"} <= set(names)
+
+    def fails(ctx):
+        raise AssertionError("σ-gradient rel. error 3.0e-01 > 0.05")
+
+    checks = [gpu_check.Check("good", lambda ctx: ctx.setdefault("n", "1 thing")), gpu_check.Check("bad", fails)]
+    results = gpu_check.run_checks(checks, {})
+    table = gpu_check.report_table(results)
+    assert [r.ok for r in results] == [True, False] and gpu_check.exit_code(results) == 1
+    assert "FAIL" in table and "AssertionError: σ-gradient rel. error 3.0e-01" in table and "1 passed, 1 failed" in table
+    assert gpu_check.exit_code(results[:1]) == 0 and gpu_check.exit_code([]) == 1
+    missing = gpu_check.run_checks([c for c in gpu_check.CHECKS if c.name == "analyses"], {})
+    assert not missing[0].ok and "experiment/clip-svd" in missing[0].detail
