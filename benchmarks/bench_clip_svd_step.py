@@ -57,8 +57,9 @@ class PerTokenSVDLinear(nn.Module):
 
     def __init__(self, u: torch.Tensor, sigma: torch.Tensor, vh: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        self.fc_V = nn.Linear(vh.shape[1], vh.shape[0], bias=False)
-        self.fc_U = nn.Linear(u.shape[1], u.shape[0], bias=bias is not None)
+        where = {"device": vh.device, "dtype": vh.dtype}  # on the factors' device: copying CUDA into CPU fails
+        self.fc_V = nn.Linear(vh.shape[1], vh.shape[0], bias=False, **where)
+        self.fc_U = nn.Linear(u.shape[1], u.shape[0], bias=bias is not None, **where)
         self.vector_S = nn.Parameter(sigma.detach().clone()[None])
         with torch.no_grad():
             self.fc_V.weight.copy_(vh)
@@ -121,7 +122,7 @@ def official_model(base: nn.Module, method) -> nn.Module:
     model.requires_grad_(False)
     for name, param in model.named_parameters():
         param.requires_grad_(name.endswith("vector_S"))
-    return model
+    return model.to(next(base.parameters()).device)
 
 
 def official_sigmas(model: nn.Module) -> dict[str, nn.Parameter]:

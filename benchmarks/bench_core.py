@@ -39,8 +39,10 @@ PROMPTS = [f"a photo of a class {i}." for i in range(10)]
 
 
 def sync() -> None:
+    """Wait for every GPU, not only the current one: a model on cuda:1 would otherwise be timed while queued."""
     if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
 
 
 def timed(fn, repeats: int) -> float:

@@ -81,6 +81,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         hyperparameters={method: overrides for method in args.method} if overrides else {},
         device=args.device,
         max_test_per_class=args.max_test_per_class,
+        num_workers=args.num_workers,
     )
 
     table = _run_on_ray(args, "sweep", lambda launch: run_sweep(spec, RunStore(args.runs_dir), launch))
@@ -138,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = ExperimentConfig(method=method, model=model, dataset=dataset, shots=args.shots, seed=seed,
                                       protocol=args.protocol, backbone=args.backbone, hyperparameters=overrides,
                                       device=args.device,
-                                      max_test_per_class=args.max_test_per_class)
+                                      max_test_per_class=args.max_test_per_class, num_workers=args.num_workers)
             print(f"{method} · {dataset.name} · {args.shots or 'all'}-shot · seed {seed} · {model.label}", flush=True)
             run = run_experiment(config, store, on_progress=_progress_printer(args.log_every))
             failures += run.status != RunStatus.COMPLETED
@@ -521,6 +522,14 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-test-per-class", type=int, default=None)
+    parser.add_argument("--num-workers", type=int, default=None, help=_field_help("num_workers"))
+
+
+def _field_help(name: str) -> str:
+    """An ExperimentConfig field's help text, written once on the field."""
+    from clipsvd.training.experiment import ExperimentConfig
+
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(ExperimentConfig) if f.name == name)
 
 
 def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:

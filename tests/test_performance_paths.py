@@ -235,3 +235,16 @@ def test_corpus_text_embeddings_are_cached_without_an_images_key(monkeypatch, im
     assert torch.equal(first.text_embeddings, again.text_embeddings)
     with pytest.raises(pytest.fail.Exception):
         textspan.explain_heads(loaded, [images], corpus[:-1], texts_per_head=2)  # another corpus: a miss
+
+
+def test_benchmarks_official_form_is_built_on_the_factors_device():
+    """bench_clip_svd_step's PerTokenSVDLinear builds its layers where U, σ, V live (on CUDA it built them on the
+    CPU and copying the CUDA factors in failed); the meta device shows the same on a CPU-only machine."""
+    sys.path.insert(0, "benchmarks")
+    try:
+        from bench_clip_svd_step import PerTokenSVDLinear
+    finally:
+        sys.path.remove("benchmarks")
+    u, sigma, vh = (torch.empty(shape, device="meta") for shape in ((6, 4), (4,), (4, 5)))
+    layer = PerTokenSVDLinear(u, sigma, vh, torch.empty(6, device="meta"))
+    assert {p.device.type for p in layer.parameters()} == {"meta"}

@@ -158,3 +158,24 @@ def test_a_run_restores_from_its_config_without_its_dataset(tmp_path):
     shutil.rmtree(root)  # the data is gone (another machine, a moved disk): the run still restores
     _, method = restore_run(RunStore(tmp_path / "runs").load(run.run_id), "cpu")
     assert method.config.templates == ["a {} photo.", "art of a {}."]
+
+
+@pytest.mark.parametrize("cached_views", [0, 6])
+def test_fp16_loss_that_overflows_every_step_ends_as_diverged(tmp_path, monkeypatch, cached_views):
+    """The fp16 scaler skips every step of a loss that overflows in the forward pass: the run must not be reported
+    completed with NaN in its history. (CPU: GradScaler works on CPU; the loss is made to overflow float16.)"""
+    import clipsvd.training.loop as loop
+
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "fp16")
+    monkeypatch.setattr(loop, "MAX_SKIPPED_STEPS", 4)
+    original = create_method("prolip").__class__.loss
+    monkeypatch.setattr(type(create_method("prolip")), "loss",
+                        lambda self, *args: original(self, *args).half() * 7e4)  # beyond float16's 65504
+    config = quick_config("prolip", hyperparameters={"epochs": 2, "batch_size": 4, "cached_views": cached_views})
+    run = run_experiment(config, RunStore(tmp_path))
+    assert run.status == RunStatus.DIVERGED and "fp16 loss scaler skipped 3 steps in a row" in run.message
+    assert "bf16" in run.message and run.metrics["steps"] == 3 and "accuracy" not in run.metrics
+    assert all(row["loss"] is None or math.isfinite(row["loss"]) for row in run.history)
+    stored = RunStore(tmp_path).load(run.run_id)
+    assert stored.status == RunStatus.DIVERGED and stored.message == run.message
+    assert RunStore(tmp_path).table()["status"].tolist() == [RunStatus.DIVERGED]  # what `runs list` prints

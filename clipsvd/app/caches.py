@@ -5,6 +5,7 @@ import threading
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from clipsvd.analysis.embeddings import import_umap, umap_kernels_cached
 from clipsvd.analysis.heads import head_changes
@@ -12,6 +13,7 @@ from clipsvd.analysis.run_pair import RunPair, load_pretrained
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.methods import Method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
+from clipsvd.models.device import resolve_device
 from clipsvd.runs import RunStore
 from clipsvd.training import restore_run
 from clipsvd.training.jobs import JobRegistry
@@ -47,13 +49,29 @@ def built_model_label(spec: ModelSpec) -> str:
     return load_model(spec, "cpu").label
 
 
-@st.cache_resource(max_entries=2, show_spinner="Rebuilding the fine-tuned model from its run…")
+def device_key(device_name: str) -> str:
+    """One name per physical device ('auto', 'cuda' and 'cuda:0' are the same GPU), so a model is cached once."""
+    device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
 def restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel, Method]:
+    return _restored_run(root, run_id, device_key(device_name))
+
+
+def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
+    return _pretrained_model(spec, device_key(device_name))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Rebuilding the fine-tuned model from its run…")
+def _restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel, Method]:
     return restore_run(RunStore(root).load(run_id), device_name)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the pretrained model…")
-def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
+def _pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
     return load_pretrained(spec, device_name)
 
 

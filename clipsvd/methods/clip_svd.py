@@ -75,6 +75,8 @@ class FactoredProjection(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x: torch.Tensor, vh: torch.Tensor, sigma: torch.Tensor, bias: torch.Tensor | None,
                 recompute: bool, heads: bool, *us: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if recompute and torch.is_autocast_enabled(x.device.type):  # keep the half-precision x the matmul uses,
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # not the float32 LayerNorm output (twice the bytes)
         merged = x.transpose(1, 2).flatten(2) if heads else x
         hidden = F.linear(merged, vh)
         ctx.save_for_backward(x if recompute else hidden, vh, sigma, *us)
@@ -172,7 +174,9 @@ class SingularValueWeight(nn.Module):
             versions = tuple((sigma._version, sigma.data_ptr(), sigma.device, sigma.dtype)
                              for sigma in self.sigma.values())
             if self._cache is None or self._cache[0] != versions:
-                self._cache = (versions, self._recompose())
+                # in σ's precision whatever autocast is on: a later float32 forward and merge() read this W
+                with torch.autocast(versions[0][2].type, enabled=False):
+                    self._cache = (versions, self._recompose())
             return self._cache[1]
         self._cache = None
         return self._recompose()

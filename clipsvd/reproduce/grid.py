@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # sweep imports this module
     from clipsvd.training.sweep import Launch
 
 # Fields of a run's resolved config that do not change its result (or repeat what the setting resolves).
-VOLATILE = ("sweep", "device", "eval_batch_size", "preset", "steps", "hyperparameters", "model_source", "backbone",
+VOLATILE = ("sweep", "device", "eval_batch_size", "num_workers", "preset", "steps", "hyperparameters", "model_source", "backbone",
             "prompts")
 DONE, MISSING = "done", "missing"
 GRID_COLUMNS = ["method", "dataset", "shots", "seed", "steps", "status", "run_id", "previous", "data"]

@@ -38,21 +38,29 @@ def cache_view_features(
     device: torch.device, precision: MixedPrecision, report: ProgressCallback, cancel: threading.Event | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(views × images × d features, labels); None when cancelled. View v is the v-th in-order pass; the
-    augmentations draw from torch's RNG seeded once, image after image (no DataLoader draws in between)."""
+    augmentations draw from torch's RNG seeded once, image after image (no DataLoader draws in between).
+
+    The features are written into one tensor allocated up front (a list joined by torch.stack held every view
+    twice at its peak) and kept in the autocast dtype under fp16/bf16, the precision the projection reads them in
+    anyway: 300 views of 16-shot ImageNet (16,000 images × 768) take 7.4 GB instead of a 29 GB fp32 peak."""
     torch.manual_seed(seed)
     images = TransformedSplit(split, transform)
-    cached = []
+    features: torch.Tensor | None = None
     for view in range(views):
         if cancel is not None and cancel.is_set():
             return None
-        parts = []
         for start in range(0, len(images), FEATURE_BATCH):
-            batch = torch.stack([images[i][0] for i in range(start, min(start + FEATURE_BATCH, len(images)))])
+            stop = min(start + FEATURE_BATCH, len(images))
+            batch = torch.stack([images[i][0] for i in range(start, stop)])
             with torch.no_grad(), precision.autocast():
-                parts.append(backbone(batch.to(device)))
-        cached.append(torch.cat(parts))
+                part = backbone(batch.to(device, non_blocking=True))
+            if features is None:
+                features = torch.empty(views, len(images), *part.shape[1:], device=device,
+                                       dtype=precision.dtype or part.dtype)
+            features[view, start:stop] = part
+            del part
         report(Progress("load", view + 1, views, message=f"caching features of augmented view {view + 1}/{views}"))
-    return torch.stack(cached), torch.tensor(split.labels, device=device)
+    return features, torch.tensor(split.labels, device=device)
 
 
 def train_on_cached_views(
@@ -84,17 +92,18 @@ def train_on_cached_views(
             logits = method.logits_from_features(features[(step + 1) % n_steps], weights)
             loss = method.loss(logits, labels, weights)
         loss_value = loss.item()
-        if not math.isfinite(loss_value) and precision.precision != "fp16":
+        if not precision.tolerates(loss_value):  # fp16: a few non-finite losses are the scaler's to skip
             restore_parameters(params, last_good)
             return finish(method, RunStatus.DIVERGED, step, start, history, precision,
-                          f"loss became {loss_value} at step {step + 1}; stopped and restored the last parameters "
-                          f"with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
-        last_good = [param.detach().clone() for param in params]
+                          precision.divergence_message(loss_value, step + 1, cfg.lr))
+        if math.isfinite(loss_value):
+            last_good = [param.detach().clone() for param in params]
         precision.step(loss, optimizer)
         scheduler.step()
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
         report(Progress("train", step + 1, n_steps, step + 1, n_steps, loss_value, optimizer.param_groups[0]["lr"],
                         time.perf_counter() - start))
-        history.append({"epoch": step + 1, "step": step + 1, "loss": loss_value, "train_accuracy": accuracy,
+        history.append({"epoch": step + 1, "step": step + 1,
+                        "loss": loss_value if math.isfinite(loss_value) else None, "train_accuracy": accuracy,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
     return finish(method, RunStatus.COMPLETED, n_steps, start, history, precision)

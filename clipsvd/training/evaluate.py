@@ -5,9 +5,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from clipsvd.data import ImageSplit, TransformedSplit
+from clipsvd.data.batches import evaluation_loader
 from clipsvd.methods.base import Method
 
 
@@ -19,14 +19,16 @@ def predict(
     transform: Callable,
     batch_size: int = 64,
     on_batch: Callable[[int, int], None] | None = None,
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true labels for every image of `split`."""
+    """Predicted and true labels for every image of `split` (`num_workers` loader processes)."""
     method.model.eval()
     weights = method.class_weights(class_prompts)
-    loader = DataLoader(TransformedSplit(split, transform), batch_size=batch_size, shuffle=False)
+    device = method.loaded.device
+    loader = evaluation_loader(TransformedSplit(split, transform), batch_size, device, num_workers)
     predictions, labels = [], []
     for index, (images, batch_labels) in enumerate(loader, start=1):
-        logits = method.logits(images.to(method.loaded.device), weights)
+        logits = method.logits(images.to(device, non_blocking=True), weights)
         predictions.append(logits.argmax(dim=-1).cpu().numpy())
         labels.append(batch_labels.numpy())
         if on_batch:

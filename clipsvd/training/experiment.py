@@ -23,6 +23,7 @@ from clipsvd.data import (
     load_dataset,
     train_transform,
 )
+from clipsvd.data.batches import resolve_num_workers
 from clipsvd.data.sampling import cap_per_class
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
@@ -52,6 +53,10 @@ class ExperimentConfig:
     eval_batch_size: int = 64
     max_test_per_class: int | None = None  # a seeded subset of the test split, for quick looks on CPU
     sweep: str | None = None  # sweep id when the run belongs to one
+    num_workers: int | None = field(default=None, metadata={
+        "help": "processes that load and augment images beside training and evaluation (pinned memory on CUDA); "
+                "empty: one per CPU core less one, at most 8, on CUDA and 0 on CPU, where they would compete with "
+                "the model for the cores. The batches are the same for any number"})
 
     def validate(self) -> None:
         get_method(self.method)
@@ -61,6 +66,8 @@ class ExperimentConfig:
             raise ConfigError(f"shots: expected a positive number of images per class, got {self.shots}")
         if self.max_test_per_class is not None and self.max_test_per_class < 1:
             raise ConfigError(f"max_test_per_class: expected >= 1, got {self.max_test_per_class}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers: expected 0 (load in the training process) or more, got {self.num_workers}")
 
     def setting(self) -> Setting:
         """What the method's official preset depends on: CoOp data -> natural, BiomedCoOp data -> biomedical."""
@@ -173,13 +180,14 @@ def run_experiment(
     except AttachCancelled as exc:
         report(Progress("done", message=RunStatus.CANCELLED))
         return Run("unsaved", config.to_dict(), {}, status=RunStatus.CANCELLED, message=str(exc))
+    workers = resolve_num_workers(config.num_workers, loaded.device)
     result = train(method, data.train_set.train, prompts,
                    train_transform(loaded.image_size, loaded.mean, loaded.std, method_config.crop_scale_min),
-                   seed=config.seed, on_progress=on_progress, cancel=cancel)
+                   seed=config.seed, on_progress=on_progress, cancel=cancel, num_workers=workers)
     metrics: dict[str, Any] = {**_parameter_metrics(method), "train_seconds": result.seconds, "steps": result.steps,
                                "precision": result.precision}
     if result.status == RunStatus.COMPLETED:
-        metrics.update(evaluate_method(method, data, config.eval_batch_size, report))
+        metrics.update(evaluate_method(method, data, config.eval_batch_size, report, workers))
     record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
                   preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)),
                   prompts=[list(p) if isinstance(p, tuple) else p for p in prompts])
@@ -200,7 +208,8 @@ def _parameter_metrics(method: Method) -> dict[str, Any]:
     return metrics
 
 
-def evaluate_method(method: Method, data: PreparedData, batch_size: int, report: ProgressCallback) -> dict[str, Any]:
+def evaluate_method(method: Method, data: PreparedData, batch_size: int, report: ProgressCallback,
+                    num_workers: int = 0) -> dict[str, Any]:
     """Accuracy per test set; base/novel/HM under base2novel (novel is None where a method cannot do it)."""
     transform = method.loaded.eval_transform()
     metrics: dict[str, Any] = {"eval_seconds": 0.0}
@@ -212,6 +221,7 @@ def evaluate_method(method: Method, data: PreparedData, batch_size: int, report:
         predictions, labels = predict(
             method, test_set.test, test_set.prompts(method.config.templates), transform, batch_size,
             on_batch=lambda i, n, name=name: report(Progress("evaluate", i, n, message=f"evaluating {name}")),
+            num_workers=num_workers,
         )
         result = accuracy_report(predictions, labels, test_set.classnames)
         key = "accuracy" if name == "all" else name

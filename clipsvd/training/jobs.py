@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
+import math
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import torch
 
 from clipsvd.errors import ClipsvdError
 from clipsvd.runs import Run, RunStore
@@ -183,10 +187,16 @@ class JobRegistry:
             except ClipsvdError as exc:  # user-facing: the message says what to fix
                 self._update(job, lambda s, e=exc: _fail(s, str(e), None))
                 return
+            except torch.OutOfMemoryError as exc:
+                detail = traceback.format_exc()
+                self._update(job, lambda s, d=detail: _fail(s, OUT_OF_MEMORY, d))
+                return
             except Exception as exc:  # a bug: keep the traceback for the details expander
                 detail = traceback.format_exc()
                 self._update(job, lambda s, e=exc, d=detail: _fail(s, f"{type(e).__name__}: {e}", d))
                 return
+            finally:
+                release_device_memory()
             self._update(job, _finish_all)
 
     def _progress_callback(self, job: _Job, index: int) -> Callable[[Progress], None]:
@@ -200,7 +210,7 @@ class JobRegistry:
                 if snapshot.message and (not state.messages or state.messages[-1] != snapshot.message):
                     if snapshot.phase != "evaluate":  # one line per evaluation batch would flood the log
                         state.messages.append(snapshot.message)
-                if snapshot.phase == "train" and snapshot.loss is not None:
+                if snapshot.phase == "train" and snapshot.loss is not None and math.isfinite(snapshot.loss):
                     state.loss_points.append({"run": index, "title": title, "step": snapshot.step,
                                               "loss": snapshot.loss})
                     if len(state.loss_points) > MAX_LOSS_POINTS:
@@ -209,6 +219,18 @@ class JobRegistry:
             self._update(job, change)
 
         return on_progress
+
+
+OUT_OF_MEMORY = ("the device ran out of memory. Lower the batch size, turn on lean_memory (CLIP-SVD), or use "
+                 "precision fp16/bf16; the memory this job held was given back")
+
+
+def release_device_memory() -> None:
+    """After a job (finished or failed, out-of-memory included): drop its tensors and hand torch's cached CUDA
+    blocks back, so the next job or an analysis in this server process finds the GPU's memory free."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _start(state: JobState) -> None:

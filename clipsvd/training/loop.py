@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from clipsvd.data import ImageSplit, TransformedSplit
+from clipsvd.data import ImageSplit
+from clipsvd.data.batches import training_loader
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.runs.status import RunStatus
@@ -146,23 +147,53 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+MAX_SKIPPED_STEPS = 20  # fp16: consecutive steps the loss scaler may skip before the run counts as diverged
+
+
 class MixedPrecision:
-    """autocast + a loss scaler (fp16 only) for one training run; a no-op in fp32."""
+    """autocast + a loss scaler (fp16 only) for one training run; a no-op in fp32.
+
+    The fp16 scaler skips a step whose gradients overflow and halves its scale; a loss that overflows in the
+    forward pass is skipped at every scale, so after MAX_SKIPPED_STEPS skips in a row the run is stopped
+    (`diverged`) instead of "completing" without a single update."""
 
     def __init__(self, precision: str, device: torch.device):
         self.precision = precision
         self.device_type = device.type
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
+        self.skipped_in_a_row = 0
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def tolerates(self, loss_value: float) -> bool:
+        """Whether training may go on after this loss: a finite one, or (fp16) a non-finite one the scaler
+        will skip, unless it already skipped MAX_SKIPPED_STEPS steps in a row."""
+        if math.isfinite(loss_value):
+            return True
+        return self.scaler.is_enabled() and self.skipped_in_a_row + 1 < MAX_SKIPPED_STEPS
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """One optimiser step; False when the fp16 scaler skipped it (gradients not finite)."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(optimizer)
         self.scaler.update()
+        applied = scale is None or self.scaler.get_scale() >= scale  # the scaler lowers its scale when it skips
+        self.skipped_in_a_row = 0 if applied else self.skipped_in_a_row + 1
+        return applied
+
+    def divergence_message(self, loss_value: float, step: int, lr: float) -> str:
+        """Why the run stopped, for the run store, the CLI and the dashboard."""
+        if self.scaler.is_enabled() and not math.isfinite(loss_value):
+            return (f"loss became {loss_value} at step {step} after the fp16 loss scaler skipped "
+                    f"{self.skipped_in_a_row} steps in a row: the loss overflows float16. Stopped and restored the "
+                    f"last parameters with a finite loss. Use precision bf16 or fp32, or lower the learning rate "
+                    f"(now {lr:g}).")
+        return (f"loss became {loss_value} at step {step}; stopped and restored the last parameters with a finite "
+                f"loss. Lower the learning rate (now {lr:g}).")
 
 
 def _epochs(loader: DataLoader):
@@ -183,8 +214,10 @@ def train(
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    num_workers: int = 0,
 ) -> TrainResult:
-    """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history."""
+    """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history.
+    `num_workers`: loader processes (clipsvd.data.batches; the batches do not depend on it)."""
     cfg, device = method.config, method.loaded.device
     params = method.trainable_parameters()
     if not method.trains or not params or total_steps(cfg, len(split)) == 0:
@@ -195,47 +228,48 @@ def train(
 
         return train_on_cached_views(method, split, class_prompts, transform, precision, seed=seed,
                                      on_progress=on_progress, cancel=cancel)
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    loader = DataLoader(TransformedSplit(split, transform), batch_size=cfg.batch_size, shuffle=True,
-                        generator=generator, num_workers=0, drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
+    loader = training_loader(split, transform, cfg.batch_size, seed, device, num_workers,
+                             drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
     n_steps, per_epoch = total_steps(cfg, len(split)), len(loader)
     n_epochs = math.ceil(n_steps / per_epoch)
     optimizer = build_optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, per_epoch, n_steps))
     report = on_progress or (lambda progress: None)
     history, start, last_good = [], time.perf_counter(), None
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, loss_seen, correct, seen = 0.0, 0, 0, 0
     method.model.train()
     for step, (epoch, images, labels) in enumerate(_epochs(loader)):
         if step == n_steps:
             break
         if cancel is not None and cancel.is_set():
             return finish(method, RunStatus.CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with precision.autocast():
             weights = method.class_weights(class_prompts)
             logits = method.logits(images, weights)
             loss = method.loss(logits, labels, weights)
         loss_value = loss.item()
-        if not math.isfinite(loss_value) and precision.precision != "fp16":  # fp16: the scaler skips the step
+        if not precision.tolerates(loss_value):  # fp16: a few non-finite losses are the scaler's to skip
             restore_parameters(params, last_good)
-            message = (f"loss became {loss_value} at step {step + 1} (epoch {epoch}); stopped and restored "
-                       f"the last parameters with a finite loss. Lower the learning rate (now {cfg.lr:g}).")
+            message = precision.divergence_message(loss_value, step + 1, cfg.lr) + f" (epoch {epoch})"
             return finish(method, RunStatus.DIVERGED, step, start, history, precision, message)
-        last_good = [param.detach().clone() for param in params]
+        if math.isfinite(loss_value):
+            last_good = [param.detach().clone() for param in params]
         precision.step(loss, optimizer)
         scheduler.step()
-        loss_sum += loss_value * len(labels)
+        if math.isfinite(loss_value):  # a step the fp16 scaler skipped stays out of the epoch's mean loss
+            loss_sum += loss_value * len(labels)
+            loss_seen += len(labels)
         correct += (logits.argmax(dim=-1) == labels).sum().item()
         seen += len(labels)
         report(Progress("train", step + 1, n_steps, epoch, n_epochs, loss_value,
                         optimizer.param_groups[0]["lr"], time.perf_counter() - start))
         if (step + 1) % per_epoch == 0 or step + 1 == n_steps:
-            history.append({"epoch": epoch, "step": step + 1, "loss": loss_sum / seen,
+            history.append({"epoch": epoch, "step": step + 1, "loss": loss_sum / loss_seen if loss_seen else None,
                             "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
                             "seconds": time.perf_counter() - start})
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, loss_seen, correct, seen = 0.0, 0, 0, 0
     return finish(method, RunStatus.COMPLETED, n_steps, start, history, precision)
 
 
@@ -253,5 +287,5 @@ def finish(method: Method, status: str, step: int, start: float, history: list[d
     return TrainResult(status, step, time.perf_counter() - start, history, message, precision.precision)
 
 
-__all__ = ["MixedPrecision", "Progress", "TrainResult", "build_optimizer",
+__all__ = ["MAX_SKIPPED_STEPS", "MixedPrecision", "Progress", "TrainResult", "build_optimizer",
            "cosine_with_warmup", "finish", "lr_factor", "restore_parameters", "resolve_precision", "steps_per_epoch", "total_steps", "train"]

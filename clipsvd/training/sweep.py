@@ -69,6 +69,7 @@ class SweepSpec:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     max_test_per_class: int | None = None
+    num_workers: int | None = None  # ExperimentConfig.num_workers of every run
 
     def configs(self, sweep_id: str | None = None) -> list[ExperimentConfig]:
         if not (self.methods and self.datasets and self.shots and self.seeds):
@@ -79,7 +80,8 @@ class SweepSpec:
         configs = [
             ExperimentConfig(method=method, model=self.model, dataset=dataset, shots=shots, seed=seed,
                              protocol=self.protocol, hyperparameters=dict(self.hyperparameters.get(method, {})),
-                             device=self.device, max_test_per_class=self.max_test_per_class, sweep=sweep_id)
+                             device=self.device, max_test_per_class=self.max_test_per_class,
+                             num_workers=self.num_workers, sweep=sweep_id)
             for dataset, shots, method, seed in itertools.product(self.datasets, self.shots, self.methods, self.seeds)
         ]
         for config in configs:
@@ -363,6 +365,19 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
             ray.shutdown()
 
 
+def remote_task(placement: Placement, retries: int, env: dict[str, str]):
+    """`_run_task` as a Ray remote function asking for the placement's resources.
+
+    Resources go to ray.remote itself, not to .options(): only there does Ray turn on its one-task-per-worker
+    default for GPU tasks (max_calls=1), which is set here explicitly. A reused worker that already initialised
+    CUDA would ignore the next task's CUDA_VISIBLE_DEVICES and keep the previous run's cached memory. Ray's own
+    retries cover a worker that died (crash, OOM kill); an exception comes home and is resubmitted."""
+    import ray
+
+    return ray.remote(num_cpus=placement.cpus, num_gpus=placement.gpus, max_calls=1 if placement.gpus else 0,
+                      max_retries=retries, retry_exceptions=False, runtime_env={"env_vars": env})(_run_task)
+
+
 class _Scheduler:
     """The driver's loop: submits every run (at most `workers` in flight; the rest wait in Ray's queue, where an
     autoscaler sees them), lands each result in the store, resubmits a run that raised, records one that failed for
@@ -376,10 +391,7 @@ class _Scheduler:
         self.keys = [cell_key(config_record(c)) for c in configs]
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         env.setdefault("HF_HUB_OFFLINE", "1")
-        # Ray's own retries cover a worker that died (crash, OOM kill); an exception comes home and is resubmitted.
-        self.remote = ray.remote(_run_task).options(
-            num_cpus=placement.cpus, num_gpus=placement.gpus, max_retries=launch.retries, retry_exceptions=False,
-            runtime_env={"env_vars": env})
+        self.remote = remote_task(placement, launch.retries, env)
         self.queue = deque(range(len(configs)))
         self.attempts: Counter[int] = Counter()
         self.in_flight: dict[Any, int] = {}
