@@ -498,8 +498,9 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None
 def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default="few-shot", choices=PROTOCOLS)
     parser.add_argument("--backbone", default=None, choices=BACKBONES,
-                        help="whose official protocol applies: natural (CLIP ViT-B/16) or biomedical (BiomedCLIP); "
-                             "default: natural for CoOp data, biomedical for BiomedCoOp data, none otherwise")
+                        help="whose preset applies: natural (CLIP ViT-B/16), biomedical (BiomedCLIP) or world (README's "
+                             "search with the world CLIP); default: natural for CoOp data, biomedical for BiomedCoOp "
+                             "data, world for the world-* built-ins, none otherwise")
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
