@@ -4,7 +4,7 @@
 model loading, dataset specs, figure export) import from here, so the CLI offers exactly what they accept.
 """
 PROTOCOLS = ("few-shot", "base2novel")
-BACKBONES = ("natural", "biomedical")
+BACKBONES = ("natural", "biomedical", "world")  # whose presets apply; "world": the world CLIP on its datasets
 DATASET_KINDS = ("builtin", "imagefolder", "coop", "biomedcoop", "medmnist")
 # The CLI's and dashboard's default dataset: shapes in the microscopy-like style of the generated world,
 # where the world CLIP's zero-shot accuracy drops and adaptation has something to do.

@@ -141,12 +141,25 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       device=args.device,
                                       max_test_per_class=args.max_test_per_class, num_workers=args.num_workers)
             print(f"{method} · {dataset.name} · {args.shots or 'all'}-shot · seed {seed} · {model.label}", flush=True)
+            print(f"  {_defaults_line(config)}", flush=True)
             run = run_experiment(config, store, on_progress=_progress_printer(args.log_every))
             failures += run.status != RunStatus.COMPLETED
             print(f"  {run.status}: {_score_line(run.metrics)}  → {run.path}", flush=True)
             if run.message:
                 print(f"  {run.message}", flush=True)
     return 1 if failures else 0
+
+
+def _defaults_line(config) -> str:
+    """What a run starts from, said before it trains: its lr and length, and where the preset values came from."""
+    method_config, preset = config.method_config(), config.preset()
+    length = (f"{method_config.cached_views} cached views" if method_config.cached_views else
+              f"{method_config.iterations} iterations" if method_config.iterations is not None else
+              f"{method_config.epochs} epochs")
+    given = sorted(config.hyperparameters)
+    origin = "; ".join(sorted(set(preset.sources.values()))) or "none (the method's defaults)"
+    return (f"lr {method_config.lr:g} · {length}" + (f" · given: {', '.join(given)}" if given else "")
+            + f" · preset from {origin}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -494,8 +507,9 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None
 def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default="few-shot", choices=PROTOCOLS)
     parser.add_argument("--backbone", default=None, choices=BACKBONES,
-                        help="whose official protocol applies: natural (CLIP ViT-B/16) or biomedical (BiomedCLIP); "
-                             "default: natural for CoOp data, biomedical for BiomedCoOp data, none otherwise")
+                        help="whose preset applies: natural (CLIP ViT-B/16), biomedical (BiomedCLIP) or world (README's "
+                             "search with the world CLIP); default: natural for CoOp data, biomedical for BiomedCoOp "
+                             "data, world for the world-* built-ins, none otherwise")
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -586,7 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--activation", default="auto", choices=ACTIVATIONS)
     config.add_argument("--model-seed", type=int, default=0)
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method hyperparameter")
-    config.set_defaults(func=cmd_config, epochs=None, lr=None, batch_size=None)
+    config.add_argument("--epochs", type=int, help="override the preset's epochs")
+    config.add_argument("--lr", type=float, help="override the preset's learning rate")
+    config.add_argument("--batch-size", dest="batch_size", type=int, help="override the preset's batch size")
+    config.set_defaults(func=cmd_config)
 
     reproduce = commands.add_parser("reproduce", help="run a published table's grid on Ray (resuming: finished "
                                     "cells never run again) and write measured vs published as CSV + figures")

@@ -7,6 +7,7 @@ from clipsvd.methods import PROTOCOLS, available_methods, get_method
 from clipsvd.models import resolve_device
 from clipsvd.plots.training import loss_curve_figure
 from clipsvd.training import ExperimentConfig
+from clipsvd.training.estimate import estimate_run, full_size_note, measured_rates, recorded_rates, timing_key
 from clipsvd.training.jobs import JobState
 
 CPU_TEST_CAP = 20  # test images per class on CPU by default
@@ -14,7 +15,8 @@ SEED_CHOICES = list(range(1, 11))
 
 
 # "dataset" (not None) for the dataset's own protocol: a selectbox whose value is None shows "Choose an option"
-BACKBONE_CHOICES = ("dataset", "natural", "biomedical")
+BACKBONE_CHOICES = ("dataset", "natural", "biomedical", "world")
+MEASURED_KEY = "train_measured_rates"  # session state: rates timed on this page, by timing key
 
 
 def settings() -> list[ExperimentConfig]:
@@ -39,18 +41,25 @@ def settings() -> list[ExperimentConfig]:
     st.session_state[ui.SHOTS_KEY] = k
     backbone = st.selectbox(
         "Official protocol of", BACKBONE_CHOICES, key="_w_train_backbone",
-        format_func=lambda b: {"dataset": "the dataset's (CoOp: natural, BiomedCoOp: biomedical, others: none)",
+        format_func=lambda b: {"dataset": "the dataset's (CoOp: natural, BiomedCoOp: biomedical, world-*: world, "
+                                          "others: none)",
                                "natural": "natural images (CLIP ViT-B/16 presets)",
-                               "biomedical": "biomedical images (BiomedCLIP presets)"}[b],
-        help="Which official preset the hyperparameters start from: the configs of the methods' repositories for "
-             "this dataset, protocol and K (`python -m clipsvd config` prints the same).")
+                               "biomedical": "biomedical images (BiomedCLIP presets)",
+                               "world": "the generated world (README's measured search with the world CLIP)"}[b],
+        help="Which preset the hyperparameters start from: the configs of the methods' repositories for this "
+             "dataset, protocol and K, or for the generated world's datasets the best settings of README's small "
+             "search (`python -m clipsvd config` prints the same).")
     backbone = None if backbone == "dataset" else backbone
     overrides = {}
     if methods:
         setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol,
                                    backbone=backbone).setting()
-        official = (f"the official protocol for {setting.dataset} ({setting.backbone} backbone)" if setting.backbone
-                    else "the methods' defaults (no official protocol for this dataset)")
+        official = (f"the {setting.backbone} preset for {setting.dataset}" if setting.backbone
+                    else "the methods' defaults (no preset for this dataset)")
+        for method in methods:
+            for source, values in get_method(method).preset(setting).by_source().items():
+                st.caption(f"{get_method(method).display_name} starts from "
+                           + ", ".join(f"{k}={v}" for k, v in values.items()) + f" — from {source}")
         with st.expander(f"Hyperparameters: {official}, {protocol}, K={k or 'all'}; open to change"):
             tabs = st.tabs([get_method(m).display_name for m in methods])
             for tab, method in zip(tabs, methods):
@@ -65,6 +74,52 @@ def settings() -> list[ExperimentConfig]:
                              protocol=protocol, backbone=backbone, hyperparameters=overrides[m], device=ui.device(),
                              max_test_per_class=int(cap) or None)
             for m in methods for s in seeds]
+
+
+def time_estimate(configs: list[ExperimentConfig]) -> None:
+    """Before Start: each method's run time on this machine, from runs recorded in the store or steps timed now,
+    and what a full-size run would cost (clipsvd.training.estimate)."""
+    if not configs:
+        return
+    dataset = ui.try_call(ui.cached_dataset, configs[0].dataset)
+    if dataset is None:
+        return
+    measured = st.session_state.setdefault(MEASURED_KEY, {})
+    store = ui.run_store()
+    seeds = len({c.seed for c in configs})
+    lines, total, missing = [], 0.0, []
+    for config in {c.method: c for c in configs}.values():  # one estimate per method; seeds cost the same
+        key = repr(timing_key(config))
+        rates = measured.get(key) or ui.try_call(recorded_rates, config, store)
+        name = get_method(config.method).display_name
+        if rates is None:
+            missing.append(config)
+            lines.append(f"{name}: no run of this model, method and batch size recorded yet — time a few steps")
+            continue
+        estimate = ui.try_call(estimate_run, config, rates, dataset)
+        if estimate is None:
+            return
+        total += estimate.seconds * seeds
+        lines.append(f"{name}, per run: {estimate.sentence()}")
+    head = (f"Estimated time on this machine: {ui.seconds_text(total)} for {len(configs)} run(s)" if not missing
+            else "Estimated time on this machine")
+    with st.container(border=True):
+        st.markdown(f"**{head}**, plus loading the model and data (and CLIP-SVD's first decomposition of a new model).")
+        for line in lines:
+            st.text(line)
+        if missing:
+            busy = bool(ui.job_registry().active())
+            if st.button("Time a few steps now", key="measure_steps", icon=":material/timer:", disabled=busy,
+                         help="Loads the model, attaches each method and times 3 optimiser steps after a warm-up, "
+                              "and a few test images (seconds for the world CLIP)."
+                              + (" Wait for the running job: it would slow the timing." if busy else "")):
+                with st.spinner("Timing a few steps…"):
+                    for config in missing:
+                        rates = ui.try_call(measured_rates, config, dataset)
+                        if rates is not None:
+                            measured[repr(timing_key(config))] = rates
+                st.rerun()
+        st.caption(full_size_note(configs[0].shots))
 
 
 def current_job_id() -> str | None:
@@ -224,6 +279,7 @@ data_col.markdown(f"**Dataset** · {ui.dataset_label(ui.dataset_spec())}")
 with link_col:
     ui.page_link("data", "Change model or data")
 configs = settings()
+time_estimate(configs)
 button_col, note_col = st.columns([1, 4], vertical_alignment="center")
 if button_col.button("Start training", type="primary", disabled=not configs, key="start_training",
                      icon=":material/play_arrow:"):

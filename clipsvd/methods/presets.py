@@ -3,7 +3,9 @@
 `presets/<method>.json` lists rules in order; a rule's values apply when every key of its `match`
 equals the setting (protocol, backbone, dataset, shots; a list matches any member; a rule without a
 backbone key is the method's default for every dataset, ours included), later rules
-override earlier ones, and each rule names the file of the official repository it comes from. Two
+override earlier ones, and each rule names the file of the official repository it comes from. A rule with its
+own `origin` did not come from the document's repository: the family "world" (the world CLIP on the generated
+world's datasets, which no paper covers) holds values measured by this project's own search, and says where. Two
 value forms depend on K: {"per_shot": n} means n·K (CLIP-SVD's 200·K iterations) and
 {"inverse_shot": n} means n/K (ProLIP's λ = 1/K); without K they leave the default.
 """
@@ -26,7 +28,7 @@ class Setting:
     protocol: str = "few-shot"
     shots: int | None = None
     dataset: str | None = None  # CoOp / BiomedCoOp canonical name, e.g. "DescribableTextures", "BTMRI"
-    backbone: str | None = None  # natural (CLIP ViT-B/16) | biomedical (BiomedCLIP); None: no official preset
+    backbone: str | None = None  # natural (CLIP ViT-B/16) | biomedical (BiomedCLIP) | world; None: no preset
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -48,6 +50,13 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         return {"values": self.values, "sources": self.sources, "differences": list(self.differences)}
+
+    def by_source(self) -> dict[str, dict[str, Any]]:
+        """The values grouped by where they came from, in rule order: what a form shows under "preset from"."""
+        groups: dict[str, dict[str, Any]] = {}
+        for key, value in self.values.items():
+            groups.setdefault(self.sources[key], {})[key] = value
+        return groups
 
 
 NO_PRESET = Preset({}, {})
@@ -83,9 +92,10 @@ def official_preset(method: str, setting: Setting) -> Preset:
     document = _document(method)
     if document is None:
         return NO_PRESET
-    origin = f"{document['repository']}@{document['commit'][:12]}"
+    origin = f"{document['repository']}@{document['commit'][:12]}" if "repository" in document else None
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    official = False  # whether any value came from the document's repository (its differences apply then)
     for rule in document["rules"]:
         if not _matches(rule.get("match", {}), setting):
             continue
@@ -93,11 +103,27 @@ def official_preset(method: str, setting: Setting) -> Preset:
             resolved = _resolve(value, setting.shots)
             if resolved is None:
                 continue
+            where = rule.get("origin", origin)
+            if where is None:
+                raise ConfigError(f"presets/{method}.json: a rule for {rule.get('match')} names no origin and the "
+                                  "file no repository")
             values[key] = resolved
-            sources[key] = f"{origin}:{rule['source']}"
+            sources[key] = f"{where}:{rule['source']}"
+            official = official or "origin" not in rule
     if not values:
         return NO_PRESET
-    return Preset(values, sources, tuple(document.get("differences", ())))
+    return Preset(values, sources, tuple(document.get("differences", ())) if official else ())
+
+
+WORLD_PREFIX = "world-"  # the generated world's datasets: world-<task>-<style> (clipsvd.world.datasets)
+
+
+def preset_family(kind: str, name: str) -> str | None:
+    """Whose presets a dataset gets when the user names none: CoOp data -> natural, BiomedCoOp data -> biomedical,
+    the generated world's built-ins -> world (the search README reports); any other dataset -> none."""
+    if kind == "builtin" and name.startswith(WORLD_PREFIX):
+        return "world"
+    return {"coop": "natural", "biomedcoop": "biomedical"}.get(kind)
 
 
 def preset_datasets(method: str, protocol: str, backbone: str) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from clipsvd.methods.base import Method, MethodConfig
+from clipsvd.methods.presets import Setting
 from clipsvd.methods.registry import register_method
 
 
@@ -14,5 +15,6 @@ class ZeroShot(Method):
     trains = False
 
     @classmethod
-    def default_config(cls, protocol: str = "few-shot", shots: int | None = None) -> MethodConfig:
+    def default_config(cls, setting: Setting = Setting()) -> MethodConfig:
+        """Nothing trains, whatever the setting: no preset applies."""
         return MethodConfig(epochs=0)

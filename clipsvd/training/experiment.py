@@ -27,7 +27,7 @@ from clipsvd.data.batches import resolve_num_workers
 from clipsvd.data.sampling import cap_per_class
 from clipsvd.errors import ConfigError
 from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
-from clipsvd.methods.presets import Setting
+from clipsvd.methods.presets import Setting, preset_family
 from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
@@ -47,7 +47,7 @@ class ExperimentConfig:
     shots: int | None = 16  # images per class for training; None: the whole train split
     seed: int = 1
     protocol: str = "few-shot"  # few-shot | base2novel
-    backbone: str | None = None  # the official presets' family: natural | biomedical; None: from the dataset kind
+    backbone: str | None = None  # the presets' family: natural | biomedical | world; None: from the dataset
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
     device: str = "auto"
     eval_batch_size: int = 64
@@ -70,8 +70,9 @@ class ExperimentConfig:
             raise ConfigError(f"num_workers: expected 0 (load in the training process) or more, got {self.num_workers}")
 
     def setting(self) -> Setting:
-        """What the method's official preset depends on: CoOp data -> natural, BiomedCoOp data -> biomedical."""
-        backbone = self.backbone or {"coop": "natural", "biomedcoop": "biomedical"}.get(self.dataset.kind)
+        """What the method's preset depends on: CoOp data -> natural, BiomedCoOp data -> biomedical, the generated
+        world's datasets -> world (clipsvd.methods.presets.preset_family)."""
+        backbone = self.backbone or preset_family(self.dataset.kind, self.dataset.name)
         return Setting(self.protocol, self.shots, canonical_dataset_name(self.dataset), backbone)
 
     def method_config(self):

@@ -1,0 +1,153 @@
+"""How long a run will take on this machine, said before it starts (the Train page, `clipsvd train`).
+
+A run's time is its optimiser steps × seconds per step, plus its test images × seconds per image. The rates come
+from one of two honest places, and the estimate says which:
+
+- **recorded**: the median over completed runs in the run store that share what a step's cost depends on (model,
+  method, batch size, cached views, precision, device) — no cost to ask;
+- **measured**: a few steps timed now on this machine through the real training loop
+  (`clipsvd.reproduce.grid.measure_seconds_per_step`: one warm-up step, then `steps` timed) and a few test images
+  evaluated through the real evaluation (a few seconds for the world CLIP).
+
+Neither includes loading the model and data or CLIP-SVD's first decomposition of a new model (cached after it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from clipsvd.data import ClassificationDataset, load_dataset
+from clipsvd.errors import ClipsvdError
+from clipsvd.formatting import seconds_text
+from clipsvd.methods import get_method
+from clipsvd.runs import RunStore
+from clipsvd.runs.status import RunStatus
+from clipsvd.training.experiment import ExperimentConfig, planned_steps, prepare_data, run_experiment
+
+# README "Performance": one CLIP-SVD step of ViT-B/16 at 224 px, batch 32, fp32 on an idle 2-core CPU
+# (benchmarks/bench_clip_svd_step.py); the official few-shot protocol runs 200·K such steps.
+FULL_SIZE_STEP_SECONDS = 22.3
+FULL_SIZE_STEPS_PER_SHOT = 200
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds per optimiser step and per test image, and where they came from."""
+
+    seconds_per_step: float
+    seconds_per_test_image: float | None
+    basis: str  # a sentence: "recorded: …" or "measured: …"
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """One run's expected time on this machine."""
+
+    steps: int
+    test_images: int
+    rates: Rates
+
+    @property
+    def train_seconds(self) -> float:
+        return self.steps * self.rates.seconds_per_step
+
+    @property
+    def eval_seconds(self) -> float | None:
+        per_image = self.rates.seconds_per_test_image
+        return None if per_image is None else self.test_images * per_image
+
+    @property
+    def seconds(self) -> float:
+        return self.train_seconds + (self.eval_seconds or 0.0)
+
+    def sentence(self) -> str:
+        """e.g. 'about 45 s: 400 steps × 0.10 s + 160 test images × 0.005 s (recorded: …)'."""
+        parts = [f"{self.steps:,} steps × {self.rates.seconds_per_step:.3g} s"]
+        if self.eval_seconds is not None:
+            parts.append(f"{self.test_images:,} test images × {self.rates.seconds_per_test_image:.2g} s")
+        else:
+            parts.append(f"evaluation of {self.test_images:,} test images (not timed)")
+        return f"about {seconds_text(self.seconds)}: {' + '.join(parts)} ({self.rates.basis})"
+
+
+def timing_key(config: ExperimentConfig) -> dict[str, Any]:
+    """What the cost of one step depends on: the same key means the same rate."""
+    method_config = config.method_config()
+    return {"model": config.model.to_dict(), "method": config.method, "batch_size": method_config.batch_size,
+            "cached_views": method_config.cached_views, "precision": method_config.precision,
+            "device": config.device}
+
+
+def recorded_rates(config: ExperimentConfig, store: RunStore) -> Rates | None:
+    """Median rates of completed runs in `store` with the same timing key; None when there are none."""
+    key = timing_key(config)
+    steps, images = [], []
+    for run in store.list():
+        if run.status != RunStatus.COMPLETED:
+            continue
+        try:
+            recorded = ExperimentConfig.from_dict(run.config)
+            recorded_key = timing_key(recorded)
+        except ClipsvdError:  # a run of an older layout or of a method no longer offered has no comparable key
+            continue
+        if recorded_key != key:
+            continue
+        m = run.metrics
+        if m.get("steps") and m.get("train_seconds"):
+            steps.append(m["train_seconds"] / m["steps"])
+        n_test = sum(v for k, v in m.items() if k.startswith("n_test_") and isinstance(v, (int, float)))
+        if n_test and m.get("eval_seconds"):
+            images.append(m["eval_seconds"] / n_test)
+    trains = _trains(config)
+    if (trains and not steps) or (not trains and not images):
+        return None
+    n = len(steps) if trains else len(images)
+    return Rates(statistics.median(steps) if steps else 0.0, statistics.median(images) if images else None,
+                 f"recorded: median of {n} completed run(s) of this model, method and batch size in the run store")
+
+
+def measured_rates(config: ExperimentConfig, dataset: ClassificationDataset | None = None, steps: int = 3,
+                   test_images_per_class: int = 2) -> Rates:
+    """Rates timed now: `steps` optimiser steps after a warm-up, and a small test subset evaluated."""
+    from clipsvd.reproduce.grid import measure_seconds_per_step  # the one step-timer (reproduce's dry run uses it)
+
+    dataset = dataset or load_dataset(config.dataset)
+    per_step = measure_seconds_per_step(config, dataset, steps=steps) if _trains(config) else 0.0
+    quick = dataclasses.replace(config, method="zero-shot", hyperparameters={},
+                                max_test_per_class=test_images_per_class)
+    metrics = run_experiment(quick, None, dataset=dataset).metrics
+    n_test = sum(v for k, v in metrics.items() if k.startswith("n_test_") and isinstance(v, (int, float)))
+    per_image = metrics["eval_seconds"] / n_test if n_test else None
+    return Rates(per_step, per_image, f"measured now on this machine: {steps} steps after a warm-up step, "
+                                      f"{n_test} test images")
+
+
+def estimate_run(config: ExperimentConfig, rates: Rates, dataset: ClassificationDataset | None = None
+                 ) -> RunEstimate:
+    """Steps from the resolved config (preset and overrides) and the prepared data; test images after the cap."""
+    dataset = dataset or load_dataset(config.dataset)
+    steps = planned_steps(config, dataset) if _trains(config) else 0
+    data = prepare_data(config, dataset)
+    test_images = sum(len(d.test) for name, d in data.test_sets.items()
+                      if name != "novel" or _supports_novel(config))
+    return RunEstimate(steps, test_images, rates)
+
+
+def full_size_note(shots: int | None) -> str:
+    """What the same adaptation costs at full size on this kind of CPU, from README's measured step time."""
+    k = shots or 16
+    steps = FULL_SIZE_STEPS_PER_SHOT * k
+    return (f"At full size — CLIP-SVD on ViT-B/16 at 224 px, batch 32, the official few-shot protocol's 200·K = "
+            f"{steps:,} steps for K={k} — a 2-core CPU needs about {FULL_SIZE_STEP_SECONDS} s a step (README, "
+            f"Performance), so about {steps * FULL_SIZE_STEP_SECONDS / 3600:.0f} h a run, before evaluation; "
+            "such runs want a GPU.")
+
+
+def _trains(config: ExperimentConfig) -> bool:
+    return get_method(config.method).trains
+
+
+def _supports_novel(config: ExperimentConfig) -> bool:
+    return get_method(config.method).supports_novel_classes
