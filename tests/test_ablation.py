@@ -186,3 +186,28 @@ def test_pointing_game_and_mass_on_a_synthetic_map():
     assert mask_share_per_patch(masks, (2, 2))[1].tolist() == [[0.5, 0.5], [0.0, 0.0]]
     with pytest.raises(ConfigError, match="do not tile"):
         mask_share_per_patch(np.zeros((1, 7, 7), bool), (2, 2))
+
+
+def test_cli_ablate_heads_top_and_match(tmp_path, capsys):
+    import pandas as pd
+
+    from clipsvd.cli import main
+    from clipsvd.runs import RunStore
+
+    runs = str(tmp_path / "runs")
+    assert main(["--runs-dir", runs, "train", "--method", "clip-svd", "--arch", "clipsvd-tiny", "--shots", "1",
+                 "--epochs", "1", "--lr", "0.05", "--max-test-per-class", "2", "--device", "cpu"]) == 0
+    run = RunStore(runs).list()[0]
+    common = ["--images-per-class", "2", "--top-k", "2", "--device", "cpu", "--corpus", "world"]
+    out = tmp_path / "a"
+    assert main(["--runs-dir", runs, "ablate", run.run_id, "--heads", "L1.H0,L0.H1", "--out", str(out), *common]) == 0
+    overall = pd.read_csv(out / "ablation_overall.csv")
+    assert {"accuracy (pretrained)", "accuracy (fine-tuned)", "drop (fine-tuned)"} <= set(overall.columns)
+    assert (out / "ablation_per_class.tex").read_text().startswith("\\begin{table}")
+    assert list((run.path / "verification").glob("ablation-*.json"))  # cached in the run folder
+    assert main(["--runs-dir", runs, "ablate", run.run_id, "--top", "2", "--out", str(tmp_path / "b"), *common]) == 0
+    capsys.readouterr()
+    assert main(["--runs-dir", runs, "ablate", run.run_id, "--match", "zzz-nothing", *common]) == 1
+    assert "nothing ablated" in capsys.readouterr().out
+    assert main(["--runs-dir", runs, "ablate", run.run_id, "--heads", "L7.H0", *common]) == 2
+    assert "layers L0..L1 and heads H0..H1" in capsys.readouterr().err
