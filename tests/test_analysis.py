@@ -79,7 +79,7 @@ def test_decomposition_sums_to_embedding_tiny(tiny, images):
 
 
 @torch.no_grad()
-def _official_head_terms(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+def _official_head_terms(model: torch.nn.Module, images: torch.Tensor, per_token: bool = False) -> torch.Tensor:
     """clip_text_span's PRSLogger, reimplemented on open_clip's own modules: per (source token, head)
     terms of the class token, each with out_proj.bias/(T·H), ln_post linearised with μ and β over
     (2L+1)·T·H, then summed over tokens (compute_prs.py). Returns (N, L, H, D)."""
@@ -108,9 +108,10 @@ def _official_head_terms(model: torch.nn.Module, images: torch.Tensor) -> torch.
         share = 1 / ((2 * len(blocks) + 1) * tokens * h)
         post = (visual.ln_post.weight * (spatial - mean[:, None, None, None] * share) / std[:, None, None, None]
                 + visual.ln_post.bias * share)
-        per_layer.append((post @ visual.proj).sum(1))
+        per_layer.append((post @ visual.proj) if per_token else (post @ visual.proj).sum(1))
         x = block(x)
-    return torch.stack(per_layer, 1) / unnormalised.norm(dim=-1)[:, None, None, None]
+    norm = unnormalised.norm(dim=-1)
+    return torch.stack(per_layer, 1) / norm.view(-1, *(1,) * (per_layer[0].ndim))
 
 
 def test_official_split_matches_the_reference_formula(tiny, images):
@@ -121,6 +122,14 @@ def test_official_split_matches_the_reference_formula(tiny, images):
     assert (official.heads - reference).abs().max() <= 1e-5
     assert official.head_shares == (1 / ((2 * 2 + 1) * HEADS),) * 2
     assert (even.heads - official.heads).abs().max() > 1e-3  # the conventions really differ per head
+
+
+def test_spatial_terms_equal_the_official_prs_spatial_mode(tiny, images):
+    _randomise_affine_params(tiny.model)
+    reference = _official_head_terms(tiny.model, images, per_token=True)  # (N, L, T, H, D)
+    spatial = direct_contributions(tiny, images, [0, 1], spatial=True)
+    assert spatial.heads.shape == reference.shape
+    assert (spatial.heads - reference).abs().max() <= 1e-5
 
 
 def test_decomposition_follows_unmerged_clip_svd_sigma(tiny, images):

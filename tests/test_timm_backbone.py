@@ -38,3 +38,16 @@ def test_methods_on_a_timm_image_tower(timm_spec, name, trainable):
     assert (logits.detach() - expected).abs().max().item() <= 1e-4
     logits.sum().backward()
     assert all(p.grad is not None for p in method.trainable_parameters())
+
+
+def test_spatial_terms_on_a_timm_tower_sum_to_the_per_head_terms(timm_spec):
+    from clipsvd.analysis.decomposition import direct_contributions
+
+    torch.manual_seed(0)
+    loaded = load_model(timm_spec, "cpu")
+    loaded.model.eval()
+    images = torch.randn(2, 3, 224, 224)
+    per_head = direct_contributions(loaded, images, [10, 11])
+    spatial = direct_contributions(loaded, images, [10, 11], spatial=True)
+    assert spatial.grid == (14, 14) and spatial.heads.shape[2] == 197
+    assert (spatial.heads.sum(2) - per_head.heads).abs().max() <= 1e-5

@@ -16,6 +16,8 @@ joins the rest term).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Sequence
@@ -57,7 +59,12 @@ def resolve_ln_post_split(value: str | LnPostSplit) -> LnPostSplit:
 
 @dataclass
 class DirectContributions:
-    """heads: (N, L, H, D) for `layers`; rest: (N, D) everything else; heads.sum((1, 2)) + rest == embedding."""
+    """heads: (N, L, H, D) for `layers`; rest: (N, D) everything else; heads.sum((1, 2)) + rest == embedding.
+
+    With spatial=True, heads is (N, L, T, H, D): one term per source token (class token first) of each head at
+    the pooled class-token query, and heads.sum((1, 2, 3)) + rest == embedding. With mlp_terms=True, mlps
+    (N, n_blocks, D) holds every block's MLP term (taken out of the rest): what whole-model ablation needs.
+    """
 
     heads: torch.Tensor
     rest: torch.Tensor
@@ -65,10 +72,14 @@ class DirectContributions:
     layers: tuple[int, ...]
     ln_post_split: LnPostSplit
     head_shares: tuple[float, ...]  # per layer of `layers`: the share of ln_post's μ and β each head takes
+    mlps: torch.Tensor | None = None
+    spatial: bool = False
+    grid: tuple[int, int] | None = None  # patch grid (rows, columns) of the tokens after the class token
 
     def to(self, device: str | torch.device) -> "DirectContributions":
-        return DirectContributions(self.heads.to(device), self.rest.to(device), self.embedding.to(device),
-                                   self.layers, self.ln_post_split, self.head_shares)
+        return dataclasses.replace(self, heads=self.heads.to(device), rest=self.rest.to(device),
+                                   embedding=self.embedding.to(device),
+                                   mlps=None if self.mlps is None else self.mlps.to(device))
 
 
 def vision_tower(model: Any) -> nn.Module:
@@ -174,12 +185,13 @@ def _pool(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _attention(
-    block: nn.Module, x: torch.Tensor, pooled: Callable[[torch.Tensor], torch.Tensor]
+    block: nn.Module, x: torch.Tensor, pooled: Callable[[torch.Tensor], torch.Tensor], spatial: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(attention output for every token (N, T, W) before ls_1, per-head output at the pooled token (N, H, W)).
 
     Head h at the pooled query: Σ_t softmax(q·k_t/√d_h) (x_t W_V^h + b_V^h) W_O^h, i.e. the head's
-    slice of the attention context times its columns of W_O; the out_proj bias is left out.
+    slice of the attention context times its columns of W_O; the out_proj bias is left out. With
+    `spatial` (class-token query only) the sum over source tokens t is kept apart: (N, T, H, W).
     """
     attn = block.attn
     if hasattr(attn, "qkv"):  # timm
@@ -195,8 +207,14 @@ def _attention(
     q, k, v = (part.reshape(n, t, heads, width // heads).transpose(1, 2) for part in qkv.split(width, dim=-1))
     context = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, d_h); no mask, no dropout
     out = F.linear(context.transpose(1, 2).reshape(n, t, width), w_out, out.bias)
+    w_heads = w_out.reshape(width, heads, width // heads)
+    if spatial:  # clip_text_span's prs_hook spatial mode: a_{h,t} · v_t^h · W_O^h at the class-token query
+        scores = (q[:, :, :1] @ k.transpose(-1, -2)) * (width // heads) ** -0.5  # (N, H, 1, T)
+        weights = scores.softmax(dim=-1)[:, :, 0]  # (N, H, T)
+        per_token = torch.einsum("nht,nhtd,whd->nthw", weights, v, w_heads)
+        return out, per_token
     head_context = pooled(context.transpose(1, 2))  # (N, H, d_h)
-    per_head = torch.einsum("nhd,whd->nhw", head_context, w_out.reshape(width, heads, width // heads))
+    per_head = torch.einsum("nhd,whd->nhw", head_context, w_heads)
     return out, per_head
 
 
@@ -245,17 +263,79 @@ def head_shares(heads_per_layer: Sequence[int], layers: Sequence[int], split: Ln
     return tuple(1.0 / n_terms for _ in layers)
 
 
+# Spatial terms are computed this many bytes of (images × layers × tokens × heads × width) at a time; the
+# ln_post linearisation makes about four temporary copies of it (256 MiB gave a 2.1 GiB peak on 64 ViT-B/16 images).
+SPATIAL_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def check_spatial(model: Any) -> tuple[int, int]:
+    """The patch grid (rows, columns) of a tower whose per-token terms exist; refuses others by name, cheaply.
+
+    Per-token terms need the class token as the only query the embedding reads: attention-pooled (CoCa) or
+    average-pooled towers read every token and have no per-token split.
+    """
+    visual = vision_tower(model)  # refuses attentional pooling by name
+    if hasattr(visual, "trunk"):
+        return tuple(int(g) for g in visual.trunk.patch_embed.grid_size)  # type: ignore[return-value]
+    if visual.pool_type != "tok":
+        raise ConfigError(f"spatial terms: the image tower pools by '{visual.pool_type}', not by the class token; "
+                          "per-token terms exist only for class-token pooling")
+    tokens = visual.positional_embedding.shape[0] - 1
+    grid = tuple(int(g) for g in getattr(visual, "grid_size", (0, 0)))
+    if grid[0] * grid[1] != tokens:  # a replaced stem (the world CLIP's): square grids only
+        side = math.isqrt(tokens)
+        if side * side != tokens:
+            raise ConfigError(f"spatial terms: {tokens} patch tokens do not form a known grid")
+        grid = (side, side)
+    return grid  # type: ignore[return-value]
+
+
 @torch.no_grad()
 def direct_contributions(
     model: Any, images: torch.Tensor, layers: Sequence[int] | None = None,
-    ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT,
+    ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT, spatial: bool = False, mlp_terms: bool = False,
 ) -> DirectContributions:
     """Split the normalised image embeddings of `images` into per-head terms (chosen layers) and the rest.
 
-    Runs on the model's device; returns tensors there (float32).
+    spatial: per-token terms (N, L, T, H, D), class token first; each token carries 1/T of its head's share
+    of ln_post's μ and β and 1/(T·H) of the out-projection bias (official split), so summing over tokens gives
+    the per-head terms. Computed in chunks of images so the transient width-sized tensors stay under
+    SPATIAL_CHUNK_BYTES; the result itself is N·L·T·H·D floats (pass fewer layers or images to shrink it).
+    mlp_terms: also return every block's MLP term. Runs on the model's device; returns tensors there (float32).
     """
     split = resolve_ln_post_split(ln_post_split)
     visual = vision_tower(model)
+    grid = check_spatial(model) if spatial else None
+    if not spatial:
+        return _direct_contributions(visual, images, layers, split, False, mlp_terms)
+    parts = _tower_parts(visual)
+    chosen = resolve_layers(len(parts.blocks), layers)
+    attn = parts.blocks[0].attn
+    tokens = grid[0] * grid[1] + 1
+    per_image = len(chosen) * tokens * attn.num_heads * attn.num_heads * attn.head_dim * 4
+    chunk = max(1, SPATIAL_CHUNK_BYTES // max(1, per_image))
+    out: DirectContributions | None = None
+    for start in range(0, len(images), chunk):
+        piece = _direct_contributions(visual, images[start:start + chunk], chosen, split, True, mlp_terms)
+        if out is None:  # preallocate once: no concatenation copy of the (large) result
+            n = len(images)
+            out = dataclasses.replace(
+                piece, heads=piece.heads.new_empty((n, *piece.heads.shape[1:])),
+                rest=piece.rest.new_empty((n, *piece.rest.shape[1:])),
+                embedding=piece.embedding.new_empty((n, *piece.embedding.shape[1:])),
+                mlps=None if piece.mlps is None else piece.mlps.new_empty((n, *piece.mlps.shape[1:])), grid=grid)
+        stop = start + len(piece.rest)
+        out.heads[start:stop], out.rest[start:stop], out.embedding[start:stop] = piece.heads, piece.rest, piece.embedding
+        if piece.mlps is not None:
+            out.mlps[start:stop] = piece.mlps
+        del piece
+    if out is None:
+        raise ConfigError("spatial terms: no images were given")
+    return out
+
+
+def _direct_contributions(visual: nn.Module, images: torch.Tensor, layers: Sequence[int] | None,
+                          split: LnPostSplit, spatial: bool, mlp_terms: bool) -> DirectContributions:
     parts = _tower_parts(visual)
     blocks = parts.blocks
     chosen = resolve_layers(len(blocks), layers)
@@ -264,16 +344,17 @@ def direct_contributions(
     pooled = parts.pooled
 
     rest = pooled(x).float()  # ln_pre term
-    head_terms = []
+    head_terms, mlp_raw = [], []
     for index, block in enumerate(blocks):
         heads = block.attn.num_heads
-        attn_out, per_head = _attention(block, x, pooled)
+        attn_out, per_head = _attention(block, x, pooled, spatial and index in chosen)
         ls_1, ls_2 = getattr(block, parts.ls[0]), getattr(block, parts.ls[1])
         attn_out = ls_1(attn_out)
         if index in chosen:
             bias = (block.attn.proj if hasattr(block.attn, "proj") else block.attn.out_proj).bias
-            if bias is not None and split is LnPostSplit.OFFICIAL:  # each head carries 1/H of the bias
-                per_head = per_head + bias.to(dtype) / heads
+            share = heads * (per_head.shape[1] if spatial else 1)  # each head (token) carries 1/H (1/(T·H))
+            if bias is not None and split is LnPostSplit.OFFICIAL:
+                per_head = per_head + bias.to(dtype) / share
             elif bias is not None:
                 rest = rest + ls_1(bias.expand_as(rest).to(dtype)).float()
             head_terms.append(ls_1(per_head).float())
@@ -281,10 +362,13 @@ def direct_contributions(
             rest = rest + pooled(attn_out).float()
         x = x + attn_out
         mlp_out = ls_2(_mlp(block, (block.norm2 if hasattr(block, "norm2") else block.ln_2)(x)))
-        rest = rest + pooled(mlp_out).float()
+        if mlp_terms:
+            mlp_raw.append(pooled(mlp_out).float())
+        else:
+            rest = rest + pooled(mlp_out).float()
         x = x + mlp_out
 
-    heads_raw = torch.stack(head_terms, dim=1)  # (N, L, H, W)
+    heads_raw = torch.stack(head_terms, dim=1)  # (N, L, H, W), or (N, L, T, H, W) when spatial
     residual = pooled(x).float()
     ln = parts.final_norm
     mean = residual.mean(dim=-1)
@@ -298,18 +382,36 @@ def direct_contributions(
         """ln_post for a term with `share` of its mean and bias: γ⊙(c − share·μ)/σ + share·β, then proj."""
         return (gamma * (c - mu * share) / sd + beta * share) @ proj
 
-    shares = head_shares([block.attn.num_heads for block in blocks], chosen, split)
-    per_head_share = torch.tensor(shares, device=device)[None, :, None, None]
+    n_heads = [block.attn.num_heads for block in blocks]
+    shares = head_shares(n_heads, chosen, split)
+    mlp_share = mlp_term_share(n_heads, split)
     rest_share = 1.0 - sum(share * blocks[i].attn.num_heads for share, i in zip(shares, chosen))
-    heads_out = linearised(heads_raw, per_head_share, mean[:, None, None, None], std[:, None, None, None])
+    rest_share -= mlp_share * len(blocks) if mlp_terms else 0.0
+    tokens = heads_raw.shape[2] if spatial else 1
+    ones = (1,) * (heads_raw.ndim - 1)  # broadcast a per-image value over (L, [T,] H, W)
+    per_head_share = torch.tensor(shares, device=device).view(1, -1, *ones[1:]) / tokens
+    heads_out = linearised(heads_raw, per_head_share, mean.view(-1, *ones), std.view(-1, *ones))
     rest_out = linearised(rest, rest_share, mean[:, None], std[:, None]) + proj_bias
     embedding = (gamma * (residual - mean[:, None]) / std[:, None] + beta) @ proj + proj_bias
     norm = embedding.norm(dim=-1, keepdim=True)
+    mlps = None
+    if mlp_terms:
+        mlps = linearised(torch.stack(mlp_raw, dim=1), mlp_share, mean[:, None, None], std[:, None, None])
+        mlps = mlps / norm[:, :, None]
     return DirectContributions(
-        heads=heads_out / norm[:, :, None, None],
+        heads=heads_out / norm.view(-1, *ones),
         rest=rest_out / norm,
         embedding=embedding / norm,
         layers=chosen,
         ln_post_split=split,
         head_shares=shares,
+        mlps=mlps,
+        spatial=spatial,
     )
+
+
+def mlp_term_share(heads_per_layer: Sequence[int], split: LnPostSplit) -> float:
+    """The share of ln_post's μ and β one MLP term takes under `split` (official: 1/(2L+1); even: 1/K)."""
+    if split is LnPostSplit.OFFICIAL:
+        return 1.0 / (2 * len(heads_per_layer) + 1)
+    return 1.0 / (1 + sum(h + 2 for h in heads_per_layer))

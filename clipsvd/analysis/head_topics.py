@@ -40,12 +40,21 @@ def _accuracy(embeddings: torch.Tensor, text_features: torch.Tensor, labels: np.
 
 
 def mean_ablated(heads: torch.Tensor, embedding: torch.Tensor, layers: Sequence[int],
-                 ablate: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Embeddings (N, d) with each (layer, head) in `ablate` replaced by its mean over the N images.
+                 ablate: Sequence[tuple[int, int]], mlps: torch.Tensor | None = None,
+                 ablate_mlps: Sequence[int] = ()) -> torch.Tensor:
+    """Embeddings (N, d) with each (layer, head) in `ablate` (and each block's MLP in `ablate_mlps`) replaced by
+    its mean over the N images.
 
-    heads: (N, L, H, d) direct contributions of `layers`; embedding: (N, d), their sum plus the rest.
+    heads: (N, L, H, d) direct contributions of `layers`; mlps: (N, blocks, d) MLP terms; embedding: (N, d),
+    their sum plus the rest.
     """
     out = embedding.clone()
+    for block in ablate_mlps:
+        if mlps is None or not 0 <= block < mlps.shape[1]:
+            raise ConfigError(f"mean ablation: no MLP term of block {block} "
+                              f"({'no MLP terms given' if mlps is None else f'blocks 0..{mlps.shape[1] - 1}'})")
+        term = mlps[:, block]
+        out = out - term + term.mean(0, keepdim=True)
     for layer, head in ablate:
         if layer not in layers or not 0 <= head < heads.shape[2]:
             raise ConfigError(f"mean ablation: no head ({layer}, {head}) among layers {list(layers)} "

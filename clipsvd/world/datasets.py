@@ -55,6 +55,11 @@ def _classes(task: str) -> tuple[list[str], list[tuple[int, int]] | None, str]:
 
 @lru_cache(maxsize=16)
 def _split_arrays(task: str, style: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    images, labels, _ = _render_split(task, style, split, size, masks=False)
+    return images, labels
+
+
+def _render_split(task: str, style: str, split: str, size: int, masks: bool):
     n_classes = len(_classes(task)[0])
     per_class = IMAGES_PER_CLASS[task][("train", "val", "test").index(split)]
     seed = SPLIT_SEEDS[split] * 1000 + TASKS.index(task)  # the same objects in every style
@@ -70,9 +75,19 @@ def _split_arrays(task: str, style: str, split: str, size: int) -> tuple[np.ndar
         pairs = np.asarray(object_classes())[labels]
         shapes, colours = pairs[:, 0], pairs[:, 1]
     scenes = single_objects(rng, shapes, colours)
-    images = to_uint8(render(scenes, style, size, seed=seed))
+    drawn = render(scenes, style, size, seed=seed, return_masks=masks)
+    images = to_uint8(drawn[0] if masks else drawn)
     images.setflags(write=False)
-    return images, labels
+    return images, labels, (drawn[1].numpy() if masks else None)
+
+
+def world_masks(name: str, split: str = "test", size: int = 64) -> np.ndarray:
+    """Object masks (N, size, size) bool of a world dataset's split, in its image order: the renderer's own
+    geometry, redrawn from the same seed (the images are not changed by asking)."""
+    task, style = _parse(name)
+    if split not in SPLIT_SEEDS:
+        raise DataError(f"split {split!r}: expected one of {', '.join(SPLIT_SEEDS)}")
+    return _render_split(task, style, split, size, masks=True)[2]
 
 
 def _parse(name: str) -> tuple[str, str]:

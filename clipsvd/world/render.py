@@ -88,8 +88,13 @@ def _low_frequency_noise(b: int, channels: int, size: int, g: torch.Generator, c
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
 
 
-def render(scenes: SceneBatch, style: str = "clean", size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> torch.Tensor:
-    """Images (B, 3, size, size) as floats in 0..1. Deterministic given scenes, style, size and seed."""
+def render(scenes: SceneBatch, style: str = "clean", size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
+           return_masks: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, size, size) as floats in 0..1. Deterministic given scenes, style, size and seed.
+
+    return_masks: also the objects' masks (B, size, size) bool — pixels at least half inside an object's edge,
+    the same (style-wobbled) edge the image is drawn from; the images are the same either way.
+    """
     if style not in STYLES:
         raise ValueError(f"style {style!r} is unknown; expected one of {', '.join(STYLES)}")
     g = torch.Generator().manual_seed(seed)
@@ -122,6 +127,9 @@ def render(scenes: SceneBatch, style: str = "clean", size: int = DEFAULT_IMAGE_S
         margin = margin + amp * (torch.sin(3 * phi + phase[:, :1]) + 0.6 * torch.sin(5 * phi + phase[:, 1:]))
     dist = margin * r  # pixels inside the edge (negative outside)
     inside = (dist + 0.5).clamp(0, 1)
+    if return_masks:
+        masks = torch.zeros(b, size, size, dtype=torch.bool)
+        masks.index_put_((bi,), inside[:, 0] >= 0.5, accumulate=True)
     stroke = max(1.2, 0.06 * size / 4)
     band = inside * (stroke - dist + 0.5).clamp(0, 1)  # the outline
     stripes = ((torch.sin(2 * math.pi * (p + q) / 0.55) * 2.5) + 0.5).clamp(0, 1)
@@ -168,7 +176,8 @@ def render(scenes: SceneBatch, style: str = "clean", size: int = DEFAULT_IMAGE_S
         images = images * (1 - 0.35 * (xx * xx + yy * yy))  # vignette of the microscope's field
     elif style == "sketch":
         images = _blur(images, 0.5)
-    return images.clamp(0, 1)
+    images = images.clamp(0, 1)
+    return (images, masks) if return_masks else images
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
