@@ -9,10 +9,10 @@ from clipsvd.analysis.corpus import corpus_tags
 from clipsvd.analysis.head_topics import ablation_effects, head_topics, mean_ablated
 from clipsvd.data import base_novel, load_dataset
 from clipsvd.data.spec import DatasetSpec
+from clipsvd.data.world import load_world, object_classes, world_dataset_names
 from clipsvd.errors import ConfigError, DataError
 from clipsvd.world.captions import caption
 from clipsvd.world.corpus import TAGS, world_corpus_lines
-from clipsvd.world.datasets import load_world, object_classes, world_dataset_names
 from clipsvd.world.factors import COLOUR_RGB, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 from clipsvd.world.render import STYLES, render, to_uint8
 from clipsvd.world.scenes import Group, sample_scenes, single_objects, to_batch
@@ -146,8 +146,8 @@ def test_head_topics_scores_the_majority_tag():
 
 def test_pretrain_world_writes_a_loadable_checkpoint(tmp_path):
     from clipsvd.models import ModelSpec, load_model
-    from clipsvd.world.config import PretrainConfig
-    from clipsvd.world.pretrain import pretrain_world
+    from clipsvd.worldclip.config import PretrainConfig
+    from clipsvd.worldclip.pretrain import pretrain_world
 
     out = tmp_path / "w.safetensors"
     _, history = pretrain_world(PretrainConfig(steps=2, batch_size=8, warmup=1, eval_every=2, device="cpu"), out)
