@@ -1,6 +1,11 @@
 """The generated world: determinism, truthful captions, datasets, corpus, pretraining entry point."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +164,21 @@ def test_pretrain_world_writes_a_loadable_checkpoint(tmp_path):
                               tmp_path / "again.safetensors")  # a second stage starts from the first's weights
     assert torch.equal(again.visual.proj.half(), loaded.model.visual.proj.half().cpu())
     assert to_uint8(render(sample_scenes(np.random.default_rng(0), 2), "clean")).shape == (2, 64, 64, 3)
+
+
+def test_the_generator_imports_only_itself_and_the_leaf_modules():
+    """clipsvd.world sits low in the house: data and the world CLIP build on it, never the reverse (a fresh process,
+    so modules other tests imported do not hide an import)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import importlib, pkgutil, sys, clipsvd.world as w\n"
+            "for m in pkgutil.iter_modules(w.__path__): importlib.import_module('clipsvd.world.' + m.name)\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('clipsvd'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {"clipsvd.world.render", "clipsvd.world.prompts", "clipsvd.world.corpus"} <= loaded
+    leaves = {"clipsvd", "clipsvd.choices", "clipsvd.formatting", "clipsvd.resources", "clipsvd.checksums",
+              "clipsvd.errors"}
+    assert sorted(m for m in loaded if m not in leaves and not m.startswith("clipsvd.world.")
+                  and m != "clipsvd.world") == []
