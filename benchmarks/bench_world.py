@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from clipsvd.models import ModelSpec, load_model
-from clipsvd.world.evaluation import ablation_table, factor_heads, zero_shot_by_style
 from clipsvd.world.render import STYLES, render
 from clipsvd.world.scenes import sample_scenes
+from clipsvd.worldclip.evaluation import ablation_table, factor_heads, zero_shot_by_style
 
 
 def generation_speed(seconds: float = 3.0) -> pd.DataFrame:

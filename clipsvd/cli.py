@@ -536,8 +536,8 @@ def cmd_pretrain_world(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from clipsvd.checksums import sha256_of
-    from clipsvd.world.config import PretrainConfig
-    from clipsvd.world.pretrain import pretrain_world
+    from clipsvd.worldclip.config import PretrainConfig
+    from clipsvd.worldclip.pretrain import pretrain_world
 
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
     with tqdm(total=cfg.steps, unit="step", desc="pretraining the world CLIP") as bar:
@@ -761,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser("pretrain-world", help="reproduce the shipped world CLIP from a seed "
                                    "(about an hour on 2 CPU cores, minutes on a GPU)")
-    from clipsvd.world.config import PretrainConfig  # torch-free
+    from clipsvd.worldclip.config import PretrainConfig  # torch-free
 
     _add_dataclass_arguments(pretrain, PretrainConfig)
     pretrain.add_argument("--out", default="clipsvd-world.safetensors",

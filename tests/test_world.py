@@ -1,6 +1,11 @@
 """The generated world: determinism, truthful captions, datasets, corpus, pretraining entry point."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +14,10 @@ from clipsvd.analysis.corpus import corpus_tags
 from clipsvd.analysis.head_topics import ablation_effects, head_topics, mean_ablated
 from clipsvd.data import base_novel, load_dataset
 from clipsvd.data.spec import DatasetSpec
+from clipsvd.data.world import load_world, object_classes, world_dataset_names
 from clipsvd.errors import ConfigError, DataError
 from clipsvd.world.captions import caption
 from clipsvd.world.corpus import TAGS, world_corpus_lines
-from clipsvd.world.datasets import load_world, object_classes, world_dataset_names
 from clipsvd.world.factors import COLOUR_RGB, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES
 from clipsvd.world.render import STYLES, render, to_uint8
 from clipsvd.world.scenes import Group, sample_scenes, single_objects, to_batch
@@ -146,8 +151,8 @@ def test_head_topics_scores_the_majority_tag():
 
 def test_pretrain_world_writes_a_loadable_checkpoint(tmp_path):
     from clipsvd.models import ModelSpec, load_model
-    from clipsvd.world.config import PretrainConfig
-    from clipsvd.world.pretrain import pretrain_world
+    from clipsvd.worldclip.config import PretrainConfig
+    from clipsvd.worldclip.pretrain import pretrain_world
 
     out = tmp_path / "w.safetensors"
     _, history = pretrain_world(PretrainConfig(steps=2, batch_size=8, warmup=1, eval_every=2, device="cpu"), out)
@@ -159,3 +164,21 @@ def test_pretrain_world_writes_a_loadable_checkpoint(tmp_path):
                               tmp_path / "again.safetensors")  # a second stage starts from the first's weights
     assert torch.equal(again.visual.proj.half(), loaded.model.visual.proj.half().cpu())
     assert to_uint8(render(sample_scenes(np.random.default_rng(0), 2), "clean")).shape == (2, 64, 64, 3)
+
+
+def test_the_generator_imports_only_itself_and_the_leaf_modules():
+    """clipsvd.world sits low in the house: data and the world CLIP build on it, never the reverse (a fresh process,
+    so modules other tests imported do not hide an import)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import importlib, pkgutil, sys, clipsvd.world as w\n"
+            "for m in pkgutil.iter_modules(w.__path__): importlib.import_module('clipsvd.world.' + m.name)\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('clipsvd'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {"clipsvd.world.render", "clipsvd.world.prompts", "clipsvd.world.corpus"} <= loaded
+    leaves = {"clipsvd", "clipsvd.choices", "clipsvd.formatting", "clipsvd.resources", "clipsvd.checksums",
+              "clipsvd.errors"}
+    assert sorted(m for m in loaded if m not in leaves and not m.startswith("clipsvd.world.")
+                  and m != "clipsvd.world") == []

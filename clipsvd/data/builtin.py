@@ -19,6 +19,7 @@ from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.sampling import split_per_class
 from clipsvd.data.splits import ArrayImageSplit
 from clipsvd.data.templates import DEFAULT_TEMPLATE
+from clipsvd.data.world import describe_world, load_world, world_dataset_names
 from clipsvd.errors import DataError
 
 SPLIT_SEED = 0
@@ -176,29 +177,18 @@ BUILTIN_LOADERS = {"animal-shape": load_animal_shape, "fashion-mnist": load_fash
 
 def _world_loader(name: str):
     def load(root: str | Path | None = None, template: str | None = None) -> ClassificationDataset:
-        from clipsvd.world.datasets import load_world
-
         if root is not None:
             raise DataError(f"{name} is generated, not read from files; got a data root {root!r}")
         return load_world(name, template)
     return load
 
 
-def _register_world() -> None:
-    from clipsvd.world.datasets import world_dataset_names
-
-    for name in world_dataset_names():
-        BUILTIN_LOADERS[name] = _world_loader(name)
-
-
-_register_world()
+BUILTIN_LOADERS.update({name: _world_loader(name) for name in world_dataset_names()})
 
 
 def builtin_datasets() -> dict[str, str]:
     """Name -> one-line description of the built-in datasets available on this machine (generated
     world datasets always are; the others need their package's files)."""
-    from clipsvd.world.datasets import describe_world, world_dataset_names
-
     out = {name: describe_world(name) for name in world_dataset_names()}
     folder = animal_shape_dir()
     if folder is not None and all((folder / f).is_file() for f in ANIMAL_SHAPE_FILES):

@@ -1,17 +1,14 @@
 """The world description corpus (corpus/world.txt): short descriptions, each tagged with the one factor
 it describes, so TextSpan's choices for a head can be scored by how factor-specific they are.
 
-The file is written from `world_corpus_lines()`; a test keeps the two identical.
+The file holds `world_corpus_lines()`, one line each (rewrite it from them after changing a line here);
+a test keeps the two identical.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from clipsvd.resources import corpus_dir
 from clipsvd.world.captions import indefinite_article
 from clipsvd.world.factors import COLOURS, POSITIONS, SHAPES
 
-CORPUS_FILE = corpus_dir() / "world.txt"
 TAGS = ("shape", "colour", "size", "position", "count", "fill", "style")
 
 _COLOUR_FRAMES = ("{article} {} object", "something {}", "{} colouring", "a bright {} shape", "{} paint", "a patch of {}")
@@ -80,8 +77,3 @@ def world_corpus_lines() -> list[str]:
     for line in lines:
         seen.setdefault(line, None)
     return list(seen)
-
-
-def write_world_corpus(path: Path = CORPUS_FILE) -> Path:
-    path.write_text("\n".join(world_corpus_lines()) + "\n", encoding="utf-8")
-    return path

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FACTORS = ("shape", "colour", "size", "position", "count", "fill")
-
-
 @dataclass(frozen=True)
 class Value:
     """One value of a factor: its canonical name and the words captions may use for it."""

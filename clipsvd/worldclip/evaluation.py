@@ -16,13 +16,14 @@ from clipsvd.analysis.head_topics import ablation_effects, head_topics
 from clipsvd.analysis.textspan import TextSpanResult, collect_contributions, explain_heads
 from clipsvd.data import TransformedSplit
 from clipsvd.data.splits import ArrayImageSplit
+from clipsvd.data.world import load_world
 from clipsvd.methods import create_method
 from clipsvd.training.evaluate import predict
-from clipsvd.world.datasets import load_world
 from clipsvd.world.factors import COLOURS, SHAPES
+from clipsvd.world.prompts import COLOUR_TEMPLATE, SHAPE_TEMPLATE
 from clipsvd.world.render import STYLES, render, to_uint8
 from clipsvd.world.scenes import sample_scenes
-from clipsvd.world.zeroshot import COLOUR_TEMPLATE, SHAPE_TEMPLATE, held_out_single_objects
+from clipsvd.worldclip.zeroshot import held_out_single_objects
 
 PROBE_SEED = 2_000_003  # images for TextSpan and ablation; not a pretraining or dataset seed
 

@@ -22,10 +22,10 @@ import torch
 from clipsvd.models.world import WORLD_MODEL_NAME, create_world_model
 from clipsvd.training.loop import cosine_with_warmup
 from clipsvd.world.captions import captions
-from clipsvd.world.config import PretrainConfig
 from clipsvd.world.render import render
 from clipsvd.world.scenes import sample_scenes
-from clipsvd.world.zeroshot import held_out_accuracy, normalise
+from clipsvd.worldclip.config import PretrainConfig
+from clipsvd.worldclip.zeroshot import held_out_accuracy, normalise
 
 
 def _single_prob(cfg: PretrainConfig, step: int) -> float:

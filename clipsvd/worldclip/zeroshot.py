@@ -1,4 +1,5 @@
-"""Zero-shot checks of a world CLIP on held-out clean single objects (used while pretraining and in tests)."""
+"""Zero-shot checks of a world CLIP on held-out clean single objects (used while pretraining, by the evaluation
+and in tests)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from clipsvd.world.factors import COLOURS, SHAPES
+from clipsvd.world.prompts import COLOUR_TEMPLATE, SHAPE_TEMPLATE
 from clipsvd.world.render import render
 from clipsvd.world.scenes import single_objects
 
-SHAPE_TEMPLATE = "a picture of a {}."
-COLOUR_TEMPLATE = "a picture of a {} shape."
-OBJECT_TEMPLATE = "a picture of a {}."
 HELD_OUT_SEED = 1_000_003  # never used to draw pretraining scenes (those come from the config's seed stream)
 
 

@@ -20,9 +20,9 @@ from clipsvd.data.dataset import ClassificationDataset
 from clipsvd.data.splits import ArrayImageSplit
 from clipsvd.errors import DataError
 from clipsvd.world.factors import COLOURS, SHAPES
+from clipsvd.world.prompts import COLOUR_TEMPLATE, OBJECT_TEMPLATE, SHAPE_TEMPLATE
 from clipsvd.world.render import STYLES, render, to_uint8
 from clipsvd.world.scenes import single_objects
-from clipsvd.world.zeroshot import COLOUR_TEMPLATE, OBJECT_TEMPLATE, SHAPE_TEMPLATE
 
 TASKS = ("shape", "colour", "object")
 IMAGES_PER_CLASS = {"shape": (160, 40, 100), "colour": (160, 40, 100), "object": (24, 8, 16)}  # train/val/test
