@@ -33,11 +33,11 @@ from clipsvd.data import DatasetSpec
 from clipsvd.models import ModelSpec, load_model
 from clipsvd.runs import RunStore
 from clipsvd.training import ExperimentConfig, run_experiment
-from clipsvd.world.evaluation import PROBE_SEED, probe_scenes
+from clipsvd.worldclip.evaluation import PROBE_SEED, probe_scenes
 from clipsvd.world.factors import COLOURS, SHAPES
 from clipsvd.world.render import render
 from clipsvd.world.scenes import single_objects
-from clipsvd.world.zeroshot import COLOUR_TEMPLATE, SHAPE_TEMPLATE
+from clipsvd.world.prompts import COLOUR_TEMPLATE, SHAPE_TEMPLATE
 
 FACTORS = ("shape", "colour")
 

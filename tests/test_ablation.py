@@ -55,7 +55,7 @@ def test_ablating_every_head_and_mlp_leaves_only_bias_and_ln_terms(tiny, images)
 def test_ablating_everything_on_the_world_leaves_chance_accuracy():
     from clipsvd.data import TransformedSplit  # noqa: F401  (imports the data package before the world's)
     from clipsvd.models import ModelSpec, load_model
-    from clipsvd.world.datasets import load_world
+    from clipsvd.data.world import load_world
 
     loaded = load_model(ModelSpec.default(), "cpu")
     data = load_world("world-shape-clean")

@@ -115,7 +115,7 @@ def official_preset(method: str, setting: Setting) -> Preset:
     return Preset(values, sources, tuple(document.get("differences", ())) if official else ())
 
 
-WORLD_PREFIX = "world-"  # the generated world's datasets: world-<task>-<style> (clipsvd.world.datasets)
+WORLD_PREFIX = "world-"  # the generated world's datasets: world-<task>-<style> (clipsvd.data.world)
 
 
 def preset_family(kind: str, name: str) -> str | None:
