@@ -16,7 +16,7 @@ def add_reproduce(commands) -> None:
     reproduce.add_argument("--list", action="store_true", help="list the shipped tables and their sources")
     reproduce.add_argument("--data-root", default=None, help="the folder in the table's layout (CoOp's DATA folder "
                            "or BiomedCoOp's root)")
-    add_model_arguments(reproduce, default="required with --weights: the table's model; nothing is downloaded")
+    add_model_arguments(reproduce, default="required: --arch and/or --weights of the table's model; nothing is downloaded")
     reproduce.add_argument("--dataset", action="append", help="repeat: a subset of the table's datasets")
     add_field_argument(reproduce, "shots", repeat=True, note="repeat (default: the table's K)")
     add_field_argument(reproduce, "seed", repeat=True, note="repeat (default: the table's seeds)")

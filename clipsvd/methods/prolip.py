@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsvd.errors import ConfigError
 from clipsvd.choices import described
+from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.methods.registry import register_method
 
