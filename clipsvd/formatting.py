@@ -54,10 +54,12 @@ def fraction_text(value: float | None) -> str | None:
 
 
 def seconds_text(value: float | None) -> str:
-    """A duration in the unit a person reads best (s below two minutes, else min)."""
+    """A duration in the unit a person reads best (s below two minutes, min below two hours, else h): a step's
+    time, a run's, a grid's estimate or ETA."""
     if _missing(value):
         return "—"
-    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+    return (f"{value:.2f} s" if value < 10 else f"{value:.0f} s" if value < 120 else
+            f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h")
 
 
 def bytes_text(value: float | None) -> str:
@@ -73,6 +75,12 @@ def bytes_text(value: float | None) -> str:
 
 def shots_label(k: int | None) -> str:
     return "all images" if k is None else f"{k}-shot"
+
+
+def config_title(method: str, dataset: str, shots: int | None, seed: int) -> str:
+    """A run or config in one line, the same in the CLI, the job list, a grid's progress and the run picker:
+    "clip-svd · world-shape-microscopy · 16-shot · seed 1"."""
+    return f"{method} · {dataset} · {shots_label(shots)} · seed {seed}"
 
 
 def file_stem(*parts: Any) -> str:

@@ -207,7 +207,7 @@ def dataset_section() -> None:
         else:
             names = list(builtins)
             current = ui.dataset_spec()
-            wanted = current.name if current.kind == "builtin" else ui.DEFAULT_DATASET.name
+            wanted = current.name if current.kind == "builtin" else ui.DEFAULT_DATASET_SPEC.name
             name = st.selectbox("Dataset", names, index=names.index(wanted) if wanted in names else 0,
                                 key="_w_builtin", format_func=lambda n: f"{n} — {short_description(builtins[n])}",
                                 help="world-…: the generated world (task, then style); the default model was "

@@ -3,7 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
-from clipsvd.methods import PROTOCOLS, available_methods, get_method
+from clipsvd.choices import field_choices, field_helps
+from clipsvd.methods import available_methods, get_method
 from clipsvd.models import resolve_device
 from clipsvd.plots.training import loss_curve_figure
 from clipsvd.training import ExperimentConfig
@@ -15,7 +16,7 @@ SEED_CHOICES = list(range(1, 11))
 
 
 # "dataset" (not None) for the dataset's own protocol: a selectbox whose value is None shows "Choose an option"
-BACKBONE_CHOICES = ("dataset", "natural", "biomedical", "world")
+BACKBONE_CHOICES = ("dataset", *field_choices(ExperimentConfig)["backbone"])
 MEASURED_KEY = "train_measured_rates"  # session state: rates timed on this page, by timing key
 
 
@@ -24,9 +25,8 @@ def settings() -> list[ExperimentConfig]:
     methods = st.multiselect("Methods", available_methods(), default=["clip-svd"], key="_w_train_methods",
                              format_func=lambda m: get_method(m).display_name)
     c1, c2, c3, c4 = st.columns(4)
-    protocol = c1.radio("Protocol", PROTOCOLS, horizontal=True, key="_w_train_protocol",
-                        help="few-shot: K images per class, test on all classes. base2novel: train on the first "
-                             "half of the classes, test on base and novel halves (HM).")
+    protocol = c1.radio("Protocol", field_choices(ExperimentConfig)["protocol"], horizontal=True,
+                        key="_w_train_protocol", help=field_helps(ExperimentConfig)["protocol"])
     k = c2.number_input("Shots per class (0: all)", 0, 10_000, ui.shots() or 0, key="_w_train_shots")
     seeds = c3.multiselect("Seeds", SEED_CHOICES, default=[ui.data_seed()] if ui.data_seed() in SEED_CHOICES else [1],
                            key="_w_train_seeds", help="One run per method and seed; the papers report seeds 1, 2, 3.")
@@ -45,7 +45,7 @@ def settings() -> list[ExperimentConfig]:
                                           "others: none)",
                                "natural": "natural images (CLIP ViT-B/16 presets)",
                                "biomedical": "biomedical images (BiomedCLIP presets)",
-                               "world": "the generated world (README's measured search with the world CLIP)"}[b],
+                               "world": "the generated world (README's measured search with the world CLIP)"}.get(b, b),
         help="Which preset the hyperparameters start from: the configs of the methods' repositories for this "
              "dataset, protocol and K, or for the generated world's datasets the best settings of README's small "
              "search (`python -m clipsvd config` prints the same).")

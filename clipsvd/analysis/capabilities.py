@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import torch
 
+from clipsvd.choices import ANALYSES
 from clipsvd.errors import ClipsvdError
 from clipsvd.models import AUTO_ARCHITECTURE, ModelSpec
 from clipsvd.models.layout import attention_heads, encoder_blocks
 from clipsvd.models.loading import create_model_for_weights
 
-ANALYSES = ("sv", "heads", "textspan", "umap")
 
 
 def model_skeleton(spec: ModelSpec) -> torch.nn.Module:

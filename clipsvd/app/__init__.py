@@ -20,7 +20,7 @@ from clipsvd.app.runs import RUN_COLUMN_ORDER, RUN_COLUMNS, load_runs, pick_run,
 from clipsvd.app.selection import (
     DATA_SEED_KEY,
     DATASET_KEY,
-    DEFAULT_DATASET,
+    DEFAULT_DATASET_SPEC,
     JOB_KEY,
     MODEL_KEY,
     RUN_KEY,
@@ -42,7 +42,7 @@ from clipsvd.app.widgets import computed_once, figure_downloads, hyperparameter_
 from clipsvd.formatting import bytes_text, file_stem, fraction_text, number_text, percent, seconds_text, shots_label
 
 __all__ = [
-    "ANALYSIS_PAGES", "AnalysisContext", "DATASET_KEY", "DATA_SEED_KEY", "DEFAULT_DATASET", "JOB_KEY", "MODEL_KEY",
+    "ANALYSIS_PAGES", "AnalysisContext", "DATASET_KEY", "DATA_SEED_KEY", "DEFAULT_DATASET_SPEC", "JOB_KEY", "MODEL_KEY",
     "NO_BIOMEDICAL_NOTE", "PAGES", "RUN_COLUMNS", "RUN_COLUMN_ORDER", "RUN_KEY", "SHOTS_KEY", "analysis_context",
     "analysis_images", "bytes_text", "cached_dataset", "computed_once", "data_seed", "dataset_label", "dataset_spec",
     "device", "figure_downloads", "file_stem", "flash", "fraction_text", "head_ranking", "heads_note",

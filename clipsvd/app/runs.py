@@ -7,7 +7,7 @@ import streamlit as st
 from clipsvd.app import selection
 from clipsvd.app.frame import page_link
 from clipsvd.errors import ClipsvdError
-from clipsvd.formatting import shots_label
+from clipsvd.formatting import config_title
 from clipsvd.runs import SUMMARY_COLUMNS, Run, RunStatus, RunStore
 
 RUN_COLUMN_ORDER = ["run_id", "status", "method", "dataset", "protocol", "shots", "seed", "accuracy", "base", "novel",
@@ -45,8 +45,8 @@ def run_title(run: Run) -> str:
     cfg, m = run.config, run.metrics
     score = m.get("hm") if m.get("hm") is not None else m.get("accuracy")
     score_text = f" · {score:.1f}%" if isinstance(score, (int, float)) else ""
-    return (f"{cfg.get('method')} · {(cfg.get('dataset') or {}).get('name')} · {shots_label(cfg.get('shots'))} · "
-            f"seed {cfg.get('seed')} · {run.status}{score_text} · {run.run_id}")
+    title = config_title(cfg.get("method"), (cfg.get("dataset") or {}).get("name"), cfg.get("shots"), cfg.get("seed"))
+    return f"{title} · {run.status}{score_text} · {run.run_id}"
 
 
 def pick_run(label: str = "Run", statuses: tuple[RunStatus, ...] = (RunStatus.COMPLETED,), key: str = "pick_run") -> Run | None:

@@ -16,7 +16,7 @@ import streamlit as st
 
 from clipsvd.analysis.run_pair import run_model_spec
 from clipsvd.app.caches import built_model_label
-from clipsvd.choices import DEFAULT_DATASET as DEFAULT_DATASET_NAME
+from clipsvd.choices import DEFAULT_DATASET
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import shots_label
@@ -26,7 +26,7 @@ from clipsvd.runs import Run, RunStore, default_runs_root
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_KEY, DATASET_KEY, SHOTS_KEY, DATA_SEED_KEY = "model_spec", "dataset_spec", "shots", "data_seed"
 DEVICE_KEY, RUNS_ROOT_KEY, JOB_KEY, RUN_KEY = "device", "runs_root", "job_id", "run_id"
-DEFAULT_DATASET = DatasetSpec("builtin", DEFAULT_DATASET_NAME)  # the world's microscopy-like shape task
+DEFAULT_DATASET_SPEC = DatasetSpec("builtin", DEFAULT_DATASET)  # the world's microscopy-like shape task
 DEFAULT_SHOTS = 16
 
 
@@ -35,7 +35,7 @@ def model_spec() -> ModelSpec:
 
 
 def dataset_spec() -> DatasetSpec:
-    return st.session_state.get(DATASET_KEY) or DEFAULT_DATASET
+    return st.session_state.get(DATASET_KEY) or DEFAULT_DATASET_SPEC
 
 
 def shots() -> int | None:

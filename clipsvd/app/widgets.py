@@ -9,13 +9,11 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
+from clipsvd.choices import field_choices, field_helps
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import get_method
-from clipsvd.methods.base import OPTIMIZERS, PRECISIONS, SCHEDULES, WARMUPS, config_help
 from clipsvd.methods.presets import Setting
 from clipsvd.plots.export import FORMATS, MIME_TYPES, export_figure, export_table
-
-CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "warmup": WARMUPS, "precision": PRECISIONS}
 
 
 def try_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -44,7 +42,7 @@ def hyperparameter_form(method: str, setting: Setting, key: str) -> dict[str, An
     cls = get_method(method)
     defaults = cls.default_config(setting)
     hints = typing.get_type_hints(cls.Config)
-    helps = config_help(cls.Config)
+    helps, choices = field_helps(cls.Config), field_choices(cls.Config)
     preset = cls.preset(setting)
     overrides: dict[str, Any] = {}
     columns = st.columns(3)
@@ -57,20 +55,26 @@ def hyperparameter_form(method: str, setting: Setting, key: str) -> dict[str, An
         help_text = helps.get(f.name, "") + (f"\n\nOfficial value, from {source}" if source else "")
         widget_key = f"{key}-{setting.protocol}-{setting.shots}-{setting.dataset}-{setting.backbone}-{f.name}"
         with columns[shown % 3]:
-            value = _field_widget(f.name, hints.get(f.name, type(default)), default, widget_key, help_text)
+            value = field_widget(f.name, hints.get(f.name, type(default)), default, widget_key, help_text,
+                                 choices.get(f.name))
         shown += 1
         if value != default:
             overrides[f.name] = value
     return overrides
 
 
-def _field_widget(name: str, hint: Any, default: Any, key: str, help_text: str = "") -> Any:
+def field_widget(name: str, hint: Any, default: Any, key: str, help_text: str = "",
+                 choices: tuple[str, ...] | None = None) -> Any:
+    """The widget of one config field: a select box over the field's own choice list where it has one, else by
+    the type of its value."""
     label = name.replace("_", " ")
     args = typing.get_args(hint)
     optional = type(None) in args
     help_text = help_text or None
-    if name in CHOICES:
-        return st.selectbox(label, CHOICES[name], index=CHOICES[name].index(default), key=key, help=help_text)
+    if choices and isinstance(default, list):
+        return st.pills(label, choices, selection_mode="multi", default=default, key=key, help=help_text)
+    if choices:
+        return st.selectbox(label, choices, index=choices.index(default), key=key, help=help_text)
     if isinstance(default, bool):
         return st.checkbox(label, value=default, key=key, help=help_text)
     if isinstance(default, int) or (default is None and int in args):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipsvd.choices import check_choices, described
 from clipsvd.errors import CheckpointError, ClipsvdError, ConfigError
 from clipsvd.methods.presets import Preset, Setting, official_preset
 from clipsvd.models.loading import LoadedModel
@@ -32,11 +33,6 @@ WARMUPS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: help written once, shown by the form, the CLI and `config`."""
-    return {"help": text, **extra}
-
-
 @dataclass
 class MethodConfig:
     """Optimisation hyperparameters shared by all methods; subclasses change defaults and add their own.
@@ -45,39 +41,41 @@ class MethodConfig:
     method's paper for a protocol × dataset × backbone × K (clipsvd/methods/presets/).
     """
 
-    epochs: int = field(default=10, metadata=_help("passes over the training split (ignored when iterations is set)"))
-    iterations: int | None = field(default=None, metadata=_help(
+    epochs: int = field(default=10, metadata=described(
+        "passes over the training split (ignored when iterations is set)"))
+    iterations: int | None = field(default=None, metadata=described(
         "total optimiser steps, replacing epochs (official CLIP-SVD few-shot: 200×K)"))
-    batch_size: int = field(default=32, metadata=_help("images per optimiser step"))
-    drop_last: bool = field(default=False, metadata=_help(
+    batch_size: int = field(default=32, metadata=described("images per optimiser step"))
+    drop_last: bool = field(default=False, metadata=described(
         "drop each epoch's last incomplete batch when the split holds at least one batch (Dassl's loaders, "
         "used by CLIPFit); CLIP-SVD's loader keeps it"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate (per step, after warm-up)"))
-    optimizer: str = field(default="adamw", metadata=_help("adamw | adam | sgd", choices=OPTIMIZERS))
-    weight_decay: float = field(default=0.01, metadata=_help(
+    lr: float = field(default=1e-3, metadata=described("peak learning rate (per step, after warm-up)"))
+    optimizer: str = field(default="adamw", metadata=described(
+        "adamw: Adam with decoupled weight decay; adam; sgd (with momentum)", choices=OPTIMIZERS))
+    weight_decay: float = field(default=0.01, metadata=described(
         "weight decay coefficient: decoupled for adamw, an L2 term for adam and sgd"))
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum (sgd only)"))
-    eps: float = field(default=1e-8, metadata=_help("Adam's ε added to the denominator (adam/adamw only)"))
-    schedule: str = field(default="cosine", metadata=_help(
+    momentum: float = field(default=0.9, metadata=described("SGD momentum (sgd only)"))
+    eps: float = field(default=1e-8, metadata=described("Adam's ε added to the denominator (adam/adamw only)"))
+    schedule: str = field(default="cosine", metadata=described(
         "cosine: one cosine from lr to min_lr over all steps, stepped per iteration; cosine-cyclic: the official "
         "CLIP-SVD scheduler, CosineAnnealingLR(T_max=epochs) stepped every iteration, so the rate cycles with "
         "period 2×epochs steps; cosine-epoch: Dassl's cosine over epochs, stepped once per epoch; constant",
         choices=SCHEDULES))
-    warmup_epochs: int = field(default=0, metadata=_help("epochs of warm-up before the schedule starts"))
-    warmup: str = field(default="linear", metadata=_help(
+    warmup_epochs: int = field(default=0, metadata=described("epochs of warm-up before the schedule starts"))
+    warmup: str = field(default="linear", metadata=described(
         "linear: ramp up to lr; constant: hold warmup_lr (Dassl's ConstantWarmupScheduler)", choices=WARMUPS))
-    warmup_lr: float = field(default=1e-5, metadata=_help("the rate held during a constant warm-up"))
-    min_lr: float = field(default=1e-6, metadata=_help("the cosine's floor (eta_min), an absolute learning rate"))
-    crop_scale_min: float = field(default=0.08, metadata=_help(
+    warmup_lr: float = field(default=1e-5, metadata=described("the rate held during a constant warm-up"))
+    min_lr: float = field(default=1e-6, metadata=described("the cosine's floor (eta_min), an absolute learning rate"))
+    crop_scale_min: float = field(default=0.08, metadata=described(
         "smallest area fraction of RandomResizedCrop in training augmentation"))
-    templates: list[str] = field(default_factory=list, metadata=_help(
+    templates: list[str] = field(default_factory=list, metadata=described(
         "prompt templates with {} for the class name; several form an ensemble (mean of normalised text "
         "features); empty: the dataset's own template"))
-    cached_views: int = field(default=0, metadata=_help(
+    cached_views: int = field(default=0, metadata=described(
         "train on the features of this many augmented views, computed once by the frozen backbone: each step is "
         "one full-batch step on one view (the official ProLIP); 0: the mini-batch loop. Only for methods whose "
         "trainable part follows a frozen backbone"))
-    precision: str = field(default="auto", metadata=_help(
+    precision: str = field(default="auto", metadata=described(
         "auto: fp16 autocast with a loss scaler on CUDA, fp32 on CPU; fp32; fp16; bf16", choices=PRECISIONS))
 
     def field_used(self, name: str) -> bool:
@@ -102,10 +100,7 @@ class MethodConfig:
             raise ConfigError(f"batch_size: expected >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
-        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("warmup", WARMUPS),
-                              ("precision", PRECISIONS)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got '{getattr(self, name)}'")
+        check_choices(self)  # optimizer, schedule, warmup, precision: the lists on the fields
         if self.cached_views < 0:
             raise ConfigError(f"cached_views: expected >= 0, got {self.cached_views}")
         if not 0 < self.crop_scale_min <= 1:
@@ -116,16 +111,6 @@ class MethodConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def config_help(config_class: type[MethodConfig]) -> dict[str, str]:
-    """Each field's help text; a subclass that only changes a default keeps its parent's help."""
-    helps: dict[str, str] = {}
-    for klass in reversed(config_class.__mro__):
-        for name, f in getattr(klass, "__dataclass_fields__", {}).items():
-            if f.metadata.get("help"):
-                helps[name] = f.metadata["help"]
-    return helps
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipsvd.choices import described
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.methods.registry import register_method
 from clipsvd.models.layout import encoder_blocks
@@ -23,9 +24,9 @@ class CLIPFitConfig(MethodConfig):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
-    text_consistency_weight: float = field(default=2.0, metadata={
-        "help": "λ of the text-consistency term λ·(1 − mean cosine to the zero-shot class features); the presets "
-                "set 2 few-shot (8 on DTD and SUN397) and 8 base→novel"})
+    text_consistency_weight: float = field(default=2.0, metadata=described(
+        "λ of the text-consistency term λ·(1 − mean cosine to the zero-shot class features); the presets set 2 "
+        "few-shot (8 on DTD and SUN397) and 8 base→novel"))
 
 
 def clipfit_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

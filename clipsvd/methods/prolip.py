@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipsvd.choices import described
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.methods.registry import register_method
@@ -53,7 +54,8 @@ class ProLIPConfig(MethodConfig):
     min_lr: float = 0.0
     crop_scale_min: float = 0.5
     cached_views: int = 300
-    anchor_weight: float = field(default=1.0, metadata={"help": "λ of the penalty λ·Σ(W − W₀)²; the preset sets 1/K"})
+    anchor_weight: float = field(default=1.0, metadata=described(
+        "λ of the penalty λ·Σ(W − W₀)²; the preset sets 1/K"))
 
 
 @register_method

@@ -20,6 +20,7 @@ import pandas as pd
 
 from clipsvd.data import ClassificationDataset, DatasetSpec, canonical_dataset_name, load_dataset
 from clipsvd.errors import ClipsvdError, ConfigError
+from clipsvd.formatting import seconds_text
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import ModelSpec
 from clipsvd.models.loading import looks_like_path
@@ -273,18 +274,11 @@ class DryRun:
                  f"{len(self.missing)} to run, {self.missing_steps:,} optimiser steps"]
         if self.seconds_per_step:
             rates = ", ".join(f"{m} {s:.3f} s/step" for m, s in self.seconds_per_step.items())
-            lines.append(f"measured on this machine: {rates} → about {_duration(self.estimated_seconds)} of "
+            lines.append(f"measured on this machine: {rates} → about {seconds_text(self.estimated_seconds)} of "
                          "training (evaluation not included)")
         if self.timing_note:
             lines.append(self.timing_note)
         return "\n".join(lines)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
-        else f"{seconds / 3600:.1f} h"
 
 
 def dry_run(

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipsvd.choices import DEFAULT_DATASET
+from clipsvd.choices import BACKBONES, DEFAULT_DATASET, PROTOCOLS, check_choices, described
 from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
@@ -26,7 +26,7 @@ from clipsvd.data import (
 from clipsvd.data.batches import resolve_num_workers
 from clipsvd.data.sampling import cap_per_class
 from clipsvd.errors import ConfigError
-from clipsvd.methods import PROTOCOLS, Method, create_method, get_method
+from clipsvd.methods import Method, create_method, get_method
 from clipsvd.methods.presets import Setting, preset_family
 from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
@@ -41,27 +41,40 @@ RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps", 
 
 @dataclass
 class ExperimentConfig:
-    method: str
-    model: ModelSpec = field(default_factory=ModelSpec.default)
-    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("builtin", DEFAULT_DATASET))
-    shots: int | None = 16  # images per class for training; None: the whole train split
-    seed: int = 1
-    protocol: str = "few-shot"  # few-shot | base2novel
-    backbone: str | None = None  # the presets' family: natural | biomedical | world; None: from the dataset
-    hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the method's defaults
-    device: str = "auto"
-    eval_batch_size: int = 64
-    max_test_per_class: int | None = None  # a seeded subset of the test split, for quick looks on CPU
-    sweep: str | None = None  # sweep id when the run belongs to one
-    num_workers: int | None = field(default=None, metadata={
-        "help": "processes that load and augment images beside training and evaluation (pinned memory on CUDA); "
-                "empty: one per CPU core less one, at most 8, on CUDA and 0 on CPU, where they would compete with "
-                "the model for the cores. The batches are the same for any number"})
+    """One run's inputs. Each field's help (and choice list) is written here once: the CLI's train/sweep/config/
+    reproduce flags and the Train page read them."""
+
+    method: str = field(metadata=described("adaptation method (python -m clipsvd methods lists them)"))
+    model: ModelSpec = field(default_factory=ModelSpec.default, metadata=described(
+        "the CLIP model the run starts from; default: clipsvd-world with its shipped weights"))
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("builtin", DEFAULT_DATASET), metadata=described(
+        "what the run trains and tests on"))
+    shots: int | None = field(default=16, metadata=described(
+        "images per class for training (K); 0 or empty: the whole train split"))
+    seed: int = field(default=1, metadata=described("seed of the K-shot sample and of training"))
+    protocol: str = field(default="few-shot", metadata=described(
+        "few-shot: K images per class, tested on all classes; base2novel: trained on the first half of the classes, "
+        "tested on the base and novel halves (HM)", choices=PROTOCOLS))
+    backbone: str | None = field(default=None, metadata=described(
+        "whose preset applies: natural (CLIP ViT-B/16), biomedical (BiomedCLIP) or world (README's search with the "
+        "world CLIP); default: natural for CoOp data, biomedical for BiomedCoOp data, world for the world-* "
+        "built-ins, none otherwise", choices=BACKBONES))
+    hyperparameters: dict[str, Any] = field(default_factory=dict, metadata=described(
+        "overrides of the method's defaults and its official preset"))
+    device: str = field(default="auto", metadata=described("auto (CUDA when there is one), cpu, cuda or cuda:N"))
+    eval_batch_size: int = field(default=64, metadata=described("images per evaluation batch"))
+    max_test_per_class: int | None = field(default=None, metadata=described(
+        "a seeded subset of the test split with at most this many images per class, the same for every method and "
+        "seed (quick looks on CPU; not comparable with published numbers); empty: the whole split"))
+    sweep: str | None = field(default=None, metadata=described("sweep id when the run belongs to one"))
+    num_workers: int | None = field(default=None, metadata=described(
+        "processes that load and augment images beside training and evaluation (pinned memory on CUDA); "
+        "empty: one per CPU core less one, at most 8, on CUDA and 0 on CPU, where they would compete with "
+        "the model for the cores. The batches are the same for any number"))
 
     def validate(self) -> None:
         get_method(self.method)
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol: expected one of {PROTOCOLS}, got '{self.protocol}'")
+        check_choices(self)  # protocol, backbone: the lists on the fields
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"shots: expected a positive number of images per class, got {self.shots}")
         if self.max_test_per_class is not None and self.max_test_per_class < 1:
@@ -98,7 +111,8 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
-        values["model"] = ModelSpec.from_dict(data.get("model", {}))
+        # no model recorded: the field's default (the shipped world CLIP), as for a config made in code
+        values["model"] = ModelSpec.from_dict(data["model"]) if "model" in data else ModelSpec.default()
         values["dataset"] = DatasetSpec.from_dict(data["dataset"]) if "dataset" in data else DatasetSpec("builtin", DEFAULT_DATASET)
         return cls(**values)
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from clipsvd.errors import ClipsvdError
+from clipsvd.formatting import config_title
 from clipsvd.runs import Run, RunStore
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, run_experiment
@@ -36,8 +37,7 @@ Runner = Callable[..., Run]
 
 def describe_config(config: ExperimentConfig) -> str:
     """A one-line title for a config, as shown in the job list."""
-    shots = "all shots" if config.shots is None else f"{config.shots}-shot"
-    return f"{config.method} · {config.dataset.name} · {shots} · seed {config.seed} · {config.protocol}"
+    return f"{config_title(config.method, config.dataset.name, config.shots, config.seed)} · {config.protocol}"
 
 
 @dataclass

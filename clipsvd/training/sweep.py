@@ -42,6 +42,7 @@ import pandas as pd
 
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ClipsvdError, ConfigError, DataError
+from clipsvd.formatting import config_title, seconds_text
 from clipsvd.models import ModelSpec
 from clipsvd.reproduce.grid import DONE, cell_key, cell_status, config_record
 from clipsvd.resources import require
@@ -296,13 +297,8 @@ class GridProgress:
 
     def text(self) -> str:
         eta = self.eta_s
-        when = "" if self.finished else " · ETA " + ("—" if eta is None else _duration(eta))
+        when = "" if self.finished else " · ETA " + seconds_text(eta)
         return f"{self.skipped + self.done + self.failed}/{self.total} cells · {self.counts()}{when}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
-        else f"{seconds / 3600:.1f} h"
 
 
 def run_sweep(spec: SweepSpec, store: RunStore, launch: Launch | None = None, **fields: Any) -> pd.DataFrame:
@@ -492,7 +488,8 @@ def result_line(done: int, total: int, row: dict[str, Any]) -> str:
     """One progress line per finished run: what it was, and its score or error."""
     score = row.get("accuracy") if row.get("accuracy") is not None else row.get("hm")
     detail = row.get("error") or (f"{score:.2f}" if score is not None and not pd.isna(score) else row.get("status"))
-    return (f"  [{done}/{total}] {row['method']} · {row['dataset']} · {row['shots']}-shot · seed {row['seed']}: "
+    shots = None if pd.isna(row["shots"]) else int(row["shots"])
+    return (f"  [{done}/{total}] {config_title(row['method'], row['dataset'], shots, row['seed'])}: "
             f"{row['status']} {detail}")
 
 
