@@ -165,9 +165,10 @@ def test_fp16_loss_that_overflows_every_step_ends_as_diverged(tmp_path, monkeypa
     """The fp16 scaler skips every step of a loss that overflows in the forward pass: the run must not be reported
     completed with NaN in its history. (CPU: GradScaler works on CPU; the loss is made to overflow float16.)"""
     import clipsvd.training.loop as loop
+    import clipsvd.training.precision as precision
 
     monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "fp16")
-    monkeypatch.setattr(loop, "MAX_SKIPPED_STEPS", 4)
+    monkeypatch.setattr(precision, "MAX_SKIPPED_STEPS", 4)
     original = create_method("prolip").__class__.loss
     monkeypatch.setattr(type(create_method("prolip")), "loss",
                         lambda self, *args: original(self, *args).half() * 7e4)  # beyond float16's 65504
