@@ -11,7 +11,7 @@ from clipsvd.cli import main
 from clipsvd.data import DatasetSpec
 from clipsvd.runs import RunStatus, RunStore
 from clipsvd.training import ExperimentConfig
-from clipsvd.training.sweep import FAKE_CUDA_ENV, BackgroundSweep, Launch, run_configs, run_grid
+from clipsvd.training.sweep import BackgroundSweep, Launch, run_configs, run_grid, scheduling
 from tests.conftest import TINY
 from tests.test_app import app_at, assert_clean
 from tests.test_reproduce import coop_tree
@@ -26,20 +26,34 @@ TINY_ARGS = ["--arch", "clipsvd-tiny", "--weights", "random", "--dataset", "anim
 def cluster(tmp_path_factory):
     """Head (no CPU, no GPU) + 2 nodes × (1 CPU, 1 GPU); yields the run-store path the workers would default to.
 
-    The nodes inherit this environment: FAKE_CUDA_ENV lets their CPU-only torch choose the GPU Ray assigned (and
-    train on the CPU), CLIPSVD_RUNS points them at a folder that must stay empty."""
+    The nodes inherit CLIPSVD_RUNS, a folder that must stay empty. Their workers' torch has no CUDA: a setup hook
+    (this job's alone) makes each worker choose the GPU Ray assigned as if torch saw it, and train on the CPU."""
     from ray.cluster_utils import Cluster
+
+    def pretend_cuda() -> None:  # runs in every worker process of this job, before its task
+        import dataclasses
+
+        from clipsvd.training.sweep import scheduling
+
+        choose, run = scheduling.task_device, scheduling.run_experiment
+
+        def on_cpu(config, store):
+            store.metrics["placement"]["simulated_cuda"] = True
+            return run(dataclasses.replace(config, device="cpu"), store)
+
+        scheduling.task_device = lambda preference, gpu_ids, cuda_available: choose(preference, gpu_ids, True)
+        scheduling.run_experiment = on_cpu
 
     worker_runs = tmp_path_factory.mktemp("worker-default-runs")
     start = time.perf_counter()
     with pytest.MonkeyPatch.context() as patch:  # only while the nodes start: they keep it, this process does not
-        patch.setenv(FAKE_CUDA_ENV, "1")
         patch.setenv("CLIPSVD_RUNS", str(worker_runs))
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0,
                                                                 "include_dashboard": False})
         for _ in range(2):
             cluster.add_node(num_cpus=1, num_gpus=1)
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False,
+             runtime_env={"worker_process_setup_hook": pretend_cuda})
     cluster.wait_for_nodes()
     print(f"cluster up in {time.perf_counter() - start:.1f} s")
     yield worker_runs
@@ -136,7 +150,7 @@ def test_ctrl_c_and_cancel_leave_only_whole_runs(cluster, tmp_path):
     final = sweep.wait(60)
     assert sweep.done and sweep.error is None and final.finished and final.cancelled + final.done == 3
     assert set(sweep.rows["status"]) <= {"cancelled", "completed"}
-    assert os.environ.get(FAKE_CUDA_ENV) is None  # the test-only switch is the nodes' alone
+    assert scheduling.task_device.__module__ == scheduling.__name__  # the pretence is the workers' alone
 
 
 def test_reproduce_page_runs_a_sweep_with_one_progress_bar(cluster, tmp_path):
@@ -165,8 +179,6 @@ def test_reproduce_page_runs_a_sweep_with_one_progress_bar(cluster, tmp_path):
 
 
 def test_a_worker_that_dies_is_retried_by_ray_then_recorded(cluster, tmp_path, monkeypatch):
-    from clipsvd.training import sweep
-
     crashes = tmp_path / "crashes"
 
     def crash(config, store_root, cpus):  # as an OOM kill would: the worker process ends mid-run
@@ -174,7 +186,7 @@ def test_a_worker_that_dies_is_retried_by_ray_then_recorded(cluster, tmp_path, m
             fh.write("x")
         os._exit(1)
 
-    monkeypatch.setattr(sweep, "_run_task", crash)
+    monkeypatch.setattr(scheduling, "_run_task", crash)
     store = RunStore(tmp_path / "runs")
     config = tiny_grid(methods=["zero-shot"], seeds=[1], hyperparameters={}).configs("s")
     [row] = run_configs(config, store, Launch(retries=1)).to_dict("records")

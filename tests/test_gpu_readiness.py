@@ -81,7 +81,7 @@ def test_cached_view_features_peak_once_in_the_autocast_dtype(monkeypatch):
     import types
 
     import clipsvd.training.cached_views as cached_views
-    from clipsvd.training.loop import MixedPrecision
+    from clipsvd.training.precision import MixedPrecision
 
     n, d, views = 40, 256, 60  # features dominate the per-batch temporaries (~0.2 MB)
     split = types.SimpleNamespace(labels=[i % 4 for i in range(n)])

@@ -165,9 +165,10 @@ def test_fp16_loss_that_overflows_every_step_ends_as_diverged(tmp_path, monkeypa
     """The fp16 scaler skips every step of a loss that overflows in the forward pass: the run must not be reported
     completed with NaN in its history. (CPU: GradScaler works on CPU; the loss is made to overflow float16.)"""
     import clipsvd.training.loop as loop
+    import clipsvd.training.precision as precision
 
     monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "fp16")
-    monkeypatch.setattr(loop, "MAX_SKIPPED_STEPS", 4)
+    monkeypatch.setattr(precision, "MAX_SKIPPED_STEPS", 4)
     original = create_method("prolip").__class__.loss
     monkeypatch.setattr(type(create_method("prolip")), "loss",
                         lambda self, *args: original(self, *args).half() * 7e4)  # beyond float16's 65504
@@ -179,3 +180,25 @@ def test_fp16_loss_that_overflows_every_step_ends_as_diverged(tmp_path, monkeypa
     stored = RunStore(tmp_path).load(run.run_id)
     assert stored.status == RunStatus.DIVERGED and stored.message == run.message
     assert RunStore(tmp_path).table()["status"].tolist() == [RunStatus.DIVERGED]  # what `runs list` prints
+
+
+def test_a_run_records_what_resolved_config_promised_and_matches_its_cell(tmp_path):
+    """One record builder (clipsvd.runs.cells.run_record): a run's config.json holds what `resolved_config`
+    promised (setting, method config, preset, steps) plus what only the run knows, and its cell key is the one a
+    grid computes for the config, so `sweep`/`reproduce` find it."""
+    import json
+
+    from clipsvd.runs.cells import cell_key, config_record, run_record
+    from clipsvd.training import resolved_config
+
+    config = quick_config("clip-svd", hyperparameters={"iterations": 2})
+    run = run_experiment(config, RunStore(tmp_path))
+    saved = RunStore(tmp_path).load(run.run_id).config
+    promised = json.loads(json.dumps(resolved_config(config), default=str))
+    assert {key: saved[key] for key in promised} == promised and promised["steps"] == 2
+    assert set(saved) - set(promised) == {"prompts", "model_source"}
+    assert cell_key(saved) == cell_key(config_record(config))
+    assert cell_key(saved) != cell_key(config_record(dataclasses.replace(config, seed=2)))
+    assert ExperimentConfig.from_dict(saved) == config  # every recorded-only field is known to from_dict
+    with pytest.raises(TypeError, match="not recorded fields"):
+        run_record(config, 2, weights="elsewhere")

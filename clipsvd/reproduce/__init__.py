@@ -2,13 +2,8 @@
 published numbers (which ship as package data with their sources, in clipsvd/reproduce/tables/)."""
 from clipsvd.reproduce.compare import compare, measured_runs, write_outputs
 from clipsvd.reproduce.grid import (
-    DONE,
     LAYOUT_HELP,
-    MISSING,
     DryRun,
-    cell_key,
-    cell_status,
-    config_record,
     dry_run,
     grid,
     grid_frame,
@@ -18,6 +13,10 @@ from clipsvd.reproduce.grid import (
     run_missing,
 )
 from clipsvd.reproduce.registry import AVERAGE, EXPECTED_WEIGHTS, Published, Table, available_tables, get_table
+from clipsvd.runs.cells import cell_key, cell_status, config_record
+from clipsvd.runs.status import CellStatus
+
+DONE, MISSING = CellStatus.DONE, CellStatus.MISSING  # a grid cell's status, as this package has always named them
 
 __all__ = [
     "AVERAGE", "DONE", "EXPECTED_WEIGHTS", "LAYOUT_HELP", "MISSING", "DryRun", "Published", "Table",

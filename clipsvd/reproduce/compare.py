@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from clipsvd.errors import ConfigError
-from clipsvd.reproduce.grid import cell_key, config_record
 from clipsvd.reproduce.registry import AVERAGE, Published, Table, get_table
 from clipsvd.runs import RunStore, compare_methods
+from clipsvd.runs.cells import cell_key, config_record
+from clipsvd.runs.metrics import harmonic_mean
 from clipsvd.runs.status import RunStatus
-from clipsvd.training.evaluate import harmonic_mean
 from clipsvd.training.experiment import ExperimentConfig
 
 LEAD = ["kind", "method", "row", "shots", "dataset", "datasets", "n", "seeds"]

@@ -3,18 +3,17 @@ will cost, and running them on Ray.
 
 A cell is *done* when the store holds a completed run whose config matches the cell's on everything that
 decides the result (method, dataset kind, name and root, K, seed, protocol, backbone, model, the resolved
-method config, the test cap); a finished run is never re-run, a failed or cancelled one is.
+method config, the test cap: `clipsvd.runs.cells.cell_key`); a finished run is never re-run, a failed or
+cancelled one is.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -23,19 +22,13 @@ from clipsvd.errors import ClipsvdError, ConfigError
 from clipsvd.formatting import seconds_text
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import ModelSpec
-from clipsvd.models.loading import looks_like_path
 from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
-from clipsvd.runs.status import RunStatus
+from clipsvd.runs.cells import cell_key, cell_status, config_record, run_record
+from clipsvd.runs.status import CellStatus
 from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_experiment
+from clipsvd.training.sweep import Launch, run_grid
 
-if TYPE_CHECKING:  # sweep imports this module
-    from clipsvd.training.sweep import Launch
-
-# Fields of a run's resolved config that do not change its result (or repeat what the setting resolves).
-VOLATILE = ("sweep", "device", "eval_batch_size", "num_workers", "preset", "steps", "hyperparameters", "model_source", "backbone",
-            "prompts")
-DONE, MISSING = "done", "missing"
 GRID_COLUMNS = ["method", "dataset", "shots", "seed", "steps", "status", "run_id", "previous", "data"]
 LAYOUT_HELP = {
     "coop": "CoOp's DATA folder: one folder per dataset (caltech-101, dtd, eurosat, fgvc_aircraft, food-101, "
@@ -114,50 +107,6 @@ def grid(
     return configs
 
 
-def _normal_path(value: str | None) -> str | None:
-    return str(Path(value).expanduser().resolve()) if value else value
-
-
-def cell_key(record: dict[str, Any]) -> str:
-    """A stable key of what decides a run's result, from a run's config.json or a config's `config_record`:
-    the resolved config minus `VOLATILE` fields, with paths made absolute and the dataset named canonically."""
-    kept = {k: v for k, v in record.items() if k not in VOLATILE}
-    setting = kept.get("setting") or {}
-    dataset = dict(kept.get("dataset") or {})
-    dataset["root"] = _normal_path(dataset.get("root"))
-    dataset["name"] = setting.get("dataset") or dataset.get("name")
-    model = dict(kept.get("model") or {})
-    if isinstance(model.get("weights"), str) and looks_like_path(model["weights"]):
-        model["weights"] = _normal_path(model["weights"])
-    kept.update(dataset=dataset, model=model)
-    text = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def config_record(config: ExperimentConfig) -> dict[str, Any]:
-    """What `resolved_config` records of a config that identifies its result (its steps need no data here)."""
-    return dict(config.to_dict(), setting=config.setting().to_dict(), method_config=config.method_config().to_dict())
-
-
-def cell_status(configs: list[ExperimentConfig], store: RunStore) -> pd.DataFrame:
-    """Per config (in order): key, status (done | missing), the completed run's id, and the status of the newest
-    other matching run (failed, cancelled, diverged: the cell runs again)."""
-    done: dict[str, str] = {}
-    other: dict[str, str] = {}
-    for run in store.list():  # newest first
-        key = cell_key(run.config)
-        if run.status == RunStatus.COMPLETED:
-            done.setdefault(key, run.run_id)
-        else:
-            other.setdefault(key, run.status)
-    rows = []
-    for config in configs:
-        key = cell_key(config_record(config))
-        rows.append({"key": key, "status": DONE if key in done else MISSING, "run_id": done.get(key, ""),
-                     "previous": "" if key in done else other.get(key, "")})
-    return pd.DataFrame(rows, columns=["key", "status", "run_id", "previous"])
-
-
 def load_data(configs: list[ExperimentConfig]) -> dict[str, ClassificationDataset | str]:
     """Each distinct dataset of the grid, loaded once; the error text where it cannot be read."""
     out: dict[str, ClassificationDataset | str] = {}
@@ -192,7 +141,8 @@ def grid_frame(table: Table | str, configs: list[ExperimentConfig], store: RunSt
     table = _as_table(table)
     data = data if data is not None else {}
     status = cell_status(configs, store) if store is not None else pd.DataFrame(
-        {"key": [cell_key(config_record(c)) for c in configs], "status": MISSING, "run_id": "", "previous": ""})
+        {"key": [cell_key(config_record(c)) for c in configs], "status": CellStatus.MISSING, "run_id": "",
+         "previous": ""})
     rows = []
     for config, (_, cell) in zip(configs, status.iterrows()):
         found = data.get(config.dataset.name)
@@ -247,7 +197,7 @@ class DryRun:
 
     @property
     def missing(self) -> pd.DataFrame:
-        return self.frame[self.frame["status"] == MISSING]
+        return self.frame[self.frame["status"] == CellStatus.MISSING]
 
     @property
     def missing_steps(self) -> int:
@@ -263,14 +213,13 @@ class DryRun:
 
     def resolved_configs(self) -> list[dict[str, Any]]:
         """Each cell's config as `resolved_config` records it (steps from the data where it was found)."""
-        return [dict(config_record(c), preset=c.preset().to_dict(), steps=None if pd.isna(s) else int(s))
-                for c, s in zip(self.configs, self.frame["steps"])]
+        return [run_record(c, None if pd.isna(s) else int(s)) for c, s in zip(self.configs, self.frame["steps"])]
 
     def summary(self) -> str:
         f = self.frame
         shape = " × ".join(f"{f[c].nunique()} {label}" for c, label in (("dataset", "datasets"), ("shots", "K"),
                                                                          ("method", "methods"), ("seed", "seeds")))
-        lines = [f"{self.table.name}: {len(f)} cells ({shape}); {int((f['status'] == DONE).sum())} done, "
+        lines = [f"{self.table.name}: {len(f)} cells ({shape}); {int((f['status'] == CellStatus.DONE).sum())} done, "
                  f"{len(self.missing)} to run, {self.missing_steps:,} optimiser steps"]
         if self.seconds_per_step:
             rates = ", ".join(f"{m} {s:.3f} s/step" for m, s in self.seconds_per_step.items())
@@ -325,17 +274,15 @@ def dry_run(
 
 
 def missing_configs(dry: DryRun) -> list[ExperimentConfig]:
-    return [c for c, status in zip(dry.configs, dry.frame["status"]) if status == MISSING]
+    return [c for c, status in zip(dry.configs, dry.frame["status"]) if status == CellStatus.MISSING]
 
 
 def run_missing(configs: list[ExperimentConfig], store: RunStore, table: Table | str, launch: Launch | None = None
                 ) -> pd.DataFrame:
     """Run the grid's missing cells on Ray as one sweep, `reproduce-TABLE-…`, continued when run again
-    (`clipsvd.training.sweep.run_grid`, `launch` a `clipsvd.training.sweep.Launch`). One row per cell."""
-    from clipsvd.training.sweep import run_grid
-
+    (`clipsvd.training.sweep.run_grid`). One row per cell."""
     return run_grid(configs, store, f"reproduce-{_as_table(table).name}", launch)
 
 
-__all__ = ["DONE", "DryRun", "LAYOUT_HELP", "MISSING", "cell_key", "cell_status", "config_record", "dry_run", "grid",
-           "grid_frame", "load_data", "measure_seconds_per_step", "missing_configs", "run_missing"]
+__all__ = ["DryRun", "LAYOUT_HELP", "dry_run", "grid", "grid_frame", "load_data", "measure_seconds_per_step",
+           "missing_configs", "run_missing"]

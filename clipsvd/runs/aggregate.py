@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 
 from clipsvd.formatting import fraction_as_percent
+from clipsvd.runs.metrics import hm_summary
 from clipsvd.runs.status import RunStatus
 
 GROUP_BY = ("dataset", "protocol", "shots", "method")
@@ -100,8 +101,6 @@ def compare_methods(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.D
     (HM of the averaged base/novel, and the average of per-run HMs), the seeds used, and the cost
     columns (trainable values and share, checkpoint bytes: the same for every seed, so their mean), and the test
     images the scores were measured on ("n of N", every distinct one of the group)."""
-    from clipsvd.training.evaluate import hm_summary  # lazy: clipsvd.training imports this package
-
     summary = aggregate(table, by)
     if summary.empty:
         return summary

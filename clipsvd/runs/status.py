@@ -19,3 +19,13 @@ class RunStatus(StrEnum):
     @property
     def finished(self) -> bool:
         return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class CellStatus(StrEnum):
+    """A grid cell's status (`sweep`, `reproduce`): whether the run store holds a completed run of it, or, while
+    a sweep runs, whether its run is in flight."""
+
+    DONE = "done"  # the store holds a completed run that matches the cell
+    MISSING = "missing"  # no completed run yet (none, or only failed, cancelled or diverged ones): it will run
+    RUNNING = "running"
+    QUEUED = "queued"

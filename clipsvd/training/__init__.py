@@ -1,5 +1,6 @@
 """Training loop, evaluation and the experiment runner."""
-from clipsvd.training.evaluate import accuracy_report, harmonic_mean, hm_summary, predict
+from clipsvd.runs.metrics import harmonic_mean, hm_summary
+from clipsvd.training.evaluate import accuracy_report, predict
 from clipsvd.training.experiment import (
     ExperimentConfig,
     PreparedData,

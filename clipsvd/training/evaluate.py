@@ -1,4 +1,5 @@
-"""Evaluation: top-1 accuracy, per-class accuracy, and the base/novel harmonic mean."""
+"""Evaluation: predictions of a trained method, top-1 and per-class accuracy (the base/novel harmonic mean is
+clipsvd.runs.metrics's)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -44,24 +45,3 @@ def accuracy_report(predictions: np.ndarray, labels: np.ndarray, classnames: Seq
         if (labels == index).any()
     }
     return {"accuracy": float((predictions == labels).mean() * 100), "per_class": per_class, "n": int(len(labels))}
-
-
-def harmonic_mean(base: float | None, novel: float | None) -> float | None:
-    if base is None or novel is None:
-        return None
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
-
-
-def hm_summary(rows: Sequence[dict]) -> dict:
-    """Both conventions the papers use: HM of the averaged base/novel, and the average of per-row HMs."""
-    pairs = [(r["base"], r["novel"]) for r in rows if r.get("base") is not None and r.get("novel") is not None]
-    if not pairs:
-        return {"base": None, "novel": None, "hm_of_averages": None, "average_of_hms": None}
-    base = float(np.mean([b for b, _ in pairs]))
-    novel = float(np.mean([n for _, n in pairs]))
-    return {
-        "base": base,
-        "novel": novel,
-        "hm_of_averages": harmonic_mean(base, novel),
-        "average_of_hms": float(np.mean([harmonic_mean(b, n) for b, n in pairs])),
-    }

@@ -31,12 +31,11 @@ from clipsvd.methods.presets import Setting, preset_family
 from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
-from clipsvd.training.evaluate import accuracy_report, harmonic_mean, predict
+from clipsvd.runs.cells import RECORDED_ONLY, run_record
+from clipsvd.runs.metrics import harmonic_mean
 from clipsvd.runs.status import RunStatus
+from clipsvd.training.evaluate import accuracy_report, predict
 from clipsvd.training.loop import Progress, ProgressCallback, total_steps, train
-
-
-RECORDED_ONLY = {"method_config", "model_source", "setting", "preset", "steps", "prompts"}  # written to config.json, not inputs
 
 
 @dataclass
@@ -107,7 +106,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - RECORDED_ONLY
+        unknown = set(data) - known - set(RECORDED_ONLY)
         if unknown:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
@@ -137,8 +136,7 @@ def resolved_config(config: ExperimentConfig, dataset: ClassificationDataset | N
     """Everything a run will use, as config.json records it: the setting, the method config with the official
     preset and the overrides applied, the preset's sources and differences, and the total optimiser steps."""
     config.validate()
-    return dict(config.to_dict(), setting=config.setting().to_dict(), method_config=config.method_config().to_dict(),
-                preset=config.preset().to_dict(), steps=planned_steps(config, dataset))
+    return run_record(config, planned_steps(config, dataset))
 
 
 @dataclass
@@ -203,9 +201,8 @@ def run_experiment(
                                "precision": result.precision}
     if result.status == RunStatus.COMPLETED:
         metrics.update(evaluate_method(method, data, config.eval_batch_size, report, workers))
-    record = dict(config.to_dict(), method_config=method_config.to_dict(), setting=config.setting().to_dict(),
-                  preset=config.preset().to_dict(), steps=total_steps(method_config, len(data.train_set.train)),
-                  prompts=[list(p) if isinstance(p, tuple) else p for p in prompts])
+    record = run_record(config, total_steps(method_config, len(data.train_set.train)),
+                        prompts=[list(p) if isinstance(p, tuple) else p for p in prompts])
     if loaded.info is not None:  # where the weights came from, the activation built, any note (e.g. activation unknown)
         record["model_source"] = {**loaded.info.to_dict(), "label": loaded.label}
     run_id = store.new_run_id(config.method, config.dataset.name) if store else "unsaved"

@@ -187,7 +187,7 @@ class JobRegistry:
             except ClipsvdError as exc:  # user-facing: the message says what to fix
                 self._update(job, lambda s, e=exc: _fail(s, str(e), None))
                 return
-            except torch.OutOfMemoryError as exc:
+            except torch.OutOfMemoryError:
                 detail = traceback.format_exc()
                 self._update(job, lambda s, d=detail: _fail(s, OUT_OF_MEMORY, d))
                 return

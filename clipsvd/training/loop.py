@@ -1,27 +1,29 @@
 """The one training loop every method shares (nanoGPT-style: readable in one screen).
 
-Class text features are recomputed at every step when the method trains the text encoder.
-Progress goes to a callback and a threading.Event cancels between steps, so the loop runs the
-same from the CLI, a notebook or a dashboard worker thread. A non-finite loss stops training
-and restores the parameters of the last good step.
+Its steps come from a batch source (`Batches`): augmented mini-batches from a DataLoader, or ProLIP's cached
+features of augmented views. Class text features are recomputed at every step when the method trains the text
+encoder. Progress goes to a callback and a threading.Event cancels between steps, so the loop runs the same from
+the CLI, a notebook or a dashboard worker thread. A non-finite loss stops training and restores the parameters of
+the last good step (under fp16, after the loss scaler skipped MAX_SKIPPED_STEPS steps in a row).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader
 
 from clipsvd.data import ImageSplit
 from clipsvd.data.batches import training_loader
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.runs.status import RunStatus
-
+from clipsvd.training.cached_views import cache_view_features
+from clipsvd.training.precision import MixedPrecision, resolve_precision
 
 
 @dataclass
@@ -137,72 +139,54 @@ def total_steps(cfg: MethodConfig, n_images: int) -> int:
     return cfg.epochs * steps_per_epoch(n_images, cfg.batch_size, cfg.drop_last)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto -> fp16 autocast on CUDA (the official trainers' amp), fp32 elsewhere."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"precision fp16: autocast in float16 needs a CUDA device, this run is on {device}; "
-                          "use fp32 or bf16")
-    return precision
+@dataclass
+class Batches:
+    """Where the loop's steps come from: `steps` yields (epoch, inputs, labels) on the device, one per optimiser
+    step; `logits` turns those inputs into the method's logits (images, or a cached view's features)."""
+
+    steps: Iterator[tuple[int, torch.Tensor, torch.Tensor]]
+    per_epoch: int  # steps per epoch: the history gets one row after each epoch
+    logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    names_epoch: bool = True  # a divergence message says the epoch (not for cached views: each epoch is a step)
 
 
-MAX_SKIPPED_STEPS = 20  # fp16: consecutive steps the loss scaler may skip before the run counts as diverged
+def mini_batches(method: Method, split: ImageSplit, transform: Callable, seed: int, num_workers: int) -> Batches:
+    """Augmented mini-batches of `split` from a DataLoader, epoch after epoch (`num_workers` loader processes;
+    clipsvd.data.batches: the batches do not depend on it)."""
+    cfg, device = method.config, method.loaded.device
+    torch.manual_seed(seed)
+    loader = training_loader(split, transform, cfg.batch_size, seed, device, num_workers,
+                             drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
+
+    def epochs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for epoch in itertools.count(1):
+            for images, labels in loader:
+                yield epoch, images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    return Batches(epochs(), len(loader), method.logits)
 
 
-class MixedPrecision:
-    """autocast + a loss scaler (fp16 only) for one training run; a no-op in fp32.
+def cached_view_batches(method: Method, split: ImageSplit, transform: Callable, precision: MixedPrecision, seed: int,
+                        report: ProgressCallback, cancel: threading.Event | None) -> Batches | None:
+    """ProLIP's procedure (clipsvd.training.cached_views): the frozen backbone's features of `cached_views`
+    augmented views, then one full-batch step per view, step i on view (i + 1) mod V. None when cancelled while
+    caching."""
+    backbone = method.frozen_backbone()
+    if backbone is None:
+        raise ConfigError(f"cached_views: {method.name} trains its backbone, so its features cannot be cached; "
+                          "set cached_views=0")
+    views = method.config.cached_views
 
-    The fp16 scaler skips a step whose gradients overflow and halves its scale; a loss that overflows in the
-    forward pass is skipped at every scale, so after MAX_SKIPPED_STEPS skips in a row the run is stopped
-    (`diverged`) instead of "completing" without a single update."""
+    def on_view(done: int) -> None:
+        report(Progress("load", done, views, message=f"caching features of augmented view {done}/{views}"))
 
-    def __init__(self, precision: str, device: torch.device):
-        self.precision = precision
-        self.device_type = device.type
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
-        self.skipped_in_a_row = 0
-
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
-
-    def tolerates(self, loss_value: float) -> bool:
-        """Whether training may go on after this loss: a finite one, or (fp16) a non-finite one the scaler
-        will skip, unless it already skipped MAX_SKIPPED_STEPS steps in a row."""
-        if math.isfinite(loss_value):
-            return True
-        return self.scaler.is_enabled() and self.skipped_in_a_row + 1 < MAX_SKIPPED_STEPS
-
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
-        """One optimiser step; False when the fp16 scaler skipped it (gradients not finite)."""
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(optimizer)
-        self.scaler.update()
-        applied = scale is None or self.scaler.get_scale() >= scale  # the scaler lowers its scale when it skips
-        self.skipped_in_a_row = 0 if applied else self.skipped_in_a_row + 1
-        return applied
-
-    def divergence_message(self, loss_value: float, step: int, lr: float) -> str:
-        """Why the run stopped, for the run store, the CLI and the dashboard."""
-        if self.scaler.is_enabled() and not math.isfinite(loss_value):
-            return (f"loss became {loss_value} at step {step} after the fp16 loss scaler skipped "
-                    f"{self.skipped_in_a_row} steps in a row: the loss overflows float16. Stopped and restored the "
-                    f"last parameters with a finite loss. Use precision bf16 or fp32, or lower the learning rate "
-                    f"(now {lr:g}).")
-        return (f"loss became {loss_value} at step {step}; stopped and restored the last parameters with a finite "
-                f"loss. Lower the learning rate (now {lr:g}).")
-
-
-def _epochs(loader: DataLoader):
-    """(epoch, images, labels) forever: the caller stops after its number of steps."""
-    epoch = 0
-    while True:
-        epoch += 1
-        for images, labels in loader:
-            yield epoch, images, labels
+    cached = cache_view_features(backbone, split, transform, views, seed, method.loaded.device, precision, on_view,
+                                 cancel)
+    if cached is None:
+        return None
+    features, labels = cached
+    steps = ((step + 1, features[(step + 1) % views], labels) for step in itertools.count())
+    return Batches(steps, 1, method.logits_from_features, names_epoch=False)
 
 
 def train(
@@ -216,44 +200,41 @@ def train(
     cancel: threading.Event | None = None,
     num_workers: int = 0,
 ) -> TrainResult:
-    """Train `method` (already attached) on `split`; returns how it ended and a per-epoch history.
-    `num_workers`: loader processes (clipsvd.data.batches; the batches do not depend on it)."""
+    """Train `method` (already attached) on `split`, from mini-batches or, with `cached_views`, from cached
+    features; returns how it ended and a per-epoch history."""
     cfg, device = method.config, method.loaded.device
-    params = method.trainable_parameters()
-    if not method.trains or not params or total_steps(cfg, len(split)) == 0:
+    params, n_steps = method.trainable_parameters(), total_steps(cfg, len(split))
+    if not method.trains or not params or n_steps == 0:
         return TrainResult(RunStatus.COMPLETED, 0, 0.0, message="nothing to train")
     precision = MixedPrecision(resolve_precision(cfg.precision, device), device)
-    if cfg.cached_views:
-        from clipsvd.training.cached_views import train_on_cached_views
-
-        return train_on_cached_views(method, split, class_prompts, transform, precision, seed=seed,
-                                     on_progress=on_progress, cancel=cancel)
-    torch.manual_seed(seed)
-    loader = training_loader(split, transform, cfg.batch_size, seed, device, num_workers,
-                             drop_last=cfg.drop_last and len(split) >= cfg.batch_size)
-    n_steps, per_epoch = total_steps(cfg, len(split)), len(loader)
-    n_epochs = math.ceil(n_steps / per_epoch)
-    optimizer = build_optimizer(params, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, per_epoch, n_steps))
     report = on_progress or (lambda progress: None)
-    history, start, last_good = [], time.perf_counter(), None
+    start = time.perf_counter()
+    if cfg.cached_views:
+        batches = cached_view_batches(method, split, transform, precision, seed, report, cancel)
+        if batches is None:
+            return finish(method, RunStatus.CANCELLED, 0, start, [], precision, "cancelled while caching features")
+    else:
+        batches = mini_batches(method, split, transform, seed, num_workers)
+    n_epochs = math.ceil(n_steps / batches.per_epoch)
+    optimizer = build_optimizer(params, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, batches.per_epoch, n_steps))
+    history, last_good = [], None
     loss_sum, loss_seen, correct, seen = 0.0, 0, 0, 0
     method.model.train()
-    for step, (epoch, images, labels) in enumerate(_epochs(loader)):
-        if step == n_steps:
-            break
+    for step, (epoch, inputs, labels) in enumerate(itertools.islice(batches.steps, n_steps)):
         if cancel is not None and cancel.is_set():
-            return finish(method, RunStatus.CANCELLED, step, start, history, precision, f"cancelled at step {step}/{n_steps}")
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            return finish(method, RunStatus.CANCELLED, step, start, history, precision,
+                          f"cancelled at step {step}/{n_steps}")
         with precision.autocast():
             weights = method.class_weights(class_prompts)
-            logits = method.logits(images, weights)
+            logits = batches.logits(inputs, weights)
             loss = method.loss(logits, labels, weights)
         loss_value = loss.item()
         if not precision.tolerates(loss_value):  # fp16: a few non-finite losses are the scaler's to skip
             restore_parameters(params, last_good)
-            message = precision.divergence_message(loss_value, step + 1, cfg.lr) + f" (epoch {epoch})"
-            return finish(method, RunStatus.DIVERGED, step, start, history, precision, message)
+            message = precision.divergence_message(loss_value, step + 1, cfg.lr)
+            return finish(method, RunStatus.DIVERGED, step, start, history, precision,
+                          f"{message} (epoch {epoch})" if batches.names_epoch else message)
         if math.isfinite(loss_value):
             last_good = [param.detach().clone() for param in params]
         precision.step(loss, optimizer)
@@ -265,7 +246,7 @@ def train(
         seen += len(labels)
         report(Progress("train", step + 1, n_steps, epoch, n_epochs, loss_value,
                         optimizer.param_groups[0]["lr"], time.perf_counter() - start))
-        if (step + 1) % per_epoch == 0 or step + 1 == n_steps:
+        if (step + 1) % batches.per_epoch == 0 or step + 1 == n_steps:
             history.append({"epoch": epoch, "step": step + 1, "loss": loss_sum / loss_seen if loss_seen else None,
                             "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
                             "seconds": time.perf_counter() - start})
@@ -287,5 +268,5 @@ def finish(method: Method, status: str, step: int, start: float, history: list[d
     return TrainResult(status, step, time.perf_counter() - start, history, message, precision.precision)
 
 
-__all__ = ["MAX_SKIPPED_STEPS", "MixedPrecision", "Progress", "TrainResult", "build_optimizer",
-           "cosine_with_warmup", "finish", "lr_factor", "restore_parameters", "resolve_precision", "steps_per_epoch", "total_steps", "train"]
+__all__ = ["Batches", "Progress", "TrainResult", "build_optimizer", "cached_view_batches", "cosine_with_warmup",
+           "finish", "lr_factor", "mini_batches", "restore_parameters", "steps_per_epoch", "total_steps", "train"]

@@ -1,33 +1,11 @@
-"""Sweeps: a grid of experiments run on Ray, one task per run, each run's results sent home to the driver's store.
-
-`run_grid` is what `sweep` and `reproduce` call: it skips the cells the run store already holds (the key of
-`clipsvd.reproduce.grid.cell_key`), continues the sweep id of the finished ones, and runs the rest with
-`run_configs`; `run_sweep` builds the grid from a `SweepSpec`.
-
-Ray runs in-process by default (`ray.init()` starts a local instance on this machine's cores and GPUs); give an
-address ("auto" or "ray://head:10001") to use a cluster. Each run is one Ray task calling `run_experiment`, so a
-sweep run is the same as one started from the CLI or the dashboard, and it:
-
-- asks Ray for `Launch.gpus_per_run` GPUs (default 1 when the cluster has GPUs; Ray hides the others through
-  CUDA_VISIBLE_DEVICES, and a task that asks for none sees none) and `cpus_per_run` CPUs (torch's threads);
-  `metrics["device"]` and `metrics["placement"]` record the device, node and GPU ids the run used;
-- reads its data and checkpoint files on the node it lands on (a missing one is an error naming the node);
-- returns config, metrics, history and adapter tensors (safetensors bytes) to the driver, which writes them into
-  its own store atomically: no shared folder is needed (`shared_store=True` keeps workers writing into the
-  driver's store path, which they must then see);
-- is retried when it fails (`retries`: Ray's `max_retries` for crashed or killed workers, a resubmission for an
-  exception), then recorded in the store as a run with status "failed" and its error, while the grid goes on.
-
-Ctrl-C (or the dashboard's cancel) cancels the tasks in flight; only runs that came home whole are in the store.
-"""
+"""Running a grid on Ray: what each task asks for (`plan_placement`), the worker task (`_run_task`: the device Ray
+gave, the run, its tensors sent home), the driver's scheduler (submit, retry, land results, cancel), and resuming a
+grid from the run store (`run_grid`)."""
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import math
 import os
-import sys
 import threading
 import time
 import traceback
@@ -36,59 +14,23 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pandas as pd
 
-from clipsvd.data import DatasetSpec
-from clipsvd.errors import ClipsvdError, ConfigError, DataError
-from clipsvd.formatting import config_title, seconds_text
-from clipsvd.models import ModelSpec
-from clipsvd.reproduce.grid import DONE, cell_key, cell_status, config_record
+from clipsvd.errors import ConfigError, DataError
+from clipsvd.formatting import seconds_text
+from clipsvd.models.loading import looks_like_path
 from clipsvd.resources import require
 from clipsvd.runs import Run, RunStatus, RunStore
-from clipsvd.training.experiment import ExperimentConfig
+from clipsvd.runs.cells import cell_key, cell_status, config_record
+from clipsvd.runs.status import CellStatus
+from clipsvd.training.experiment import ExperimentConfig, run_experiment
+from clipsvd.training.sweep.spec import SweepSpec
 
-# Test-only: with no CUDA in the worker's torch, choose devices as if there were and train on the CPU. The driver
-# forwards it (with the variables of FORWARDED_ENV) to its tasks; never set it for real runs.
-FAKE_CUDA_ENV = "CLIPSVD_TEST_FAKE_CUDA"
-FORWARDED_ENV = ("HF_HUB_OFFLINE", FAKE_CUDA_ENV)
+FORWARDED_ENV = ("HF_HUB_OFFLINE",)  # the driver's settings its tasks run with
 RAY_PURPOSE = "running experiments on Ray (sweep, reproduce)"
 ResultCallback = Callable[[int, int, dict[str, Any]], None]
-
-
-@dataclass
-class SweepSpec:
-    """The grid. `hyperparameters` maps a method name to its overrides (e.g. {"clip-svd": {"lr": 1e-3}})."""
-
-    methods: list[str]
-    datasets: list[DatasetSpec]
-    shots: list[int | None] = field(default_factory=lambda: [16])
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    model: ModelSpec = field(default_factory=ModelSpec.default)
-    protocol: str = "few-shot"
-    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
-    max_test_per_class: int | None = None
-    num_workers: int | None = None  # ExperimentConfig.num_workers of every run
-
-    def configs(self, sweep_id: str | None = None) -> list[ExperimentConfig]:
-        if not (self.methods and self.datasets and self.shots and self.seeds):
-            raise ConfigError("sweep: methods, datasets, shots and seeds each need at least one value")
-        unknown = set(self.hyperparameters) - set(self.methods)
-        if unknown:
-            raise ConfigError(f"sweep hyperparameters name methods not in the sweep: {sorted(unknown)}")
-        configs = [
-            ExperimentConfig(method=method, model=self.model, dataset=dataset, shots=shots, seed=seed,
-                             protocol=self.protocol, hyperparameters=dict(self.hyperparameters.get(method, {})),
-                             device=self.device, max_test_per_class=self.max_test_per_class,
-                             num_workers=self.num_workers, sweep=sweep_id)
-            for dataset, shots, method, seed in itertools.product(self.datasets, self.shots, self.methods, self.seeds)
-        ]
-        for config in configs:
-            config.validate()
-            config.method_config()  # reject bad hyperparameters before anything starts
-        return configs
 
 
 @dataclass
@@ -188,8 +130,6 @@ def task_device(preference: str, gpu_ids: list, cuda_available: bool) -> str:
 
 def _check_files_on_node(config: ExperimentConfig) -> None:
     """Data and checkpoints are read where the task runs: say which one this node lacks, not a loader's error."""
-    from clipsvd.models.loading import looks_like_path
-
     paths = {"data root": config.dataset.root}
     if looks_like_path(config.model.weights):
         paths["weights file"] = config.model.weights
@@ -224,11 +164,8 @@ def _run_task(config: dict[str, Any], store_root: str | None, cpus: float) -> di
     import ray
     import torch
 
-    from clipsvd.training.experiment import run_experiment
-
     start = time.perf_counter()
     node = ray.util.get_node_ip_address()
-    fake_cuda = os.environ.get(FAKE_CUDA_ENV) == "1" and not torch.cuda.is_available()
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
     threads = max(1, int(cpus))
     torch.set_num_threads(threads)
@@ -237,11 +174,9 @@ def _run_task(config: dict[str, Any], store_root: str | None, cpus: float) -> di
     try:
         experiment = ExperimentConfig.from_dict(config)
         _check_files_on_node(experiment)
-        device = task_device(experiment.device, gpu_ids, torch.cuda.is_available() or fake_cuda)
-        if fake_cuda:
-            placement["simulated_cuda"] = True
+        device = task_device(experiment.device, gpu_ids, torch.cuda.is_available())
         store = _WorkerStore(store_root, {"device": device, "placement": placement})
-        run = run_experiment(dataclasses.replace(experiment, device="cpu" if fake_cuda else device), store)
+        run = run_experiment(dataclasses.replace(experiment, device=device), store)
     except Exception as exc:  # sent home: the driver retries or records it; the rest of the grid goes on
         return {"error": f"{type(exc).__name__} on node {node}: {exc}", "placement": placement,
                 "traceback": traceback.format_exc(limit=6)}
@@ -313,15 +248,16 @@ def run_grid(configs: list[ExperimentConfig], store: RunStore, prefix: str, laun
     `prefix-DATE-TIME-xxxx` when none): re-running the same grid continues it. One row per cell, those done before
     first (`resumed` True)."""
     status = cell_status(configs, store)
-    done_ids = [run_id for run_id, state in zip(status["run_id"], status["status"]) if state == DONE]
+    done_ids = [run_id for run_id, state in zip(status["run_id"], status["status"]) if state == CellStatus.DONE]
     done_runs = [store.load(run_id) for run_id in done_ids]
     earlier = Counter(r.config.get("sweep") for r in done_runs if str(r.config.get("sweep")).startswith(f"{prefix}-"))
     sweep_id = earlier.most_common(1)[0][0] if earlier else \
         f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    todo = [dataclasses.replace(c, sweep=sweep_id) for c, state in zip(configs, status["status"]) if state != DONE]
+    todo = [dataclasses.replace(c, sweep=sweep_id) for c, state in zip(configs, status["status"])
+            if state != CellStatus.DONE]
     ran = run_configs(todo, store, launch, skipped=len(done_runs))
     resumed = pd.DataFrame([{**r.summary(), "key": key, "resumed": True} for r, key in
-                            zip(done_runs, status.loc[status["status"] == DONE, "key"])])
+                            zip(done_runs, status.loc[status["status"] == CellStatus.DONE, "key"])])
     return pd.concat([resumed, ran.assign(resumed=False)], ignore_index=True) if len(resumed) else \
         ran.assign(resumed=False)
 
@@ -347,11 +283,12 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
 
     started_here = not ray.is_initialized()
     if started_here:
-        if launch.address:
-            ray.init(address=launch.address, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, launch.workers or 0), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+        address = launch.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # "local": our own instance, even where another user's `ray start` left a cluster on this machine
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, launch.workers or 0), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         placement = plan_placement(nodes, launch, {c.device for c in configs})
@@ -381,8 +318,6 @@ class _Scheduler:
 
     def __init__(self, configs: list[ExperimentConfig], store: RunStore, placement: Placement, launch: Launch,
                  progress: GridProgress):
-        import ray
-
         self.configs, self.store, self.placement, self.launch, self.progress = configs, store, placement, launch, progress
         self.keys = [cell_key(config_record(c)) for c in configs]
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
@@ -482,114 +417,3 @@ class _Scheduler:
         self.progress.running = min(len(order), self.placement.slots)
         if self.launch.on_progress:
             self.launch.on_progress(self.progress)
-
-
-def result_line(done: int, total: int, row: dict[str, Any]) -> str:
-    """One progress line per finished run: what it was, and its score or error."""
-    score = row.get("accuracy") if row.get("accuracy") is not None else row.get("hm")
-    detail = row.get("error") or (f"{score:.2f}" if score is not None and not pd.isna(score) else row.get("status"))
-    shots = None if pd.isna(row["shots"]) else int(row["shots"])
-    return (f"  [{done}/{total}] {config_title(row['method'], row['dataset'], shots, row['seed'])}: "
-            f"{row['status']} {detail}")
-
-
-class ProgressBar:
-    """The command line's one bar over a grid (tqdm on stderr): runs finished of those to run, how many are
-    running and failed, ETA; each finished run's line is printed above it on stdout."""
-
-    def __init__(self, label: str = "sweep"):
-        self.label, self._bar, self._shown = label, None, 0
-
-    def __call__(self, progress: GridProgress) -> None:
-        from tqdm import tqdm
-
-        if self._bar is None:
-            if not progress.to_run:
-                return
-            self._bar = tqdm(total=progress.to_run, desc=self.label, unit="run", dynamic_ncols=True, file=sys.stderr)
-        finished = progress.done + progress.failed
-        self._bar.update(finished - self._shown)
-        self._shown = finished
-        self._bar.set_postfix_str(progress.counts())
-
-    def line(self, done: int, total: int, row: dict[str, Any]) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(result_line(done, total, row), file=sys.stdout)
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class BackgroundSweep:
-    """A grid run on Ray (`run_grid`) from a daemon thread, for the dashboard: the page polls `snapshot()` (a copy)
-    and `waiting()`, and may `cancel()`; the thread never touches Streamlit."""
-
-    def __init__(self, configs: list[ExperimentConfig], store: RunStore, prefix: str, launch: Launch | None = None):
-        self.keys = [cell_key(config_record(c)) for c in configs]
-        self.error: str | None = None
-        self.rows: pd.DataFrame | None = None
-        self._progress = GridProgress(len(configs))
-        self._finished: set[str] = set()
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        launch = dataclasses.replace(launch or Launch(), on_result=self._on_result, on_progress=self._on_progress,
-                                     cancel=self._cancel)
-        self._thread = threading.Thread(target=self._work, args=(configs, store, prefix, launch), name="clipsvd-sweep",
-                                        daemon=True)
-        self._thread.start()
-
-    def _work(self, configs: list[ExperimentConfig], store: RunStore, prefix: str, launch: Launch) -> None:
-        try:
-            self.rows = run_grid(configs, store, prefix, launch)
-        except ClipsvdError as exc:
-            self.error = str(exc)
-        except Exception as exc:  # a bug: say what it was on the page rather than die silently
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            with self._lock:
-                self._progress.finished = True
-
-    def _on_progress(self, progress: GridProgress) -> None:
-        with self._lock:
-            self._progress = copy.deepcopy(progress)
-
-    def _on_result(self, done: int, total: int, row: dict[str, Any]) -> None:
-        with self._lock:
-            self._finished.add(row["key"])
-
-    def snapshot(self) -> GridProgress:
-        with self._lock:
-            return copy.deepcopy(self._progress)
-
-    def waiting(self) -> tuple[set[str], set[str]]:
-        """Keys of the cells still to finish: (running, queued); running as `GridProgress.running` estimates it."""
-        with self._lock:
-            if self._progress.finished:
-                return set(), set()
-            running = set(self._progress.active[: self._progress.running])
-            return running, set(self.keys) - running - self._finished
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self, timeout: float | None = None) -> GridProgress:
-        """Block until the sweep ends (or the timeout passes); for scripts and tests."""
-        self._thread.join(timeout)
-        return self.snapshot()
-
-
-__all__ = ["FAKE_CUDA_ENV", "BackgroundSweep", "GridProgress", "Launch", "Placement", "ProgressBar", "SweepSpec",
-           "plan_placement", "result_line", "run_configs", "run_grid", "run_sweep", "task_device"]
