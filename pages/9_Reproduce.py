@@ -21,10 +21,10 @@ from clipsvd.reproduce import (
     grid,
     grid_frame,
     load_data,
-    measure_seconds_per_step,
 )
 from clipsvd.reproduce.compare import measured_rows, published_view
 from clipsvd.runs import RunStatus
+from clipsvd.training.estimate import measure_seconds_per_step
 from clipsvd.training.sweep import BackgroundSweep, Launch
 
 ROOT_KEY = "reproduce_data_root"

@@ -8,7 +8,6 @@ from clipsvd.reproduce.grid import (
     grid,
     grid_frame,
     load_data,
-    measure_seconds_per_step,
     missing_configs,
     run_missing,
 )
@@ -21,6 +20,6 @@ DONE, MISSING = CellStatus.DONE, CellStatus.MISSING  # a grid cell's status, as 
 __all__ = [
     "AVERAGE", "DONE", "EXPECTED_WEIGHTS", "LAYOUT_HELP", "MISSING", "DryRun", "Published", "Table",
     "available_tables", "cell_key", "cell_status", "compare", "config_record", "dry_run", "get_table", "grid",
-    "grid_frame", "load_data", "measure_seconds_per_step", "measured_runs", "missing_configs", "run_missing",
+    "grid_frame", "load_data", "measured_runs", "missing_configs", "run_missing",
     "write_outputs",
 ]

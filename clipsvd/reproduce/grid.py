@@ -8,9 +8,6 @@ cancelled one is.
 """
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +17,14 @@ import pandas as pd
 from clipsvd.data import ClassificationDataset, DatasetSpec, canonical_dataset_name, load_dataset
 from clipsvd.errors import ClipsvdError, ConfigError
 from clipsvd.formatting import seconds_text
-from clipsvd.methods import available_methods, get_method
+from clipsvd.methods import available_methods
 from clipsvd.models import ModelSpec
 from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
 from clipsvd.runs.cells import cell_key, cell_status, config_record, run_record
 from clipsvd.runs.status import CellStatus
-from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_experiment
+from clipsvd.training.estimate import measure_seconds_per_step
+from clipsvd.training.experiment import ExperimentConfig, planned_steps
 from clipsvd.training.sweep import Launch, run_grid
 
 GRID_COLUMNS = ["method", "dataset", "shots", "seed", "steps", "status", "run_id", "previous", "data"]
@@ -154,37 +152,6 @@ def grid_frame(table: Table | str, configs: list[ExperimentConfig], store: RunSt
     return pd.DataFrame(rows, columns=[*GRID_COLUMNS, "key"]).astype({"steps": "Int64"})
 
 
-def measure_seconds_per_step(config: ExperimentConfig, dataset: ClassificationDataset | None = None,
-                             steps: int = 3) -> float:
-    """Seconds per optimiser step of `config` on this machine: the model loaded, the method attached, one warm-up
-    step and `steps` more timed through `run_experiment` (cancelled before its evaluation). For methods that train
-    on cached views a step includes caching one view's features, as in the real run. 0 for methods that do not
-    train."""
-    method_config = config.method_config()
-    if not get_method(config.method).trains:
-        return 0.0
-    budget = "cached_views" if method_config.cached_views else "iterations"
-    quick = dataclasses.replace(config, hyperparameters={**config.hyperparameters, budget: steps + 2})
-    stamps: dict[str, list[float]] = {"train": [], "views": []}
-    cancel = threading.Event()
-
-    def on_progress(progress) -> None:
-        if progress.phase == "train":
-            stamps["train"].append(time.perf_counter())
-            if progress.step == steps + 1:
-                cancel.set()  # stop before the evaluation; the timed steps are done
-        elif progress.phase == "load" and budget == "cached_views" and progress.total_steps == steps + 2:
-            stamps["views"].append(time.perf_counter())
-
-    run_experiment(quick, None, on_progress=on_progress, cancel=cancel, dataset=dataset)
-    per_step = 0.0
-    for times in stamps.values():
-        if len(times) >= 2:
-            timed = times[: steps + 1]  # from the end of the warm-up step to the end of the last timed one
-            per_step += (timed[-1] - timed[0]) / (len(timed) - 1)
-    return per_step
-
-
 @dataclass
 class DryRun:
     """The grid with each cell's steps and status, and what the missing cells will cost on this machine."""
@@ -284,5 +251,4 @@ def run_missing(configs: list[ExperimentConfig], store: RunStore, table: Table |
     return run_grid(configs, store, f"reproduce-{_as_table(table).name}", launch)
 
 
-__all__ = ["DryRun", "LAYOUT_HELP", "dry_run", "grid", "grid_frame", "load_data", "measure_seconds_per_step",
-           "missing_configs", "run_missing"]
+__all__ = ["DryRun", "LAYOUT_HELP", "dry_run", "grid", "grid_frame", "load_data", "missing_configs", "run_missing"]

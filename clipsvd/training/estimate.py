@@ -6,7 +6,7 @@ from one of two honest places, and the estimate says which:
 - **recorded**: the median over completed runs in the run store that share what a step's cost depends on (model,
   method, batch size, cached views, precision, device) — no cost to ask;
 - **measured**: a few steps timed now on this machine through the real training loop
-  (`clipsvd.reproduce.grid.measure_seconds_per_step`: one warm-up step, then `steps` timed) and a few test images
+  (`measure_seconds_per_step`: one warm-up step, then `steps` timed) and a few test images
   evaluated through the real evaluation (a few seconds for the world CLIP).
 
 Neither includes loading the model and data or CLIP-SVD's first decomposition of a new model (cached after it).
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import seconds_text
 from clipsvd.methods import get_method
 from clipsvd.runs import RunStore
+from clipsvd.runs.aggregate import evaluated_images
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, planned_steps, prepare_data, run_experiment
 
@@ -97,7 +100,7 @@ def recorded_rates(config: ExperimentConfig, store: RunStore) -> Rates | None:
         m = run.metrics
         if m.get("steps") and m.get("train_seconds"):
             steps.append(m["train_seconds"] / m["steps"])
-        n_test = sum(v for k, v in m.items() if k.startswith("n_test_") and isinstance(v, (int, float)))
+        n_test = evaluated_images(m)[0]
         if n_test and m.get("eval_seconds"):
             images.append(m["eval_seconds"] / n_test)
     trains = _trains(config)
@@ -108,17 +111,46 @@ def recorded_rates(config: ExperimentConfig, store: RunStore) -> Rates | None:
                  f"recorded: median of {n} completed run(s) of this model, method and batch size in the run store")
 
 
+def measure_seconds_per_step(config: ExperimentConfig, dataset: ClassificationDataset | None = None,
+                             steps: int = 3) -> float:
+    """Seconds per optimiser step of `config` on this machine: the model loaded, the method attached, one warm-up
+    step and `steps` more timed through `run_experiment` (cancelled before its evaluation). For methods that train
+    on cached views a step includes caching one view's features, as in the real run. 0 for methods that do not
+    train."""
+    method_config = config.method_config()
+    if not get_method(config.method).trains:
+        return 0.0
+    budget = "cached_views" if method_config.cached_views else "iterations"
+    quick = dataclasses.replace(config, hyperparameters={**config.hyperparameters, budget: steps + 2})
+    stamps: dict[str, list[float]] = {"train": [], "views": []}
+    cancel = threading.Event()
+
+    def on_progress(progress) -> None:
+        if progress.phase == "train":
+            stamps["train"].append(time.perf_counter())
+            if progress.step == steps + 1:
+                cancel.set()  # stop before the evaluation; the timed steps are done
+        elif progress.phase == "load" and budget == "cached_views" and progress.total_steps == steps + 2:
+            stamps["views"].append(time.perf_counter())
+
+    run_experiment(quick, None, on_progress=on_progress, cancel=cancel, dataset=dataset)
+    per_step = 0.0
+    for times in stamps.values():
+        if len(times) >= 2:
+            timed = times[: steps + 1]  # from the end of the warm-up step to the end of the last timed one
+            per_step += (timed[-1] - timed[0]) / (len(timed) - 1)
+    return per_step
+
+
 def measured_rates(config: ExperimentConfig, dataset: ClassificationDataset | None = None, steps: int = 3,
                    test_images_per_class: int = 2) -> Rates:
     """Rates timed now: `steps` optimiser steps after a warm-up, and a small test subset evaluated."""
-    from clipsvd.reproduce.grid import measure_seconds_per_step  # the one step-timer (reproduce's dry run uses it)
-
     dataset = dataset or load_dataset(config.dataset)
     per_step = measure_seconds_per_step(config, dataset, steps=steps) if _trains(config) else 0.0
     quick = dataclasses.replace(config, method="zero-shot", hyperparameters={},
                                 max_test_per_class=test_images_per_class)
     metrics = run_experiment(quick, None, dataset=dataset).metrics
-    n_test = sum(v for k, v in metrics.items() if k.startswith("n_test_") and isinstance(v, (int, float)))
+    n_test = evaluated_images(metrics)[0]
     per_image = metrics["eval_seconds"] / n_test if n_test else None
     return Rates(per_step, per_image, f"measured now on this machine: {steps} steps after a warm-up step, "
                                       f"{n_test} test images")
