@@ -54,7 +54,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _model_spec(args: argparse.Namespace):
     """The model of train/sweep: --arch may be left out for a checkpoint file (read off its tensors)."""
     from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, RANDOM_WEIGHTS, ModelSpec
-    from clipsvd.models.loading import looks_like_path
+    from clipsvd.models.spec import looks_like_path
 
     if args.arch is None and args.weights is None:
         return ModelSpec.default()

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.choices import ACTIVATIONS
 from clipsvd.data import DatasetSpec, builtin_datasets, extract_zip, few_shot
 from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
 from clipsvd.data.loaders.coop import COOP_DATASETS
@@ -21,7 +22,7 @@ from clipsvd.models import (
     list_pretrained_tags,
     load_model,
 )
-from clipsvd.models.loading import ACTIVATIONS, looks_like_path
+from clipsvd.models.spec import looks_like_path
 
 UPLOAD_TYPES = ["safetensors", "pt", "bin"]
 SHIPPED, RANDOM, TAG, LOCAL, UPLOAD = ("Shipped (pretrained on the world)", "Random (seeded)", "Pretrained tag",

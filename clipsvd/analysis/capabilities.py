@@ -10,7 +10,7 @@ import torch
 from clipsvd.errors import ClipsvdError
 from clipsvd.models import AUTO_ARCHITECTURE, ModelSpec
 from clipsvd.models.layout import attention_heads, encoder_blocks
-from clipsvd.models.loading import create_model_for_weights
+from clipsvd.models.checkpoints.loaders import create_model_for_weights
 
 ANALYSES = ("sv", "heads", "textspan", "umap")
 

@@ -22,7 +22,7 @@ from clipsvd.data import ClassificationDataset, DatasetSpec, canonical_dataset_n
 from clipsvd.errors import ClipsvdError, ConfigError
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import ModelSpec
-from clipsvd.models.loading import looks_like_path
+from clipsvd.models.spec import looks_like_path
 from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
 from clipsvd.runs.status import RunStatus

@@ -187,7 +187,7 @@ def task_device(preference: str, gpu_ids: list, cuda_available: bool) -> str:
 
 def _check_files_on_node(config: ExperimentConfig) -> None:
     """Data and checkpoints are read where the task runs: say which one this node lacks, not a loader's error."""
-    from clipsvd.models.loading import looks_like_path
+    from clipsvd.models.spec import looks_like_path
 
     paths = {"data root": config.dataset.root}
     if looks_like_path(config.model.weights):
