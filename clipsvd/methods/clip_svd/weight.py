@@ -5,6 +5,7 @@ factored or the recomposed form (clip_svd.factored), or one forced by `path` for
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -74,7 +75,10 @@ class SingularValueWeight(nn.Module):
                              for sigma in self.sigma.values())
             if self._cache is None or self._cache[0] != versions:
                 # in σ's precision whatever autocast is on: a later float32 forward and merge() read this W
-                with torch.autocast(versions[0][2].type, enabled=False):
+                # (a device without autocast, e.g. meta for counting parameters, has none to turn off)
+                device_type = versions[0][2].type
+                with (torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type)
+                      else contextlib.nullcontext()):
                     self._cache = (versions, self._recompose())
             return self._cache[1]
         self._cache = None
