@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from clipsvd.analysis.access import as_loaded, as_module
+from clipsvd.analysis.current_weights import as_loaded, as_module
 from clipsvd.analysis.decomposition import (
     DEFAULT_LN_POST_SPLIT,
     LnPostSplit,

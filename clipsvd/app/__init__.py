@@ -1,10 +1,11 @@
 """The dashboard's shared parts, one job per module; pages import this package as `ui`.
 
 frame: page set-up, sidebar, links · selection: what the user chose · caches: per-process heavy objects ·
-widgets: forms and downloads · runs: the run picker and table · analysis: a run against its pretrained model.
+widgets: forms and downloads · run_picker: the run picker and table · analysis_context: a run against its
+pretrained model.
 Formatting shared with the CLI lives in clipsvd.formatting (no Streamlit there).
 """
-from clipsvd.app.analysis import (
+from clipsvd.app.analysis_context import (
     AnalysisContext,
     analysis_context,
     analysis_images,
@@ -16,7 +17,7 @@ from clipsvd.app.analysis import (
 )
 from clipsvd.app.caches import cached_dataset, job_registry, pretrained_model, restored_run
 from clipsvd.app.frame import ANALYSIS_PAGES, NO_BIOMEDICAL_NOTE, PAGES, flash, page_header, page_link, show_flash
-from clipsvd.app.runs import RUN_COLUMN_ORDER, RUN_COLUMNS, load_runs, pick_run, run_title, runs_table
+from clipsvd.app.run_picker import RUN_COLUMN_ORDER, RUN_COLUMNS, load_runs, pick_run, run_title, runs_table
 from clipsvd.app.selection import (
     DATA_SEED_KEY,
     DATASET_KEY,

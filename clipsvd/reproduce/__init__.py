@@ -17,7 +17,7 @@ from clipsvd.reproduce.grid import (
     missing_configs,
     run_missing,
 )
-from clipsvd.reproduce.registry import AVERAGE, EXPECTED_WEIGHTS, Published, Table, available_tables, get_table
+from clipsvd.reproduce.published import AVERAGE, EXPECTED_WEIGHTS, Published, Table, available_tables, get_table
 
 __all__ = [
     "AVERAGE", "DONE", "EXPECTED_WEIGHTS", "LAYOUT_HELP", "MISSING", "DryRun", "Published", "Table",

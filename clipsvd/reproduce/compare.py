@@ -10,7 +10,7 @@ import pandas as pd
 
 from clipsvd.errors import ConfigError
 from clipsvd.reproduce.grid import cell_key, config_record
-from clipsvd.reproduce.registry import AVERAGE, Published, Table, get_table
+from clipsvd.reproduce.published import AVERAGE, Published, Table, get_table
 from clipsvd.runs import RunStore, compare_methods
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.evaluate import harmonic_mean

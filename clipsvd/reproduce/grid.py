@@ -23,7 +23,7 @@ from clipsvd.errors import ClipsvdError, ConfigError
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import ModelSpec
 from clipsvd.models.spec import looks_like_path
-from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
+from clipsvd.reproduce.published import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, planned_steps, run_experiment
