@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from clipsvd.analysis.run_pair import run_model_spec
-from clipsvd.app.caches import built_model_label
+from clipsvd.app.caches import built_model
 from clipsvd.choices import DEFAULT_DATASET as DEFAULT_DATASET_NAME
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ClipsvdError
@@ -69,7 +69,7 @@ def model_label(spec: ModelSpec | None = None) -> str:
     cannot be built."""
     spec = spec or model_spec()
     try:
-        return built_model_label(spec)
+        return built_model(spec).label
     except Exception:  # shown where the model is named; the error itself is shown where the model is used
         return spec.label
 
