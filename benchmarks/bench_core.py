@@ -162,7 +162,8 @@ def bench_first_use_waits(arch: str, processes: int = 3) -> None:
                   f"{time.perf_counter() - start:.2f} s")
 
         from clipsvd.analysis.corpus import load_corpus
-        from clipsvd.analysis.textspan import TextSpanCache, encode_texts, model_fingerprint
+        from clipsvd.analysis.textspan import encode_texts
+        from clipsvd.analysis.textspan_cache import TextSpanCache, model_fingerprint
 
         loaded = load_model(ModelSpec(arch), "cpu")
         corpus = load_corpus("general")

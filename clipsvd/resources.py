@@ -2,11 +2,13 @@
 
 `clipsvd/package_data/` links to the clone's top-level `corpus/`, `app.py`, `pages/` and `.streamlit/`, so an
 editable install reads the clone's files and a wheel carries copies of them: the design keeps its top-level
-folders and `pip install clipsvd` works without the clone.
+folders and `pip install clipsvd` works without the clone. Files the package writes for later runs (SVD factors,
+TextSpan's contributions and text embeddings, numba's compiled kernels) live in the user cache (`cache_dir`).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -14,8 +16,14 @@ from typing import Any
 
 from clipsvd.errors import ClipsvdError
 
+CACHE_ENV = "CLIPSVD_CACHE"
 # What each optional part needs, and the extra of pyproject.toml that installs it.
 EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test"}
+
+
+def cache_dir(kind: str) -> Path:
+    """The project's cache folder for one kind of file: $CLIPSVD_CACHE/<kind> or ~/.cache/clipsvd/<kind>."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clipsvd") / kind
 
 
 def package_data() -> Path:

@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.choices import ACTIVATIONS
 from clipsvd.data import DatasetSpec, builtin_datasets, extract_zip, few_shot
 from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
 from clipsvd.data.loaders.coop import COOP_DATASETS
-from clipsvd.methods import count_parameters
 from clipsvd.models import (
     RANDOM_WEIGHTS,
     TINY_MODEL_NAME,
@@ -19,9 +19,8 @@ from clipsvd.models import (
     ModelSpec,
     list_architectures,
     list_pretrained_tags,
-    load_model,
 )
-from clipsvd.models.loading import ACTIVATIONS, looks_like_path
+from clipsvd.models.spec import looks_like_path
 
 UPLOAD_TYPES = ["safetensors", "pt", "bin"]
 SHIPPED, RANDOM, TAG, LOCAL, UPLOAD = ("Shipped (pretrained on the world)", "Random (seeded)", "Pretrained tag",
@@ -115,13 +114,6 @@ def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
     return ModelSpec(architecture, str(save_upload(uploaded)), activation=activation) if uploaded else None
 
 
-@st.cache_resource(show_spinner="Building the model…", max_entries=2)
-def built_model(spec: ModelSpec) -> tuple[int, str]:
-    """Builds the model once (this also validates a checkpoint): its parameter count and full label."""
-    loaded = load_model(spec, "cpu")
-    return count_parameters(loaded.model), loaded.label
-
-
 def model_section() -> None:
     current = ui.model_spec()
     architectures = list_architectures()
@@ -135,10 +127,10 @@ def model_section() -> None:
         architecture = st.selectbox("Architecture", ordered, index=index, key="_w_arch", help=ARCHITECTURE_HELP)
         spec = weights_widgets(architecture, current)
     if st.button("Use this model", type="primary", disabled=spec is None, key="use_model"):
-        built = ui.try_call(built_model, spec)
+        built = ui.try_call(ui.built_model, spec)
         if built is not None:
             st.session_state[ui.MODEL_KEY] = spec
-            ui.flash("model", f"Model set: {built[1]} ({built[0]:,} parameters)")
+            ui.flash("model", f"Model set: {built.label} ({built.parameters:,} parameters)")
     ui.show_flash("model")
     ui.model_notice()
 

@@ -5,7 +5,7 @@ import re
 import streamlit as st
 
 from clipsvd import app as ui
-from clipsvd.analysis import BUILTIN_CORPORA, TextSpanCache, compare_heads, load_corpus, parse_corpus
+from clipsvd.analysis import BUILTIN_CORPORA, compare_heads, load_corpus, parse_corpus, shared_textspan_cache
 from clipsvd.analysis.corpus import default_corpus_for
 from clipsvd.analysis.decomposition import (
     DEFAULT_LN_POST_SPLIT,
@@ -78,8 +78,7 @@ def images_key(pair: RunPair, per_class: int) -> str:
 def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[str, ...], layers: tuple[int, ...],
              texts_per_head: int, per_class: int, rank: int, ln_post_split: str):
     dataset = ui.analysis_images(_ctx.run, per_class)
-    cache = TextSpanCache(ui.runs_root() / ".textspan-cache")
-    return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=cache,
+    return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=shared_textspan_cache(),
                         images_key=images_key(_ctx, per_class), rank=rank, ln_post_split=ln_post_split)
 
 
@@ -209,7 +208,7 @@ def build_report(ctx: ui.AnalysisContext, dataset, result, settings: dict, compa
     common = dict(corpus=settings["corpus"], corpus_lines=settings["lines"], measure=settings["measure"],
                   layers=settings["layers"], texts_per_head=settings["texts"], k=settings["k"],
                   top_heads=settings["top_n"], rank=settings["rank"], ln_post_split=settings["split"],
-                  cache=TextSpanCache(ui.runs_root() / ".textspan-cache"))
+                  cache=shared_textspan_cache())
     analyses = [analyse_run(ctx, dataset, textspan=result, model_label=ui.run_model_label(ctx.run), **common)]
     if compare:
         run = ui.run_store().load(compare)

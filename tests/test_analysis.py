@@ -230,6 +230,22 @@ def test_textspan_explained_variance_can_rise():
     assert choice.explained_variance[1] == pytest.approx(0.75, abs=1e-5)
 
 
+def test_textspan_cache_has_one_home(tmp_path, monkeypatch, corpus_embeddings):
+    """Library default, CLI (through the default) and dashboard share the user cache; no page builds its own."""
+    from pathlib import Path
+
+    from clipsvd.analysis import shared_textspan_cache
+
+    monkeypatch.setenv("CLIPSVD_CACHE", str(tmp_path))
+    assert shared_textspan_cache().root == tmp_path / "textspan"
+    texts, _ = corpus_embeddings
+    images = torch.randn(6, 3, 64, 64)
+    explain_heads(load_model(TINY, "cpu"), [images], texts, texts_per_head=2)  # no cache given: the shared one
+    assert [p.name.split("-")[0] for p in (tmp_path / "textspan").iterdir()] == ["texts"]
+    pages = Path(__file__).resolve().parent.parent / "pages"
+    assert not [page.name for page in pages.glob("*.py") if "TextSpanCache(" in page.read_text()]
+
+
 def test_explain_heads_streams_caches_and_compares(tmp_path, corpus_embeddings):
     texts, _ = corpus_embeddings
     loaded = load_model(TINY, "cpu")

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from clipsvd.errors import CheckpointError
 from clipsvd.models import ModelSpec, load_model, register_model_config, save_checkpoint
-from clipsvd.models.formats import describe_tensors, is_torchscript_archive
+from clipsvd.models.checkpoints.formats import describe_tensors, is_torchscript_archive
 from clipsvd.models.loading import tag_uses_quick_gelu
 
 # head_width 64, as OpenAI's models (and open_clip's reading of their archives) assume.

@@ -8,9 +8,10 @@ import torch
 
 from clipsvd.errors import CheckpointError
 from clipsvd.models import ModelSpec, load_model, save_checkpoint
-from clipsvd.models.formats import EXPECTED_FORMATS
-from clipsvd.models.loading import _build_cpu_model, _dropping_root_record
-from clipsvd.models.world import WORLD_MODEL_NAME, WORLD_WEIGHTS
+from clipsvd.models.checkpoints.formats import EXPECTED_FORMATS
+from clipsvd.models.checkpoints.loaders import _dropping_root_record
+from clipsvd.models.loading import _build_cpu_model
+from clipsvd.models.world_weights import WORLD_MODEL_NAME, WORLD_WEIGHTS
 from tests.conftest import TINY
 
 RANDOM_INIT = "No pretrained weights loaded for model '{}'. Model initialized randomly."

@@ -11,7 +11,7 @@ from clipsvd.cli import main
 from clipsvd.data import DatasetSpec, load_dataset
 from clipsvd.errors import ConfigError
 from clipsvd.reproduce import available_tables, compare, config_record, get_table, grid
-from clipsvd.reproduce.registry import SOURCE_FIELDS, parse_table
+from clipsvd.reproduce.published import SOURCE_FIELDS, parse_table
 from clipsvd.runs import Run, RunStore
 from clipsvd.training import ExperimentConfig, harmonic_mean, planned_steps
 from tests.conftest import TINY

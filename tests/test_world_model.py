@@ -8,7 +8,7 @@ import pytest
 from clipsvd.checksums import sha256_of
 from clipsvd.errors import CheckpointError
 from clipsvd.models import ModelSpec, load_model
-from clipsvd.models import world as world_model
+from clipsvd.models import world_weights as world_model
 from clipsvd.worldclip.evaluation import ablation_table, factor_heads, zero_shot_by_style
 
 

@@ -11,7 +11,7 @@ from clipsvd.choices import ANALYSES
 from clipsvd.errors import ClipsvdError
 from clipsvd.models import AUTO_ARCHITECTURE, ModelSpec
 from clipsvd.models.layout import attention_heads, encoder_blocks
-from clipsvd.models.loading import create_model_for_weights
+from clipsvd.models.checkpoints.loaders import create_model_for_weights
 
 
 

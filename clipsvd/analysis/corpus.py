@@ -47,7 +47,7 @@ def default_corpus_for(model: ModelSpec | str) -> str:
     """The built-in corpus that suits a model (a ModelSpec or its architecture name): "world" for the
     world CLIP, "biomedical" for biomedical models (BiomedCLIP and other hub ids naming "biomed"),
     "general" otherwise."""
-    from clipsvd.models.world import WORLD_MODEL_NAME
+    from clipsvd.models.world_weights import WORLD_MODEL_NAME
 
     architecture = str(getattr(model, "architecture", model))
     if architecture == WORLD_MODEL_NAME:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsvd.analysis.access import as_module, current_weight
+from clipsvd.analysis.current_weights import as_module, current_weight
 from clipsvd.errors import ConfigError
 
 DEFAULT_LAST_LAYERS = 4
@@ -146,10 +146,6 @@ def _check_timm_tower(visual: nn.Module) -> None:
 def tower_blocks(visual: nn.Module) -> list[nn.Module]:
     """The transformer blocks of an image tower vision_tower accepted."""
     return list(visual.trunk.blocks) if hasattr(visual, "trunk") else list(visual.transformer.resblocks)
-
-
-def tower_head_dim(visual: nn.Module) -> int:
-    return tower_blocks(visual)[0].attn.head_dim
 
 
 def resolve_layers(n_layers: int, layers: Sequence[int] | None) -> tuple[int, ...]:

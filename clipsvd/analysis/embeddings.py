@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from clipsvd.errors import DataError
+from clipsvd.resources import cache_dir
 
 UMAP_NEIGHBORS = 15
 _UMAP_IMPORT = threading.Lock()  # the dashboard lays out from several threads; numba.jit is patched once
@@ -35,8 +36,6 @@ def import_umap() -> ModuleType:
 
 
 def numba_cache_dir() -> Path:
-    from clipsvd.methods.svd_cache import cache_dir
-
     return Path(os.environ.get("NUMBA_CACHE_DIR") or cache_dir("numba"))
 
 

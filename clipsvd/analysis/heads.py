@@ -12,7 +12,7 @@ from enum import Enum
 import pandas as pd
 import torch
 
-from clipsvd.analysis.access import as_module, block_matrix
+from clipsvd.analysis.current_weights import as_module, block_matrix
 from clipsvd.analysis.weights import _encoder_and_layer, _paired_blocks
 from clipsvd.errors import ConfigError
 from clipsvd.models.layout import attention_heads

@@ -18,11 +18,11 @@ from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT
 from clipsvd.analysis.embeddings import image_features, umap_before_after
 from clipsvd.analysis.textspan import (
     DEFAULT_RANK,
-    TextSpanCache,
     TextSpanResult,
     explain_heads,
     top_images_for_text,
 )
+from clipsvd.analysis.textspan_cache import TextSpanCache
 from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
 from clipsvd.data import ClassificationDataset, TransformedSplit
 from clipsvd.errors import ConfigError

@@ -15,21 +15,15 @@ varies along (see tests/test_analysis.py::test_textspan_explained_variance_can_r
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from clipsvd.analysis.access import as_loaded, as_module
+from clipsvd.analysis.current_weights import as_loaded, as_module
 from clipsvd.analysis.decomposition import (
     DEFAULT_LN_POST_SPLIT,
     LnPostSplit,
@@ -39,6 +33,7 @@ from clipsvd.analysis.decomposition import (
     tower_blocks,
     vision_tower,
 )
+from clipsvd.analysis.textspan_cache import TextSpanCache, model_fingerprint, shared_textspan_cache
 from clipsvd.errors import ConfigError, DataError
 
 DEFAULT_TEXTS_PER_HEAD = 20
@@ -240,7 +235,7 @@ def explain_heads(
     texts_per_head: int = DEFAULT_TEXTS_PER_HEAD,
     batch_size: int = 64,
     rank: int = DEFAULT_RANK,
-    cache: "TextSpanCache | None" = None,
+    cache: TextSpanCache | None = None,
     images_key: str | None = None,
     progress: Callable[[int], None] | None = None,
     ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT,
@@ -250,8 +245,8 @@ def explain_heads(
     image_batches: an iterable of (N, 3, H, W) tensors or (images, labels) pairs, already
     preprocessed for the model. rank and ln_post_split default to the official code's (80, and its
     split of ln_post; "even" is this project's earlier convention). The corpus's text embeddings are
-    read back from `cache` (default: `TextSpanCache.default()`) when the same model met the same corpus
-    before, in any process. With a cache and an `images_key` naming the images (dataset, split, subset,
+    read back from `cache` (default: `shared_textspan_cache()`, the one every caller shares) when the same
+    model met the same corpus before, in any process. With a cache and an `images_key` naming the images (dataset, split, subset,
     transform), the forward passes are read back too when the same model meets the same images.
     """
     corpus = list(corpus_texts)
@@ -264,7 +259,7 @@ def explain_heads(
     visual = vision_tower(model_or_loaded)
     chosen = resolve_layers(len(tower_blocks(visual)), layers)
     use_cache = cache is not None and images_key is not None
-    text_cache = cache if cache is not None else TextSpanCache.default()
+    text_cache = cache if cache is not None else shared_textspan_cache()
     fingerprint = model_fingerprint(as_module(model_or_loaded))
 
     stored = cache.load_contributions(fingerprint, images_key, chosen, split) if use_cache else None
@@ -324,102 +319,3 @@ def top_images_for_text(contributions_of_head: torch.Tensor, text_embedding: Any
         raise ConfigError(f"top_images_for_text: contributions {tuple(c.shape)} and text {tuple(t.shape)} do not match")
     scores = c @ t
     return torch.argsort(scores, descending=True, stable=True)[: max(0, k)].numpy()
-
-
-# ----- cache ---------------------------------------------------------------------------------------
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A hash of every tensor in the model's state dict: equal weights, equal fingerprint."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"{name}|{tensor.dtype}|{tensor.numel()};".encode())
-        hasher.update(tensor.view(torch.uint8).numpy())
-    return hasher.hexdigest()
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-class TextSpanCache:
-    """Safetensors files under `root`, so the dashboard reuses forward passes and text embeddings.
-
-    Contributions are keyed by (model fingerprint, images key, layers, ln_post split); text
-    embeddings by (model fingerprint, corpus). Files are written atomically; an unreadable file counts as
-    a miss, and a folder that cannot be written only costs the next run the recomputation.
-    """
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @classmethod
-    def default(cls) -> "TextSpanCache":
-        """The project's cache folder (textspan/ under $CLIPSVD_CACHE or ~/.cache/clipsvd), for callers without one."""
-        from clipsvd.methods.svd_cache import cache_dir
-
-        return cls(cache_dir("textspan"))
-
-    def _path(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key}.safetensors"
-
-    def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".safetensors")
-        except OSError:  # read-only or full disk: recompute next time
-            return
-        os.close(handle)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except OSError:
-            pass
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    def _read(self, path: Path, meta: dict[str, str]) -> dict[str, torch.Tensor] | None:
-        if not path.is_file():
-            return None
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as handle:
-                if handle.metadata() != meta:
-                    return None
-            return load_file(str(path))
-        except Exception:  # truncated or foreign file: recompute and overwrite
-            return None
-
-    @staticmethod
-    def _contribution_meta(fingerprint: str, images_key: str, layers: Sequence[int],
-                           ln_post_split: str | LnPostSplit) -> dict[str, str]:
-        """The split changes every head's terms, so it is part of the key: no reuse across conventions."""
-        return {"model": fingerprint, "images": images_key, "layers": json.dumps(list(layers)),
-                "ln_post_split": resolve_ln_post_split(ln_post_split).value}
-
-    def load_contributions(self, fingerprint: str, images_key: str, layers: Sequence[int],
-                           ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT):
-        meta = self._contribution_meta(fingerprint, images_key, layers, ln_post_split)
-        tensors = self._read(self._path("contributions", _digest(meta)), meta)
-        return None if tensors is None else (tensors["heads"], tensors["embeddings"])
-
-    def save_contributions(self, fingerprint: str, images_key: str, layers: Sequence[int],
-                           heads: torch.Tensor, embeddings: torch.Tensor,
-                           ln_post_split: str | LnPostSplit = DEFAULT_LN_POST_SPLIT) -> None:
-        meta = self._contribution_meta(fingerprint, images_key, layers, ln_post_split)
-        self._write(self._path("contributions", _digest(meta)), {"heads": heads, "embeddings": embeddings}, meta)
-
-    @staticmethod
-    def _text_meta(fingerprint: str, texts: Sequence[str]) -> dict[str, str]:
-        return {"model": fingerprint, "texts": _digest(list(texts)), "count": str(len(texts))}
-
-    def load_text_embeddings(self, fingerprint: str, texts: Sequence[str]) -> torch.Tensor | None:
-        meta = self._text_meta(fingerprint, texts)
-        tensors = self._read(self._path("texts", _digest(meta)), meta)
-        return None if tensors is None else tensors["embeddings"]
-
-    def save_text_embeddings(self, fingerprint: str, texts: Sequence[str], embeddings: torch.Tensor) -> None:
-        meta = self._text_meta(fingerprint, texts)
-        self._write(self._path("texts", _digest(meta)), {"embeddings": embeddings}, meta)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from clipsvd.analysis.access import as_module, block_matrix
+from clipsvd.analysis.current_weights import as_module, block_matrix
 from clipsvd.errors import ConfigError
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS, encoder_blocks
 

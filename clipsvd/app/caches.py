@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -11,7 +12,7 @@ from clipsvd.analysis.embeddings import import_umap, umap_kernels_cached
 from clipsvd.analysis.heads import head_changes
 from clipsvd.analysis.run_pair import RunPair, load_pretrained
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
-from clipsvd.methods import Method
+from clipsvd.methods import Method, count_parameters
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.models.device import resolve_device
 from clipsvd.runs import RunStore
@@ -43,10 +44,20 @@ def cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
     return load_dataset(spec)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def built_model_label(spec: ModelSpec) -> str:
-    """The model's full label as built (builds the model once per spec and process)."""
-    return load_model(spec, "cpu").label
+@dataclass(frozen=True)
+class BuiltModel:
+    """What the pages show of a model they do not run: its parameter count and its full label as built."""
+
+    parameters: int
+    label: str
+
+
+@st.cache_resource(show_spinner="Building the model…", max_entries=16)
+def built_model(spec: ModelSpec) -> BuiltModel:
+    """Builds the model once per spec and process (this also validates a checkpoint), for the Model page's
+    "Use this model" and every model label: one cached builder, so no spec is built twice."""
+    loaded = load_model(spec, "cpu")
+    return BuiltModel(count_parameters(loaded.model), loaded.label)
 
 
 def device_key(device_name: str) -> str:

@@ -15,11 +15,10 @@ from typing import Any
 import streamlit as st
 
 from clipsvd.analysis.run_pair import run_model_spec
-from clipsvd.app.caches import built_model_label
+from clipsvd.app.caches import built_model
 from clipsvd.choices import DEFAULT_DATASET
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ClipsvdError
-from clipsvd.formatting import shots_label
 from clipsvd.models import ModelSpec
 from clipsvd.runs import Run, RunStore, default_runs_root
 
@@ -69,7 +68,7 @@ def model_label(spec: ModelSpec | None = None) -> str:
     cannot be built."""
     spec = spec or model_spec()
     try:
-        return built_model_label(spec)
+        return built_model(spec).label
     except Exception:  # shown where the model is named; the error itself is shown where the model is used
         return spec.label
 

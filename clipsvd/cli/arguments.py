@@ -137,7 +137,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def model_spec(args: argparse.Namespace):
     """The model of `add_model_arguments`: --arch may be left out for a checkpoint file (read off its tensors)."""
     from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, RANDOM_WEIGHTS, ModelSpec
-    from clipsvd.models.loading import looks_like_path
+    from clipsvd.models.spec import looks_like_path
 
     if args.arch is None and args.weights is None:
         return ModelSpec.default()

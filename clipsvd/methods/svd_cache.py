@@ -13,12 +13,7 @@ from pathlib import Path
 
 import torch
 
-CACHE_ENV = "CLIPSVD_CACHE"
-
-
-def cache_dir(kind: str) -> Path:
-    """The project's cache folder for one kind of file: $CLIPSVD_CACHE/<kind> or ~/.cache/clipsvd/<kind>."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clipsvd") / kind
+from clipsvd.resources import cache_dir
 
 
 def cache_root() -> Path:

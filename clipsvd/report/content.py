@@ -25,7 +25,8 @@ from clipsvd.analysis.explanation_shift import (
 )
 from clipsvd.analysis.heads import HeadChange, head_change, head_changes
 from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
-from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanCache, TextSpanResult
+from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanResult
+from clipsvd.analysis.textspan_cache import TextSpanCache
 from clipsvd.data import ClassificationDataset
 from clipsvd.errors import ClipsvdError
 from clipsvd.runs import Run

@@ -11,7 +11,7 @@ from clipsvd.reproduce.grid import (
     missing_configs,
     run_missing,
 )
-from clipsvd.reproduce.registry import AVERAGE, EXPECTED_WEIGHTS, Published, Table, available_tables, get_table
+from clipsvd.reproduce.published import AVERAGE, EXPECTED_WEIGHTS, Published, Table, available_tables, get_table
 from clipsvd.runs.cells import cell_key, cell_status, config_record
 from clipsvd.runs.status import CellStatus
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from clipsvd.errors import ConfigError
-from clipsvd.reproduce.registry import AVERAGE, Published, Table, get_table
+from clipsvd.reproduce.published import AVERAGE, Published, Table, get_table
 from clipsvd.runs import RunStore, compare_methods
 from clipsvd.runs.cells import cell_key, config_record
 from clipsvd.runs.metrics import harmonic_mean

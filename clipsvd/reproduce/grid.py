@@ -19,7 +19,7 @@ from clipsvd.errors import ClipsvdError, ConfigError
 from clipsvd.formatting import seconds_text
 from clipsvd.methods import available_methods
 from clipsvd.models import ModelSpec
-from clipsvd.reproduce.registry import FOLDER_ALIASES, Table, get_table
+from clipsvd.reproduce.published import FOLDER_ALIASES, Table, get_table
 from clipsvd.runs import RunStore
 from clipsvd.runs.cells import cell_key, cell_status, config_record, run_record
 from clipsvd.runs.status import CellStatus

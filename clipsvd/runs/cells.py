@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 
 import pandas as pd
 
-from clipsvd.models.loading import looks_like_path
+from clipsvd.models.spec import looks_like_path
 from clipsvd.runs.status import CellStatus, RunStatus
 from clipsvd.runs.store import RunStore
 

@@ -19,7 +19,7 @@ import numpy as np
 import open_clip
 import torch
 
-from clipsvd.models.world import WORLD_MODEL_NAME, create_world_model
+from clipsvd.models.world_weights import WORLD_MODEL_NAME, create_world_model
 from clipsvd.training.loop import cosine_with_warmup
 from clipsvd.world.captions import captions
 from clipsvd.world.render import render

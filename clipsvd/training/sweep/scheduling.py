@@ -20,7 +20,7 @@ import pandas as pd
 
 from clipsvd.errors import ConfigError, DataError
 from clipsvd.formatting import seconds_text
-from clipsvd.models.loading import looks_like_path
+from clipsvd.models.spec import looks_like_path
 from clipsvd.resources import require
 from clipsvd.runs import Run, RunStatus, RunStore
 from clipsvd.runs.cells import cell_key, cell_status, config_record

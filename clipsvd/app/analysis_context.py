@@ -11,7 +11,7 @@ from clipsvd.analysis.heads import RANKING_MEASURES, HeadChange, head_change, he
 from clipsvd.analysis.run_pair import RunPair, run_model_spec
 from clipsvd.analysis.run_pair import analysis_images as run_analysis_images
 from clipsvd.app import caches, selection
-from clipsvd.app.runs import pick_run
+from clipsvd.app.run_picker import pick_run
 from clipsvd.app.widgets import try_call
 from clipsvd.data import ClassificationDataset, DatasetSpec
 from clipsvd.formatting import column_number_format

@@ -1,4 +1,4 @@
-"""The small CLIP pretrained on the generated world (clipsvd/world), shipped with the package.
+"""The weights source of the small CLIP pretrained on the generated world (clipsvd/world), shipped with the package.
 
 Its architecture is an open_clip config (configs/clipsvd-world.json, registered through
 `open_clip.add_model_config`) with one change after open_clip builds it: the patch embedding
@@ -16,6 +16,7 @@ from torch import nn
 
 from clipsvd.checksums import sha256_of
 from clipsvd.errors import CheckpointError
+from clipsvd.models.registry import register_post_build, register_weights_source
 
 WORLD_MODEL_NAME = "clipsvd-world"
 WORLD_WEIGHTS = "world"  # the weights tag: the shipped checkpoint
@@ -45,8 +46,6 @@ class ConvStem(nn.Module):
 def register_world_model() -> str:
     """Register the world architecture with open_clip, its conv stem and its shipped weights ("world")
     with the model loader; idempotent. Returns the architecture name."""
-    from clipsvd.models.loading import register_post_build, register_weights_source
-
     if WORLD_MODEL_NAME not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR / f"{WORLD_MODEL_NAME}.json")
         register_post_build(WORLD_MODEL_NAME, lambda model, spec: add_conv_stem(model))
