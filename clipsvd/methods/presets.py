@@ -124,15 +124,3 @@ def preset_family(kind: str, name: str) -> str | None:
     if kind == "builtin" and name.startswith(WORLD_PREFIX):
         return "world"
     return {"coop": "natural", "biomedcoop": "biomedical"}.get(kind)
-
-
-def preset_datasets(method: str, protocol: str, backbone: str) -> list[str]:
-    """Datasets named by the method's official rules for a protocol and backbone."""
-    document = _document(method) or {"rules": []}
-    names: list[str] = []
-    for rule in document["rules"]:
-        match = rule.get("match", {})
-        if match.get("protocol", protocol) == protocol and match.get("backbone", backbone) == backbone:
-            named = match.get("dataset", [])
-            names += [n for n in (named if isinstance(named, list) else [named]) if n not in names]
-    return names
