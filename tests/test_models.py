@@ -75,3 +75,13 @@ def test_model_spec_round_trip():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ConfigError, match="unknown field"):
         ModelSpec.from_dict({"architecture": "x", "colour": 1})
+
+
+def test_an_empty_model_spec_is_the_default_model_everywhere():
+    """One default: a stored config without a model, ExperimentConfig and ModelSpec all mean the shipped world CLIP;
+    an architecture named alone is its seeded random initialisation."""
+    from clipsvd.training.experiment import ExperimentConfig
+
+    assert ModelSpec.from_dict({}) == ModelSpec.default() == ExperimentConfig(method="zero-shot").model
+    assert ExperimentConfig.from_dict({"method": "zero-shot"}).model == ModelSpec.default()
+    assert not ModelSpec.from_dict({"architecture": "ViT-B-32"}).is_pretrained

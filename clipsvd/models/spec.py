@@ -70,6 +70,10 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        """A stored spec; an empty one is the default model (as everywhere a model is not named), while a named
+        architecture without weights is its seeded random initialisation (as `--arch` alone on the CLI)."""
+        if not data:
+            return cls.default()
         unknown = set(data) - {"architecture", "weights", "seed", "activation"}
         if unknown:
             raise ConfigError(f"model spec: unknown field(s) {sorted(unknown)}; "

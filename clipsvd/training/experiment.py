@@ -111,7 +111,7 @@ class ExperimentConfig:
             raise ConfigError(f"experiment config: unknown field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
         # no model recorded: the field's default (the shipped world CLIP), as for a config made in code
-        values["model"] = ModelSpec.from_dict(data["model"]) if "model" in data else ModelSpec.default()
+        values["model"] = ModelSpec.from_dict(data.get("model") or {})
         values["dataset"] = DatasetSpec.from_dict(data["dataset"]) if "dataset" in data else DatasetSpec("builtin", DEFAULT_DATASET)
         return cls(**values)
 
