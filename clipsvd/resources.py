@@ -15,7 +15,7 @@ from typing import Any
 from clipsvd.errors import ClipsvdError
 
 # What each optional part needs, and the extra of pyproject.toml that installs it.
-EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test"}
+EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test", "peft": "peft"}
 
 
 def package_data() -> Path:
