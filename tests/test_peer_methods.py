@@ -232,3 +232,88 @@ def test_nearest_words_read_back_an_initialising_phrase(tiny):
     assert (first["distance"] <= 1e-6).all() and (table[table["rank"] == 2]["distance"] > 0).all()
     with pytest.raises(ConfigError, match="no learned context"):
         nearest_words(create_method("clip-lora").attach(load_model(TINY, "cpu"), PROMPTS))
+
+
+# ----- PEFT's LoRA family ---------------------------------------------------------------------------------------
+def test_separate_projections_equal_open_clip_attention(tiny):
+    from clipsvd.methods.peft_lora import SeparateProjectionAttention
+
+    attn = tiny.model.transformer.resblocks[0].attn
+    separate = SeparateProjectionAttention(attn)
+    x = torch.randn(2, 7, attn.embed_dim)
+    mask = tiny.model.attn_mask[:7, :7]
+    with torch.no_grad():
+        for kwargs in ({"need_weights": False}, {"need_weights": False, "attn_mask": mask}, {"need_weights": True}):
+            assert (separate(x, x, x, **kwargs)[0] - attn(x, x, x, **kwargs)[0]).abs().max() <= 1e-6
+    assert torch.equal(separate.in_proj_weight, attn.in_proj_weight)
+
+
+@pytest.mark.parametrize("name, trainable", [("lora", 184_320), ("dora", 184_320 + 12 * 3 * (768 + 512))])
+def test_peft_counts_on_vit_b16_shapes(name, trainable):
+    assert attach_meta(name).parameter_report()["trainable"] == trainable
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "pissa"])
+def test_peft_methods_start_at_the_pretrained_model_and_merge_reload(name, images, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from clipsvd.analysis.access import block_matrix
+    from clipsvd.models.layout import encoder_blocks
+
+    pretrained = load_model(TINY, "cpu")
+    reference = reference_logits(pretrained, images)
+    method = create_method(name).attach(load_model(TINY, "cpu"), PROMPTS)
+    method.model.eval()  # the adapter's input dropout acts on PiSSA's non-zero branch while training
+    assert (logits_of(method, images) - reference).abs().max() <= 1e-5
+    before, after = encoder_blocks(pretrained.model, "visual"), encoder_blocks(method.model, "visual")
+    for kind in ("q", "k", "v"):  # PiSSA: residual + adapter = W
+        w0 = block_matrix(before.blocks[0], before.location(kind))
+        assert (block_matrix(after.blocks[0], after.location(kind)) - w0).abs().max() <= 1e-5
+    frozen = {n: p.detach().clone() for n, p in method.model.named_parameters() if not p.requires_grad}
+    method.model.train()
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
+    method.loss(method.logits(images, method.class_weights(PROMPTS)), torch.tensor([0, 1, 2, 0]), None).backward()
+    optimizer.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in method.model.named_parameters() if n in frozen)
+    assert {n.split(".")[-3] for n in method.adapter_state()} <= {"lora_A", "lora_B", "lora_magnitude_vector"}
+    method.model.eval()
+    trained = logits_of(method, images)
+    assert (trained - reference).abs().max() > 1e-3
+    save_file(method.adapter_state(), tmp_path / "adapter.safetensors")
+    merged = copy.deepcopy(method)
+    merged.merge()
+    assert all(isinstance(b.attn, nn.MultiheadAttention) for b in merged.model.transformer.resblocks)
+    assert (logits_of(merged, images) - trained).abs().max() <= 1e-5
+    reloaded = create_method(name).attach(load_model(TINY, "cpu"), PROMPTS)
+    reloaded.load_adapter_state(load_file(tmp_path / "adapter.safetensors"))
+    reloaded.model.eval()
+    assert (logits_of(reloaded, images) - trained).abs().max() <= 1e-5
+
+
+def test_peft_lora_is_clip_lora_through_peft(images):
+    """Same matrices, same A and B, same α/√r: PEFT's lora and the hand-written clip-lora give the same logits."""
+    ours = create_method("clip-lora", {"params": ["q", "k", "v", "o"]}).attach(load_model(TINY, "cpu"), PROMPTS)
+    perturb(ours)
+    theirs = create_method("lora", {"params": ["q", "k", "v", "o"]}).attach(load_model(TINY, "cpu"), PROMPTS)
+    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
+    state = {}
+    for path, update in ours.lora_updates().items():
+        attn_path, kind = path.rsplit(".lora.", 1)
+        for factor in ("A", "B"):
+            state[f"{attn_path}.{names[kind]}.lora_{factor}.default.weight"] = getattr(update, f"lora_{factor}")
+    theirs.load_adapter_state(state)
+    ours.model.eval(), theirs.model.eval()
+    assert (logits_of(ours, images) - logits_of(theirs, images)).abs().max() <= 1e-5
+
+
+def test_peft_bad_input(monkeypatch):
+    import peft
+
+    monkeypatch.setattr(peft, "__version__", "0.8.2")
+    with pytest.raises(ConfigError, match=r"needs peft >= 0\.11\.0 .*peft 0\.8\.2 is installed"):
+        create_method("dora").attach(load_model(TINY, "cpu"), PROMPTS)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="r = 100 is larger"):
+        create_method("pissa", {"r": 100}).attach(load_model(TINY, "cpu"), PROMPTS)
+    with pytest.raises(ConfigError, match="'fc' is not an attention matrix"):
+        create_method("lora", {"params": ["fc"]})

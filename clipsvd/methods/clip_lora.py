@@ -239,6 +239,7 @@ class CLIPLoRA(Method):
             if "o" in cfg.params:
                 attn.out_proj.effective_weight = functools.partial(_effective_weight, attn, attn.out_proj)
             self.adapted.append(attn)
+        loaded.model.train(loaded.model.training)  # the new dropout layers take the model's mode
 
     def lora_updates(self) -> dict[str, LowRankUpdate]:
         """Every low-rank update by module path (analyses, tests)."""
