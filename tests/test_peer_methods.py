@@ -317,3 +317,27 @@ def test_peft_bad_input(monkeypatch):
         create_method("pissa", {"r": 100}).attach(load_model(TINY, "cpu"), PROMPTS)
     with pytest.raises(ConfigError, match="'fc' is not an attention matrix"):
         create_method("lora", {"params": ["fc"]})
+
+
+# ----- analyses on merged weights -----------------------------------------------------------------------------
+def test_singular_vector_rotation_separates_lora_from_clip_svd(images):
+    from clipsvd.analysis.weights import singular_value_shifts, singular_vector_rotation, weights_after
+
+    pretrained = load_model(TINY, "cpu")
+    lora = create_method("clip-lora").attach(load_model(TINY, "cpu"), PROMPTS)
+    perturb(lora, scale=0.3)
+    rotation = singular_vector_rotation(pretrained, lora, top=4)
+    adapted = rotation[rotation["kind"].isin(["q", "k", "v"])]
+    untouched = rotation[~rotation["kind"].isin(["q", "k", "v"])]
+    assert (adapted["left_angle_deg"] > 0.01).all() and (untouched["left_angle_deg"] == 0).all()
+    # the unmerged adapter and its merged copy are read the same way (access.current_weight's effective_weight)
+    merged = weights_after(lora)
+    assert singular_value_shifts(pretrained, lora).equals(singular_value_shifts(pretrained, merged))
+    svd = create_method("clip-svd").attach(load_model(TINY, "cpu"), PROMPTS)
+    with torch.no_grad():
+        for sigma in svd.trainable_parameters():
+            sigma.mul_(1 + 0.01 * torch.arange(sigma.numel()) / sigma.numel())  # stretch, keep the order
+    svd_rotation = singular_vector_rotation(pretrained, svd, top=4)
+    assert svd_rotation["left_angle_deg"].max() < 1e-3 < adapted["left_angle_deg"].min()
+    with pytest.raises(ConfigError, match="top"):
+        singular_vector_rotation(pretrained, lora, top=0)
