@@ -18,6 +18,10 @@ share the machine's noise; times are medians over rounds, ratios medians of the 
   frozen      forward+backward with every weight frozen except the visual ln_pre weight and the text
               positional embedding, so backward crosses every block computing input gradients only
   full        full fine-tuning: every weight trains, AdamW step included
+  clip-lora   CLIP-LoRA as attached by clipsvd (rank-2 q/k/v updates in both towers, input dropout 0.25), AdamW
+              on A and B, through open_clip's own encoders (no shortcuts: CLIP-LoRA installs none)
+  coop        CoOp as attached by clipsvd (16 context vectors; the text tower runs on the edited embeddings up to
+              the last end-of-text token, the image tower without gradients), SGD on the context
 frozen and full take the same exact shortcuts as ours (text padding, last image block), so their ratios to ours
 measure CLIP-SVD's own cost.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import statistics
 import time
@@ -167,6 +172,21 @@ def make_step(model: nn.Module, batch: tuple, optimizer: torch.optim.Optimizer |
     return step
 
 
+def method_step(method, prompts: list[str], batch: tuple, optimizer: torch.optim.Optimizer,
+                precision: str = "fp32") -> Step:
+    """One training step through a method's own class_weights/logits (CoOp builds its text input itself)."""
+    images, _, labels, _ = batch
+    dtype = PRECISIONS[precision]
+
+    def step() -> None:
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(method.logits(images, method.class_weights(prompts)).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 def trim(model: nn.Module) -> nn.Module:
     """The exact encoder shortcuts CLIP-SVD installs (text padding dropped, last image block on the class token),
     on a baseline."""
@@ -257,7 +277,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                         help="timed steps under autocast in this dtype (exactness is always checked in fp32)")
-    parser.add_argument("--variants", default="ours,ours-lean,ours-untrimmed,official,frozen,full,recomposed")
+    parser.add_argument("--variants",
+                        default="ours,ours-lean,ours-untrimmed,official,frozen,full,recomposed,clip-lora,coop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -325,6 +346,16 @@ def main() -> None:
         full = trim(copy.deepcopy(pristine).requires_grad_(True))
         models["full"] = (full, torch.optim.AdamW(full.parameters(), lr=1e-6))
     steps = {name: make_step(model, batch, opt, args.precision) for name, (model, opt) in models.items()}
+    if "clip-lora" in wanted:
+        lora = create_method("clip-lora").attach(dataclasses.replace(base, model=copy.deepcopy(pristine)), PROMPTS)
+        lora.model.train()
+        models["clip-lora"] = (lora.model, torch.optim.AdamW(lora.trainable_parameters(), lr=1e-6))
+        steps["clip-lora"] = make_step(lora.model, batch, models["clip-lora"][1], args.precision)
+    if "coop" in wanted:
+        names = [prompt.removeprefix("a photo of a ").removeprefix("a photo of ") for prompt in PROMPTS]
+        coop = create_method("coop").attach(dataclasses.replace(base, model=copy.deepcopy(pristine)), names)
+        models["coop"] = (coop.model, torch.optim.SGD(coop.trainable_parameters(), lr=1e-6, momentum=0.9))
+        steps["coop"] = method_step(coop, names, batch, models["coop"][1], args.precision)
 
     times = alternate(steps, args.warmup, args.rounds, device)
     medians = {name: statistics.median(t) for name, t in times.items()}
@@ -335,7 +366,9 @@ def main() -> None:
         print(f"[step]   {name:14s} {value:7.3f} s   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
     for name, other, goal in (("ours", "official", 0.8), ("ours", "frozen", 1.6), ("ours", "full", 1.0),
                               ("ours-lean", "official", 0.8), ("ours-lean", "frozen", 1.6),
-                              ("ours-untrimmed", "official", None), ("recomposed", "official", None)):
+                              ("ours-untrimmed", "official", None), ("recomposed", "official", None),
+                              ("clip-lora", "frozen", None), ("clip-lora", "ours", None), ("coop", "frozen", None),
+                              ("coop", "ours", None)):
         if name in times and other in times:
             ratio = statistics.median(a / b for a, b in zip(times[name], times[other]))
             print(f"[ratio] {name} / {other} = {ratio:.3f}" + (f" (goal <= {goal})" if goal else ""))
@@ -345,9 +378,10 @@ def main() -> None:
     for name in steps:
         print(f"[memory] {name:14s} step peak above its start {peaks[name] / 2**20:8.1f} MiB, held between steps "
               f"{held[name] / 2**20:8.1f} MiB, total {(peaks[name] + held[name]) / 2**20:8.1f} MiB")
-    for name in ("ours", "ours-lean"):
+    for name in ("ours", "ours-lean", "clip-lora", "coop"):
         if name in peaks and "frozen" in peaks:
-            print(f"[memory] {name} / frozen: step peak {peaks[name] / peaks['frozen']:.3f} (goal <= 1.3), "
+            goal = " (goal <= 1.3)" if name.startswith("ours") else ""
+            print(f"[memory] {name} / frozen: step peak {peaks[name] / peaks['frozen']:.3f}{goal}, "
                   f"total {(peaks[name] + held[name]) / (peaks['frozen'] + held['frozen']):.3f}")
 
 

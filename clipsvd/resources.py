@@ -18,7 +18,7 @@ from clipsvd.errors import ClipsvdError
 
 CACHE_ENV = "CLIPSVD_CACHE"
 # What each optional part needs, and the extra of pyproject.toml that installs it.
-EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test"}
+EXTRAS = {"transformers": "biomed", "ray": "sweep", "playwright": "test", "peft": "peft"}
 
 
 def cache_dir(kind: str) -> Path:

@@ -99,7 +99,8 @@ def test_dry_run_lists_the_exact_grid_on_fake_coop_data(tmp_path, coop_root, cap
     assert code == 0
     records = [json.loads(line) for line in (out / "resolved_configs.jsonl").read_text().splitlines()]
     cells = [(r["method"], r["setting"]["dataset"], r["shots"], r["seed"]) for r in records]
-    assert sorted(cells) == sorted(itertools.product(["clip-svd", "zero-shot"], ["EuroSAT", "DescribableTextures"],
+    assert sorted(cells) == sorted(itertools.product(["clip-svd", "zero-shot", "clip-lora", "coop"],
+                                                     ["EuroSAT", "DescribableTextures"],
                                                      [1, 4], [1, 2, 3]))
     data = {name: load_dataset(DatasetSpec("coop", name, str(coop_root)))
             for name in ("EuroSAT", "DescribableTextures")}
@@ -108,7 +109,8 @@ def test_dry_run_lists_the_exact_grid_on_fake_coop_data(tmp_path, coop_root, cap
         assert record["steps"] == planned_steps(config, data[record["setting"]["dataset"]])
         assert config.hyperparameters == {} and config.backbone == "natural" and config.dataset.kind == "coop"
     assert {r["steps"] for r in records if r["method"] == "clip-svd"} == {200, 800}  # the official 200·K
-    assert printed.count(" missing ") == 24 and "24 cells (2 datasets × 2 K × 2 methods × 3 seeds)" in printed
+    assert {r["steps"] for r in records if r["method"] == "clip-lora"} == {500, 2000}  # CLIP-LoRA's 500·K
+    assert printed.count(" missing ") == 48 and "48 cells (2 datasets × 2 K × 4 methods × 3 seeds)" in printed
     assert "templates=['{} texture.']" in printed  # the official values each cell uses
 
 
@@ -140,7 +142,7 @@ def test_reproduce_without_a_model_says_which_weights_the_table_expects(tmp_path
     assert main(["reproduce", "clip-svd-few-shot-natural", *TINY_ARGS, "--dry-run", "--no-timing", "--shots", "1",
                  "--out", str(tmp_path / "out")]) == 0  # a dry run needs no data: steps from known class counts
     printed = capsys.readouterr().out
-    assert "66 cells (11 datasets × 1 K × 2 methods × 3 seeds)" in printed and "no --data-root" in printed
+    assert "132 cells (11 datasets × 1 K × 4 methods × 3 seeds)" in printed and "no --data-root" in printed
     assert main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in available_tables()) and "HealthX-Lab/CLIP-SVD@022b1eda02df" in listing
@@ -162,7 +164,7 @@ def tiny_table(path: Path) -> Path:
     """A test-only table: EuroSAT alone, 1-shot, seed 1, CLIP-SVD for 2 steps, with published numbers to compare."""
     data = json.loads((Path(__file__).parents[1] / "clipsvd/reproduce/tables/clip-svd-few-shot-natural.json")
                       .read_text())
-    data.update(name="tiny-check", datasets=["EuroSAT"], shots=[1], seeds=[1],
+    data.update(name="tiny-check", datasets=["EuroSAT"], shots=[1], seeds=[1], methods=["clip-svd", "zero-shot"],
                 hyperparameters={"clip-svd": {"iterations": 2, "batch_size": 4}})
     data["published"] = [
         {"label": "CLIP-SVD", "method": "clip-svd", "source": "readme", "dataset": "EuroSAT",

@@ -38,10 +38,13 @@ def as_loaded(obj: Any):
 
 
 def current_weight(host: nn.Module, param: str) -> torch.Tensor:
-    """host.<param> as the next forward pass will use it (CLIP-SVD: recomposed from the current σ)."""
+    """host.<param> as the next forward pass will use it (CLIP-SVD: recomposed from the current σ; a low-rank
+    adapter — clip-lora, PEFT's lora/dora/pissa — gives W + ΔW through the host's `effective_weight(param)`)."""
     with torch.no_grad():
         svd = getattr(host, f"{param}_svd", None)
-        weight = svd() if isinstance(svd, nn.Module) else getattr(host, param)
+        effective = getattr(host, "effective_weight", None)
+        weight = svd() if isinstance(svd, nn.Module) else effective(param) if callable(effective) \
+            else getattr(host, param)
     return weight.detach()
 
 

@@ -125,3 +125,48 @@ def spectra(before, after, encoder: str, layer: int, kind: str) -> pd.DataFrame:
     s0 = _svdvals(block_matrix(blocks0.blocks[layer], blocks0.location(kind))).numpy()
     s1 = _svdvals(block_matrix(blocks1.blocks[layer], blocks1.location(kind))).numpy()
     return pd.DataFrame({"index": np.arange(len(s0)), "sigma_before": s0, "sigma_after": s1})
+
+
+ROTATION_COLUMNS = ["encoder", "layer", "kind", "top", "left_angle_deg", "right_angle_deg", "min_abs_cos"]
+
+
+def _top_subspaces(weight: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    u, _, vh = torch.linalg.svd(weight.detach().double().cpu(), full_matrices=False)
+    return u[:, :top], vh[:top].t()
+
+
+def _largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest principal angle (degrees) between the column spaces of two orthonormal bases."""
+    cosines = torch.linalg.svdvals(a.t() @ b).clamp(max=1.0)
+    return float(torch.rad2deg(torch.arccos(cosines.min())))
+
+
+def singular_vector_rotation(before, after, top: int = 8,
+                             encoders: tuple[str, ...] | list[str] = ENCODERS) -> pd.DataFrame:
+    """How far each matrix's top singular directions turned: one row per encoder × layer × matrix kind.
+
+    σ shifts say how much each direction is stretched; a low-rank update (LoRA, DoRA, PiSSA) may also turn the
+    directions, which CLIP-SVD by construction never does. left/right_angle_deg: the largest principal angle
+    between the spans of the top-`top` left (output) / right (input) singular vectors before and after (0: the
+    subspace is unchanged); min_abs_cos: the smallest |u_i·u'_i| over the top pairs matched by rank (1: each
+    direction kept; it can drop where two σ cross even if the span holds). Matrices left untouched are 0 / 1.
+    """
+    if top < 1:
+        raise ConfigError(f"top: expected >= 1 singular vectors, got {top}")
+    before, after = as_module(before), as_module(after)
+    rows = []
+    for encoder in encoders:
+        blocks0, blocks1 = _paired_blocks(before, after, encoder)
+        for layer, (block0, block1) in enumerate(zip(blocks0.blocks, blocks1.blocks)):
+            for kind in MATRIX_KINDS:
+                w0 = block_matrix(block0, blocks0.location(kind))
+                w1 = block_matrix(block1, blocks1.location(kind))
+                k = min(top, *w0.shape)
+                row = {"encoder": encoder, "layer": layer, "kind": kind, "top": k}
+                if torch.equal(w0.cpu(), w1.cpu()):
+                    rows.append({**row, "left_angle_deg": 0.0, "right_angle_deg": 0.0, "min_abs_cos": 1.0})
+                    continue
+                (u0, v0), (u1, v1) = _top_subspaces(w0, k), _top_subspaces(w1, k)
+                rows.append({**row, "left_angle_deg": _largest_angle(u0, u1), "right_angle_deg": _largest_angle(v0, v1),
+                             "min_abs_cos": float((u0 * u1).sum(0).abs().min())})
+    return pd.DataFrame(rows, columns=ROTATION_COLUMNS)
