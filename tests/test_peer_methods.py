@@ -145,7 +145,7 @@ def test_clip_lora_schedule_is_the_official_cosine_annealing():
 
 
 def test_clip_lora_bad_input():
-    with pytest.raises(ConfigError, match="'proj' is not an attention matrix"):
+    with pytest.raises(ConfigError, match="params: expected one of q, k, v, o, got 'proj'"):
         create_method("clip-lora", {"params": ["q", "proj"]})
     with pytest.raises(ConfigError, match="position"):
         create_method("clip-lora", {"position": "middle"})

@@ -95,9 +95,6 @@ def field_widget(name: str, hint: Any, default: Any, key: str, help_text: str = 
     if name == "templates":
         text = st.text_area(label, value="\n".join(default), key=key, help=(help_text or "") + " One per line.")
         return [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(default, list) and default and not optional:
-        # the default lists every choice; pills show each one (a narrow multiselect hid the last, e.g. "proj")
-        return st.pills(label, default, selection_mode="multi", default=default, key=key, help=help_text)
     text = st.text_input(label, value=", ".join(map(str, default or [])), key=key,
                          help=(help_text or "") + (" (comma-separated; empty: all)" if optional else " (comma-separated)"))
     items = [t.strip() for t in text.split(",") if t.strip()]

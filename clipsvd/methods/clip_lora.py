@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipsvd.choices import described
 from clipsvd.errors import ConfigError
 from clipsvd.methods.base import Method, MethodConfig
 from clipsvd.methods.registry import register_method
@@ -159,14 +160,14 @@ class CLIPLoRAConfig(MethodConfig):
     iterations: int | None = None
     lr: float = 2e-4
     weight_decay: float = 1e-2
-    position: str = field(default="all", metadata={
-        "help": "which blocks get LoRA (official --position): all, bottom / mid / up (thirds), half-bottom, "
-                "half-up, top (last block), top3"})
-    encoder: str = field(default="both", metadata={
-        "help": "which towers get LoRA (official --encoder): text, vision or both", "choices": LORA_ENCODERS})
-    params: list[str] = field(default_factory=lambda: ["q", "k", "v"], metadata={
-        "help": "attention matrices with a LoRA (official --params): q, k, v (query/key/value projections), "
-                "o (attention output projection)"})
+    position: str = field(default="all", metadata=described(
+        "which blocks get LoRA (official --position): all, bottom / mid / up (thirds), half-bottom, half-up, top "
+        "(last block), top3", POSITIONS))
+    encoder: str = field(default="both", metadata=described(
+        "which towers get LoRA (official --encoder): text, vision or both", LORA_ENCODERS))
+    params: list[str] = field(default_factory=lambda: ["q", "k", "v"], metadata=described(
+        "attention matrices with a LoRA (official --params): q, k, v (query/key/value projections), o (attention "
+        "output projection)", LORA_MATRICES))
     r: int = field(default=2, metadata={"help": "rank of each low-rank update B·A"})
     alpha: float = field(default=1.0, metadata={
         "help": "LoRA α: the update is scaled by α/√r (the official loralib's scaling, not the LoRA paper's α/r)"})
@@ -174,17 +175,9 @@ class CLIPLoRAConfig(MethodConfig):
         "help": "dropout on the LoRA branch's input while training (official --dropout_rate)"})
 
     def validate(self) -> None:
-        super().validate()
-        if self.position not in POSITIONS:
-            raise ConfigError(f"position: expected one of {', '.join(POSITIONS)}, got '{self.position}'")
-        if self.encoder not in LORA_ENCODERS:
-            raise ConfigError(f"encoder: expected one of {', '.join(LORA_ENCODERS)}, got '{self.encoder}'")
+        super().validate()  # position, encoder and params against the lists on their fields
         if not self.params:
             raise ConfigError("params: name at least one attention matrix (q, k, v, o)")
-        for kind in self.params:
-            if kind not in LORA_MATRICES:
-                raise ConfigError(f"params: '{kind}' is not an attention matrix this method can adapt; "
-                                  f"expected some of {', '.join(LORA_MATRICES)} (query, key, value, output)")
         if self.r < 1:
             raise ConfigError(f"r: expected a rank >= 1, got {self.r}")
         if not self.alpha > 0:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from clipsvd.choices import described
 from clipsvd.errors import ConfigError
 from clipsvd.methods import svd_cache
 from clipsvd.methods.base import AttachCancelled, Method, MethodConfig
@@ -31,30 +32,21 @@ class CLIPSVDConfig(MethodConfig):
     lr: float = 5e-4
     epochs: int = 10
     weight_decay: float = 0.01
-    encoders: list[str] = field(default_factory=lambda: list(ENCODERS), metadata={
-        "help": "which towers train: visual (image encoder), text (text encoder)"})
-    layers: list[int] | None = field(default=None, metadata={
-        "help": "transformer blocks that train, counted from 0; empty: every block"})
-    matrix_kinds: list[str] = field(default_factory=lambda: list(MATRIX_KINDS), metadata={
-        "help": "matrices whose σ train: q, k, v (attention query/key/value projections), out (attention output "
-                "projection), fc (MLP expansion), proj (MLP contraction)"})
-    module_paths: list[str] | None = field(default=None, metadata={
-        "help": "explicit weights to decompose, overriding the three selectors above, e.g. "
-                "visual.transformer.resblocks.11.attn.v; empty: use the selectors"})
-    lean_memory: bool = field(default=False, metadata={
-        "help": "keep less for backward: recompute x·Vᵀ of fused q/k/v and of the attention output in backward "
-                "instead of storing it; same results, 18% less step memory for 7-17% more step time (ViT-B/32, "
-                "batch 16, CPU; no effect where attention takes the recomposed form, e.g. ViT-B/16 batch 32: "
-                "benchmarks/bench_clip_svd_step.py)"})
-
-    def validate(self) -> None:
-        super().validate()
-        for encoder in self.encoders:
-            if encoder not in ENCODERS:
-                raise ConfigError(f"encoders: '{encoder}' is not one of {ENCODERS}")
-        for kind in self.matrix_kinds:
-            if kind not in MATRIX_KINDS:
-                raise ConfigError(f"matrix_kinds: '{kind}' is not one of {MATRIX_KINDS}")
+    encoders: list[str] = field(default_factory=lambda: list(ENCODERS), metadata=described(
+        "which towers train: visual (image encoder), text (text encoder)", ENCODERS))
+    layers: list[int] | None = field(default=None, metadata=described(
+        "transformer blocks that train, counted from 0; empty: every block"))
+    matrix_kinds: list[str] = field(default_factory=lambda: list(MATRIX_KINDS), metadata=described(
+        "matrices whose σ train: q, k, v (attention query/key/value projections), out (attention output "
+        "projection), fc (MLP expansion), proj (MLP contraction)", MATRIX_KINDS))
+    module_paths: list[str] | None = field(default=None, metadata=described(
+        "explicit weights to decompose, overriding the three selectors above, e.g. "
+        "visual.transformer.resblocks.11.attn.v; empty: use the selectors"))
+    lean_memory: bool = field(default=False, metadata=described(
+        "keep less for backward: recompute x·Vᵀ of fused q/k/v and of the attention output in backward "
+        "instead of storing it; same results, 18% less step memory for 7-17% more step time (ViT-B/32, "
+        "batch 16, CPU; no effect where attention takes the recomposed form, e.g. ViT-B/16 batch 32: "
+        "benchmarks/bench_clip_svd_step.py)"))
 
 
 @register_method
