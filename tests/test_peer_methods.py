@@ -315,7 +315,7 @@ def test_peft_bad_input(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="r = 100 is larger"):
         create_method("pissa", {"r": 100}).attach(load_model(TINY, "cpu"), PROMPTS)
-    with pytest.raises(ConfigError, match="'fc' is not an attention matrix"):
+    with pytest.raises(ConfigError, match="params: expected one of q, k, v, o, got 'fc'"):
         create_method("lora", {"params": ["fc"]})
 
 
