@@ -26,6 +26,7 @@ from clipsvd.runs import Run, RunStatus, RunStore
 from clipsvd.runs.cells import cell_key, cell_status, config_record
 from clipsvd.runs.status import CellStatus
 from clipsvd.training.experiment import ExperimentConfig, run_experiment
+from clipsvd.training.preflight import check_store
 from clipsvd.training.sweep.spec import SweepSpec
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE",)  # the driver's settings its tasks run with
@@ -271,7 +272,7 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
     done, for the progress counts."""
     launch = launch or Launch()
     launch.validate()
-    store.root.mkdir(parents=True, exist_ok=True)
+    check_store(store, configs)  # before Ray starts: a store that cannot take the runs fails now
     progress = GridProgress(len(configs) + skipped, skipped)
     if not configs:
         progress.finished = True
