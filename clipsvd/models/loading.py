@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from clipsvd.choices import ACTIVATIONS
 from clipsvd.errors import CheckpointError, ConfigError
 from clipsvd.models.device import resolve_device
+from clipsvd.models.finite import check_finite
 from clipsvd.models.tiny import register_tiny_model
 from clipsvd.models.world import WORLD_MODEL_NAME, WORLD_WEIGHTS
 
@@ -364,6 +365,7 @@ def _load_checkpoint_file(
     if formats.is_torchscript_archive(path):
         return _load_openai_archive(spec, path, source)
     state_dict, fmt = formats.read_state_dict(path)
+    check_finite(state_dict, path)
     hf_config = formats.hf_config_next_to(path)
     family = formats.hf_family(state_dict, hf_config)
     quick_gelu, note = _quick_gelu_of(spec), ""
@@ -421,6 +423,7 @@ def _load_openai_archive(spec: ModelSpec, path: Path, source: str) -> tuple[torc
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: OpenAI TorchScript archive could not be read: {exc}") from exc
     state = model.state_dict()
+    check_finite(state, path)
     matches = formats.matching_architectures(state)
     if spec.architecture == AUTO_ARCHITECTURE:
         arch_name = f"{matches[0]} (inferred)" if matches else "inferred from tensors"
