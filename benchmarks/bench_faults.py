@@ -98,8 +98,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=22)
     args = parser.parse_args()
     rows = []
-    for name, run in ((f"SIGKILL at {args.kills} seeded events of train + save", lambda: event_kills(args.kills, args.seed)),
-                      (f"SIGKILL from outside at {args.external} random moments", lambda: external_kills(args.external, args.seed)),
+    for name, run in ((f"SIGKILL at {args.kills} seeded events of train + save",
+                       lambda: event_kills(args.kills, args.seed)),
+                      (f"SIGKILL from outside at {args.external} random moments",
+                       lambda: external_kills(args.external, args.seed)),
                       ("3 processes saving into one store", concurrent_writers),
                       ("5 browser sessions × 8 min", browser_sessions)):
         start = time.perf_counter()

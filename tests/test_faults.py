@@ -40,7 +40,8 @@ from clipsvd.runs import Run, RunStatus, RunStore
 from clipsvd.runs import store as store_module
 
 TRAIN_ARGS = ["train", "--method", "clip-svd", "--arch", "clipsvd-tiny", "--weights", "random", "--dataset",
-              "animal-shape", "--shots", "2", "--batch-size", "2", "--epochs", "2", "--max-test-per-class", "1", "--device", "cpu",
+              "animal-shape", "--shots", "2", "--batch-size", "2", "--epochs", "2", "--max-test-per-class", "1",
+              "--device", "cpu",
               "--num-workers", "0", "--log-every", "1"]
 KILLS = int(os.environ.get("CLIPSVD_FAULT_KILLS", "10"))
 DAY = 24 * 3600

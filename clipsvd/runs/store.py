@@ -193,7 +193,8 @@ class RunStore:
         free = shutil.disk_usage(root).free
         if free < needed_bytes:
             raise StoreError(f"run store {root}: no space left: {free / MB:.1f} MB free, {needed_bytes / MB:.1f} MB "
-                             f"needed{f' ({basis})' if basis else ''}; free some space or choose another folder (--runs-dir)")
+                             f"needed{f' ({basis})' if basis else ''}; free some space or choose another folder "
+                             "(--runs-dir)")
 
     def new_run_id(self, method: str, dataset: str) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
