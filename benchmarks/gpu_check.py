@@ -268,7 +268,7 @@ def ray_gpu_tasks(ctx: dict) -> str:
 
     from clipsvd.training.sweep import Placement, remote_task
 
-    assert remote_task(Placement(0.25, 1, 4), 0, {})._max_calls == 1, "GPU tasks would share a worker"
+    assert remote_task(Placement(0.25, 1, 4), {})._max_calls == 1, "GPU tasks would share a worker"
     ray.init(address="local", num_gpus=1, num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         probe = ray.remote(num_gpus=0.25, num_cpus=1, max_calls=1)(_probe)

@@ -16,3 +16,8 @@ class CheckpointError(ClipsvdError, ValueError):
 class ConfigError(ClipsvdError, ValueError):
     """A configuration value is out of range or names something that does not exist."""
 
+
+
+class StoreError(DataError):
+    """The run store cannot be used: a bad run id, or a folder that cannot be written (permission, read-only file
+    system, no space left, a path that is a file). Raised before a run starts, so no training is wasted."""

@@ -64,7 +64,7 @@ def choose_corpus(model_spec) -> tuple[str, list[str]] | None:
     uploaded = st.file_uploader("Corpus (one description per line, UTF-8)", type=["txt"], key="_w_ts_upload")
     if uploaded is None:
         return None
-    lines = ui.try_call(parse_corpus, uploaded.getvalue().decode("utf-8", errors="replace"), uploaded.name)
+    lines = ui.try_call(parse_corpus, uploaded.getvalue(), uploaded.name)
     return (uploaded.name, lines) if lines else None
 
 

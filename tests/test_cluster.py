@@ -178,12 +178,12 @@ def test_reproduce_page_runs_a_sweep_with_one_progress_bar(cluster, tmp_path):
     assert run.config["sweep"].startswith("reproduce-clip-svd-few-shot-natural-") and run.metrics["device"] == "cuda:0"
 
 
-def test_a_worker_that_dies_is_retried_by_ray_then_recorded(cluster, tmp_path, monkeypatch):
+def test_a_worker_that_dies_is_retried_then_recorded(cluster, tmp_path, monkeypatch):
     crashes = tmp_path / "crashes"
 
-    def crash(config, store_root, cpus):  # as an OOM kill would: the worker process ends mid-run
+    def crash(config, store_root, cpus, attempt, earlier):  # as an OOM kill would: the worker process ends mid-run
         with open(crashes, "a") as fh:
-            fh.write("x")
+            fh.write(str(attempt))
         os._exit(1)
 
     monkeypatch.setattr(scheduling, "_run_task", crash)
@@ -191,7 +191,31 @@ def test_a_worker_that_dies_is_retried_by_ray_then_recorded(cluster, tmp_path, m
     config = tiny_grid(methods=["zero-shot"], seeds=[1], hyperparameters={}).configs("s")
     [row] = run_configs(config, store, Launch(retries=1)).to_dict("records")
     assert row["status"] == RunStatus.FAILED and row["attempts"] == 2 and "WorkerCrashedError" in row["error"]
-    assert [run.status for run in store.list()] == [RunStatus.FAILED] and crashes.read_text() == "xx"
+    [run] = store.list()
+    assert run.status == RunStatus.FAILED and run.metrics["attempts"] == 2 and crashes.read_text() == "12"
+    assert ["WorkerCrashedError" in error for error in run.metrics["earlier_attempts"]] == [True]
+
+
+def test_a_run_whose_first_worker_was_killed_records_the_attempt(cluster, tmp_path, monkeypatch):
+    """The fault suite's killed Ray worker (tests/test_faults.py): SIGKILL on the first attempt, the retry completes,
+    and the stored run says it took 2 attempts and why the first ended."""
+    real = scheduling._run_task
+
+    def killed_once(config, store_root, cpus, attempt, earlier):
+        if attempt == 1:
+            os.kill(os.getpid(), 9)
+        return real(config, store_root, cpus, attempt, earlier)
+
+    monkeypatch.setattr(scheduling, "_run_task", killed_once)
+    store = RunStore(tmp_path / "runs")
+    config = tiny_grid(methods=["zero-shot"], seeds=[1], hyperparameters={}).configs("s")
+    [row] = run_configs(config, store, Launch(retries=1)).to_dict("records")
+    [run] = store.list()
+    assert row["status"] == RunStatus.COMPLETED and row["attempts"] == 2 and run.run_id == row["run_id"]
+    assert run.status == RunStatus.COMPLETED and run.metrics["attempts"] == 2
+    [first] = run.metrics["earlier_attempts"]
+    print(f"killed worker: attempts {run.metrics['attempts']}, first ended with {first[:80]}")
+    assert "WorkerCrashedError" in first or "died" in first
 
 
 def test_shared_store_keeps_workers_writing_into_the_drivers_folder(cluster, tmp_path):

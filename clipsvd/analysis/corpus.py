@@ -21,11 +21,24 @@ BUILTIN_CORPORA = ("world", "general", "biomedical")
 _TAG = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
 
 
-def parse_corpus(text: str, source: str | None = None) -> list[str]:
+def decode_corpus(data: bytes, source: str) -> str:
+    """UTF-8 text of a corpus file's bytes; DataError naming the file and the first bad byte's offset (never
+    replacement characters: a corpus in another encoding would silently explain heads with garbled words)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"corpus {source} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                        "UTF-8") from None
+
+
+def parse_corpus(text: str | bytes, source: str | None = None) -> list[str]:
     """Lines stripped, empty ones dropped, duplicates dropped (first kept): TextSpan needs distinct texts.
 
-    With `source` (e.g. an uploaded file's name), an empty result raises DataError naming it.
+    With `source` (e.g. an uploaded file's name), an empty result raises DataError naming it. Bytes (an upload)
+    are decoded as strict UTF-8 (`decode_corpus`).
     """
+    if isinstance(text, bytes):
+        text = decode_corpus(text, source or "upload")
     return list(parse_tagged_corpus(text, source))
 
 
@@ -74,8 +87,5 @@ def corpus_tags(name_or_path: str | Path) -> dict[str, str | None]:
     path = corpus_path(name_or_path)
     if not path.is_file():
         raise DataError(f"corpus file not found: {path} (built-in corpora: {', '.join(BUILTIN_CORPORA)})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"corpus file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = decode_corpus(path.read_bytes(), f"file {path}")
     return parse_tagged_corpus(text, source=f"file {path}")

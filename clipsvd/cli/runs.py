@@ -19,13 +19,16 @@ def add_runs(commands) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from clipsvd.runs import RunStore
+    from clipsvd.runs import RunStatus, RunStore
 
     store = RunStore(args.runs_dir)
     if args.action == "list":
         table = store.table()
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.drop(columns=["sweep"]).to_string(index=False) if len(table) else f"no runs in {store.root}")
+        for run in store.list():
+            if run.status == RunStatus.DAMAGED:  # listed above; here with the file and the reason
+                print(f"damaged: {run.run_id}: {run.message}")
     elif args.action == "show":
         run = store.load(_require_id(args))
         print(json.dumps({"run_id": run.run_id, "status": run.status, "message": run.message, "config": run.config,

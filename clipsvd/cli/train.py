@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from clipsvd.data import DatasetSpec
     from clipsvd.runs import RunStatus, RunStore
     from clipsvd.training import ExperimentConfig, run_experiment
+    from clipsvd.training.preflight import check_store
 
     hyperparameters = overrides(args)
     shots, seeds = args.shots or None, args.seed or [1]  # 0: the whole train split
@@ -119,19 +120,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = model_spec(args)
     dataset = DatasetSpec(args.dataset_kind, args.dataset, args.data_root)
     failures = 0
-    for method in args.method:
-        for seed in seeds:
-            config = ExperimentConfig(method=method, model=model, dataset=dataset, shots=shots, seed=seed,
-                                      protocol=args.protocol, backbone=args.backbone, hyperparameters=hyperparameters,
-                                      device=args.device,
-                                      max_test_per_class=args.max_test_per_class, num_workers=args.num_workers)
-            print(f"{config_title(method, dataset.name, shots, seed)} · {model.label}", flush=True)
-            print(f"  {defaults_line(config)}", flush=True)
-            run = run_experiment(config, store, on_progress=progress_printer(args.log_every))
-            failures += run.status != RunStatus.COMPLETED
-            print(f"  {run.status}: {score_line(run.metrics)}  → {run.path}", flush=True)
-            if run.message:
-                print(f"  {run.message}", flush=True)
+    configs = [ExperimentConfig(method=method, model=model, dataset=dataset, shots=shots, seed=seed,
+                                protocol=args.protocol, backbone=args.backbone, hyperparameters=hyperparameters,
+                                device=args.device, max_test_per_class=args.max_test_per_class,
+                                num_workers=args.num_workers) for method in args.method for seed in seeds]
+    check_store(store, configs)  # a store that cannot take the runs fails now, not after training
+    for config in configs:
+        print(f"{config_title(config.method, dataset.name, shots, config.seed)} · {model.label}", flush=True)
+        print(f"  {defaults_line(config)}", flush=True)
+        run = run_experiment(config, store, on_progress=progress_printer(args.log_every))
+        failures += run.status != RunStatus.COMPLETED
+        print(f"  {run.status}: {score_line(run.metrics)}  → {run.path}", flush=True)
+        if run.message:
+            print(f"  {run.message}", flush=True)
     return 1 if failures else 0
 
 

@@ -7,8 +7,12 @@ Nothing uploaded is ever unpickled.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import stat
+import uuid
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from clipsvd.errors import DataError
@@ -44,7 +48,11 @@ def extract_zip(
     max_bytes: int = MAX_UNPACKED_BYTES,
     max_files: int = MAX_FILES,
 ) -> Path:
-    """Extract a zip after checking every entry; returns the dataset root (the single top folder, if any)."""
+    """Extract a zip after checking every entry; returns the dataset root (the single top folder, if any).
+
+    Entries are unpacked into a hidden staging folder beside `destination` and moved in only when every one of
+    them unpacked: an archive whose headers lie about its data (bad CRC, a truncated or mislabelled entry) or a
+    disk that fills raises DataError naming the entry, and leaves nothing behind."""
     destination = Path(destination)
     try:
         handle = zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive)
@@ -52,11 +60,26 @@ def extract_zip(
         raise DataError(f"{source}: not a readable zip archive ({exc})") from exc
     with handle:
         members = _checked_members(handle, source, max_bytes, max_files)
-        destination.mkdir(parents=True, exist_ok=True)
-        for info in members:
-            target = (destination / info.filename).resolve()
-            if not target.is_relative_to(destination.resolve()):
-                raise DataError(f"{source}: entry '{info.filename}' would land outside the folder")
-            handle.extract(info, destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = destination.parent / f".partial-{destination.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            staging.mkdir()
+            for info in members:
+                target = (staging / info.filename).resolve()
+                if not target.is_relative_to(staging.resolve()):
+                    raise DataError(f"{source}: entry '{info.filename}' would land outside the folder")
+                try:
+                    handle.extract(info, staging)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+                    raise DataError(f"{source}: entry '{info.filename}' cannot be unpacked: its headers do not match "
+                                    f"its data ({exc}); nothing was extracted") from None
+            destination.mkdir(exist_ok=True)
+            for entry in staging.iterdir():
+                os.rename(entry, destination / entry.name)
+        except OSError as exc:
+            raise DataError(f"{source}: cannot extract into {destination.parent}: {exc.strerror or exc}; nothing "
+                            "was extracted") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     top = [p for p in destination.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     return top[0] if len(top) == 1 and top[0].is_dir() else destination

@@ -11,10 +11,18 @@ from clipsvd.runs.aggregate import (
     shots_table,
 )
 from clipsvd.runs.status import CellStatus, RunStatus
-from clipsvd.runs.store import ADAPTER_FILE, RUNS_ENV, SUMMARY_COLUMNS, Run, RunStore, default_runs_root
+from clipsvd.runs.store import (
+    ADAPTER_FILE,
+    RUNS_ENV,
+    SUMMARY_COLUMNS,
+    Run,
+    RunStore,
+    check_run_id,
+    default_runs_root,
+)
 
 __all__ = [
     "aggregate", "clear_best", "common_seeds", "compare_methods", "mean_std_text", "per_class_accuracy",
     "run_per_class_table", "shots_table", "ADAPTER_FILE", "RUNS_ENV", "SUMMARY_COLUMNS", "CellStatus", "Run",
-    "RunStatus", "RunStore", "default_runs_root",
+    "RunStatus", "RunStore", "check_run_id", "default_runs_root",
 ]

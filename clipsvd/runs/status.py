@@ -15,6 +15,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     DIVERGED = "diverged"  # the loss became non-finite; the last finite parameters were kept
     FAILED = "failed"  # an error ended it
+    DAMAGED = "damaged"  # a stored run whose files cannot be read (e.g. an empty metrics.json after a power loss)
 
     @property
     def finished(self) -> bool:

@@ -29,6 +29,7 @@ from clipsvd.runs import Run, RunStore
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.experiment import ExperimentConfig, run_experiment
 from clipsvd.training.loop import Progress
+from clipsvd.training.preflight import check_store
 
 MAX_LOSS_POINTS = 4000  # per job; older points are thinned (every other one dropped) beyond this
 
@@ -118,6 +119,7 @@ class JobRegistry:
             raise ValueError("submit: give at least one experiment config")
         for config in configs:
             config.validate()  # a bad config fails here, in the page, not later in the thread
+        check_store(store, configs)  # so does a store that cannot take the runs (StoreError names it and why)
         job_id = uuid.uuid4().hex[:10]
         job = _Job(JobState(job_id, [describe_config(c) for c in configs]), list(configs), store)
         with self._lock:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from clipsvd.choices import described
-from clipsvd.errors import ConfigError
+from clipsvd.errors import CheckpointError, ConfigError
 from clipsvd.methods import svd_cache
 from clipsvd.methods.base import AttachCancelled, Method, MethodConfig
 from clipsvd.methods.clip_svd.forwards import attention_forward, linear_forward, recompose_before_block
@@ -78,7 +78,12 @@ class CLIPSVD(Method):
             if cached is not None and all(f"{name}.{k}.{t}" in cached for k in selected for t in "USV"):
                 factors = {k: tuple(cached[f"{name}.{k}.{t}"] for t in "USV") for k in selected}
             host = loaded.model.get_submodule(module_path)
-            svw = SingularValueWeight(getattr(host, param), kinds, selected, factors)
+            try:
+                svw = SingularValueWeight(getattr(host, param), kinds, selected, factors)
+            except torch.linalg.LinAlgError as exc:  # NaN/Inf or a matrix LAPACK cannot decompose
+                raise CheckpointError(f"CLIP-SVD cannot decompose {name} ({', '.join(sorted(selected))}) of "
+                                      f"{loaded.label}: {str(exc).strip().splitlines()[0]}; the model's weights are "
+                                      "not usable for CLIP-SVD") from None
             for kind in svw.sigma:
                 if not key:
                     continue

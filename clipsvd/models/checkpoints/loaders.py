@@ -17,6 +17,7 @@ import torch
 
 from clipsvd.errors import CheckpointError, ConfigError
 from clipsvd.models.checkpoints import formats
+from clipsvd.models.finite import check_finite
 from clipsvd.models.registry import post_build
 from clipsvd.models.spec import AUTO_ARCHITECTURE, ModelSpec, WeightsInfo, activation_of
 
@@ -67,6 +68,7 @@ def load_checkpoint_file(
     if formats.is_torchscript_archive(path):
         return load_openai_archive(spec, path, source)
     state_dict, fmt = formats.read_state_dict(path)
+    check_finite(state_dict, path)
     hf_config = formats.hf_config_next_to(path)
     family = formats.hf_family(state_dict, hf_config)
     quick_gelu, note = spec.quick_gelu, ""
@@ -122,6 +124,7 @@ def load_openai_archive(spec: ModelSpec, path: Path, source: str) -> tuple[torch
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: OpenAI TorchScript archive could not be read: {exc}") from exc
     state = model.state_dict()
+    check_finite(state, path)
     matches = formats.matching_architectures(state)
     if spec.architecture == AUTO_ARCHITECTURE:
         arch_name = f"{matches[0]} (inferred)" if matches else "inferred from tensors"

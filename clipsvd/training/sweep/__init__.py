@@ -15,8 +15,9 @@ sweep run is the same as one started from the CLI or the dashboard, and it:
 - returns config, metrics, history and adapter tensors (safetensors bytes) to the driver, which writes them into
   its own store atomically: no shared folder is needed (`shared_store=True` keeps workers writing into the
   driver's store path, which they must then see);
-- is retried when it fails (`retries`: Ray's `max_retries` for crashed or killed workers, a resubmission for an
-  exception), then recorded in the store as a run with status "failed" and its error, while the grid goes on.
+- is retried when it fails (`retries`: the scheduler resubmits a run whose worker crashed or was killed, or that
+  raised, telling it its attempt; the run records `attempts` and `earlier_attempts`), then recorded in the store as
+  a run with status "failed" and its error, while the grid goes on.
 
 Ctrl-C (or the dashboard's cancel) cancels the tasks in flight; only runs that came home whole are in the store.
 
@@ -29,6 +30,7 @@ from clipsvd.training.sweep.scheduling import (
     Launch,
     Placement,
     plan_placement,
+    remote_task,
     run_configs,
     run_grid,
     run_sweep,
@@ -37,4 +39,4 @@ from clipsvd.training.sweep.scheduling import (
 from clipsvd.training.sweep.spec import SweepSpec
 
 __all__ = ["BackgroundSweep", "GridProgress", "Launch", "Placement", "ProgressBar", "SweepSpec", "plan_placement",
-           "result_line", "run_configs", "run_grid", "run_sweep", "task_device"]
+           "remote_task", "result_line", "run_configs", "run_grid", "run_sweep", "task_device"]

@@ -26,6 +26,7 @@ from clipsvd.runs import Run, RunStatus, RunStore
 from clipsvd.runs.cells import cell_key, cell_status, config_record
 from clipsvd.runs.status import CellStatus
 from clipsvd.training.experiment import ExperimentConfig, run_experiment
+from clipsvd.training.preflight import check_store
 from clipsvd.training.sweep.spec import SweepSpec
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE",)  # the driver's settings its tasks run with
@@ -159,8 +160,11 @@ class _WorkerStore(RunStore):
         return run
 
 
-def _run_task(config: dict[str, Any], store_root: str | None, cpus: float) -> dict[str, Any]:
-    """One Ray task: choose the device Ray gave, train, evaluate; the run (and its tensors) or the error."""
+def _run_task(config: dict[str, Any], store_root: str | None, cpus: float, attempt: int = 1,
+              earlier: list[str] | None = None) -> dict[str, Any]:
+    """One Ray task: choose the device Ray gave, train, evaluate; the run (and its tensors) or the error. `attempt`
+    (1 for the first) and the `earlier` attempts' errors are recorded in the run's metrics, so a run that needed
+    a retry says so."""
     import ray
     import torch
 
@@ -175,7 +179,8 @@ def _run_task(config: dict[str, Any], store_root: str | None, cpus: float) -> di
         experiment = ExperimentConfig.from_dict(config)
         _check_files_on_node(experiment)
         device = task_device(experiment.device, gpu_ids, torch.cuda.is_available())
-        store = _WorkerStore(store_root, {"device": device, "placement": placement})
+        store = _WorkerStore(store_root, {"device": device, "placement": placement, "attempts": attempt,
+                                          "earlier_attempts": list(earlier or [])})
         run = run_experiment(dataclasses.replace(experiment, device=device), store)
     except Exception as exc:  # sent home: the driver retries or records it; the rest of the grid goes on
         return {"error": f"{type(exc).__name__} on node {node}: {exc}", "placement": placement,
@@ -271,7 +276,7 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
     done, for the progress counts."""
     launch = launch or Launch()
     launch.validate()
-    store.root.mkdir(parents=True, exist_ok=True)
+    check_store(store, configs)  # before Ray starts: a store that cannot take the runs fails now
     progress = GridProgress(len(configs) + skipped, skipped)
     if not configs:
         progress.finished = True
@@ -298,17 +303,18 @@ def run_configs(configs: list[ExperimentConfig], store: RunStore, launch: Launch
             ray.shutdown()
 
 
-def remote_task(placement: Placement, retries: int, env: dict[str, str]):
+def remote_task(placement: Placement, env: dict[str, str]):
     """`_run_task` as a Ray remote function asking for the placement's resources.
 
     Resources go to ray.remote itself, not to .options(): only there does Ray turn on its one-task-per-worker
     default for GPU tasks (max_calls=1), which is set here explicitly. A reused worker that already initialised
-    CUDA would ignore the next task's CUDA_VISIBLE_DEVICES and keep the previous run's cached memory. Ray's own
-    retries cover a worker that died (crash, OOM kill); an exception comes home and is resubmitted."""
+    CUDA would ignore the next task's CUDA_VISIBLE_DEVICES and keep the previous run's cached memory. Ray does not
+    retry (max_retries=0): the scheduler resubmits a task whose worker died (crash, OOM kill) or that raised, up to
+    `Launch.retries` times, telling it its attempt number, so the run it produces records its attempts."""
     import ray
 
     return ray.remote(num_cpus=placement.cpus, num_gpus=placement.gpus, max_calls=1 if placement.gpus else 0,
-                      max_retries=retries, retry_exceptions=False, runtime_env={"env_vars": env})(_run_task)
+                      max_retries=0, retry_exceptions=False, runtime_env={"env_vars": env})(_run_task)
 
 
 class _Scheduler:
@@ -322,9 +328,10 @@ class _Scheduler:
         self.keys = [cell_key(config_record(c)) for c in configs]
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         env.setdefault("HF_HUB_OFFLINE", "1")
-        self.remote = remote_task(placement, launch.retries, env)
+        self.remote = remote_task(placement, env)
         self.queue = deque(range(len(configs)))
         self.attempts: Counter[int] = Counter()
+        self.errors: dict[int, list[str]] = {}  # per config: the errors of its earlier attempts
         self.in_flight: dict[Any, int] = {}
         self.rows: list[dict[str, Any]] = []
 
@@ -356,7 +363,8 @@ class _Scheduler:
         while self.queue and len(self.in_flight) < (self.launch.workers or len(self.configs)):
             index = self.queue.popleft()
             self.attempts[index] += 1
-            ref = self.remote.remote(self.configs[index].to_dict(), shared, self.placement.cpus)
+            ref = self.remote.remote(self.configs[index].to_dict(), shared, self.placement.cpus, self.attempts[index],
+                                     self.errors.get(index, []))
             self.in_flight[ref] = index
 
     def _collect(self, ref) -> None:
@@ -368,8 +376,9 @@ class _Scheduler:
         except ray.exceptions.RayError as exc:  # the worker died (Ray already retried it), or raised past the catch
             system = not isinstance(exc, ray.exceptions.RayTaskError)
             outcome = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", "system": system}
-        if "error" in outcome and not outcome.get("system") and self.attempts[index] <= self.launch.retries:
-            self.queue.appendleft(index)  # raised: try again (possibly on another node)
+        if "error" in outcome and self.attempts[index] <= self.launch.retries:
+            self.errors.setdefault(index, []).append(outcome["error"])
+            self.queue.appendleft(index)  # raised, or its worker died: try again (possibly on another node)
             return
         row = self._land(index, outcome)
         self.rows.append(row)
@@ -380,13 +389,13 @@ class _Scheduler:
         """Save what came home into the driver's store (atomically); a failure becomes a "failed" run record."""
         from safetensors.torch import load
 
-        config, attempts = self.configs[index], self.attempts[index] + (self.launch.retries if outcome.get("system")
-                                                                        else 0)
+        config, attempts = self.configs[index], self.attempts[index]
         extra = {"key": self.keys[index], "attempts": attempts}
         if "error" in outcome:
             self.progress.failed += 1
             message = f"failed after {attempts} attempt{'s' * (attempts > 1)}: {outcome['error']}"
-            metrics = {"attempts": attempts, "placement": outcome.get("placement"), "traceback": outcome.get("traceback")}
+            metrics = {"attempts": attempts, "earlier_attempts": self.errors.get(index, []),
+                       "placement": outcome.get("placement"), "traceback": outcome.get("traceback")}
             run = Run(self.store.new_run_id(config.method, config.dataset.name), config_record(config), metrics,
                       status=RunStatus.FAILED, message=message)
             self.store.save(run, {})
