@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from clipsvd.methods import get_method
-from clipsvd.models.loading import ModelSpec, create_model_for_weights, looks_like_path, register_tiny_model
+from clipsvd.models.checkpoints.loaders import create_model_for_weights
+from clipsvd.models.spec import ModelSpec, looks_like_path
+from clipsvd.models.tiny import register_tiny_model
 from clipsvd.runs import RunStatus, RunStore
 from clipsvd.training.experiment import ExperimentConfig
 
