@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -66,18 +67,23 @@ def singular_value_shifts(
     `before`/`after` are CLIP modules (or LoadedModel/Method). Matrices that did not change at all
     (every method but CLIP-SVD leaves most of them alone) are not decomposed twice.
     """
-    before, after = as_module(before), as_module(after)
     rows = []
+    for encoder, layer, kind, w0, w1 in _paired_matrices(before, after, encoders):
+        s0 = _svdvals(w0)
+        s1 = s0 if torch.equal(w0.cpu(), w1.cpu()) else _svdvals(w1)
+        rows.append({"encoder": encoder, "layer": layer, "kind": kind, **shift_stats(s1, s0)})
+    return pd.DataFrame(rows, columns=SHIFT_COLUMNS)
+
+
+def _paired_matrices(before, after, encoders) -> Iterator[tuple[str, int, str, torch.Tensor, torch.Tensor]]:
+    """(encoder, layer, kind, W before, W after) of every decomposable matrix of both models."""
+    before, after = as_module(before), as_module(after)
     for encoder in encoders:
         blocks0, blocks1 = _paired_blocks(before, after, encoder)
         for layer, (block0, block1) in enumerate(zip(blocks0.blocks, blocks1.blocks)):
             for kind in MATRIX_KINDS:
-                w0 = block_matrix(block0, blocks0.location(kind))
-                w1 = block_matrix(block1, blocks1.location(kind))
-                s0 = _svdvals(w0)
-                s1 = s0 if torch.equal(w0.cpu(), w1.cpu()) else _svdvals(w1)
-                rows.append({"encoder": encoder, "layer": layer, "kind": kind, **shift_stats(s1, s0)})
-    return pd.DataFrame(rows, columns=SHIFT_COLUMNS)
+                yield (encoder, layer, kind, block_matrix(block0, blocks0.location(kind)),
+                       block_matrix(block1, blocks1.location(kind)))
 
 
 def _encoder_and_layer(model: nn.Module, path: str) -> tuple[str, int] | None:
@@ -153,20 +159,14 @@ def singular_vector_rotation(before, after, top: int = 8,
     """
     if top < 1:
         raise ConfigError(f"top: expected >= 1 singular vectors, got {top}")
-    before, after = as_module(before), as_module(after)
     rows = []
-    for encoder in encoders:
-        blocks0, blocks1 = _paired_blocks(before, after, encoder)
-        for layer, (block0, block1) in enumerate(zip(blocks0.blocks, blocks1.blocks)):
-            for kind in MATRIX_KINDS:
-                w0 = block_matrix(block0, blocks0.location(kind))
-                w1 = block_matrix(block1, blocks1.location(kind))
-                k = min(top, *w0.shape)
-                row = {"encoder": encoder, "layer": layer, "kind": kind, "top": k}
-                if torch.equal(w0.cpu(), w1.cpu()):
-                    rows.append({**row, "left_angle_deg": 0.0, "right_angle_deg": 0.0, "min_abs_cos": 1.0})
-                    continue
-                (u0, v0), (u1, v1) = _top_subspaces(w0, k), _top_subspaces(w1, k)
-                rows.append({**row, "left_angle_deg": _largest_angle(u0, u1), "right_angle_deg": _largest_angle(v0, v1),
-                             "min_abs_cos": float((u0 * u1).sum(0).abs().min())})
+    for encoder, layer, kind, w0, w1 in _paired_matrices(before, after, encoders):
+        k = min(top, *w0.shape)
+        row = {"encoder": encoder, "layer": layer, "kind": kind, "top": k}
+        if torch.equal(w0.cpu(), w1.cpu()):
+            rows.append({**row, "left_angle_deg": 0.0, "right_angle_deg": 0.0, "min_abs_cos": 1.0})
+            continue
+        (u0, v0), (u1, v1) = _top_subspaces(w0, k), _top_subspaces(w1, k)
+        rows.append({**row, "left_angle_deg": _largest_angle(u0, u1), "right_angle_deg": _largest_angle(v0, v1),
+                     "min_abs_cos": float((u0 * u1).sum(0).abs().min())})
     return pd.DataFrame(rows, columns=ROTATION_COLUMNS)
