@@ -264,7 +264,7 @@ def restore_run(run: Run, device: str = "auto") -> tuple[LoadedModel, Method]:
 def _prompts_of_run(run: Run, config: ExperimentConfig, templates: list[str]) -> list:
     """The class prompts the run trained with: from its config.json (no dataset needed), or rebuilt from the
     dataset for runs saved before prompts were recorded."""
-    if run.config.get("prompts"):
+    if run.config.get("prompts") is not None:  # recorded (an imported run records none: nothing trained on them)
         return [tuple(p) if isinstance(p, list) else p for p in run.config["prompts"]]
     data = prepare_data(dataclasses.replace(config, shots=None, max_test_per_class=None))
     return data.train_set.prompts(templates)
