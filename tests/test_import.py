@@ -247,3 +247,53 @@ def to_official_clip_svd(model: nn.Module, seed: int) -> dict[tuple[str, int, st
                     module.vector_S += delta
                 shifts[(encoder, layer, kind)] = delta
     return shifts
+
+
+# ----- the command line, evaluation on demand, and what an imported run is not -----------------------------------
+
+def test_cli_imports_then_evaluates_on_the_dataset_named(tmp_path, base, capsys):
+    from PIL import Image
+
+    from clipsvd.cli import main
+
+    for index, (name, colour) in enumerate([("red_apple", "red"), ("blue_sky", "blue")] * 5):
+        folder = tmp_path / "images" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), colour).save(folder / f"{index}.png")
+
+    spec, state = base
+    path = tmp_path / "ft.safetensors"
+    save_file({k: v + known_changes(state).get(k, 0) for k, v in state.items()}, str(path))
+    runs = str(tmp_path / "runs")
+    assert main(["--runs-dir", runs, "import", str(path), "--base-arch", TINY_MODEL_NAME,
+                 "--base-weights", spec.weights, "--label", "colleague's <b>run</b>"]) == 0
+    out = capsys.readouterr().out
+    run_id = RunStore(runs).list()[0].run_id
+    assert "colleague's <b>run</b>" in out and "3 tensors changed" in out
+    assert main(["--runs-dir", runs, "eval", run_id, "--device", "cpu"]) == 2
+    assert "no dataset yet: name one with --dataset" in capsys.readouterr().err
+    assert main(["--runs-dir", runs, "eval", run_id, "--dataset", "mine", "--dataset-kind", "imagefolder",
+                 "--data-root", str(tmp_path / "images"), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    run = RunStore(runs).load(run_id)
+    assert run.metrics["accuracy"] == printed["accuracy"] and set(run.metrics["per_class"]) == {"blue sky", "red apple"}
+    assert run.config["dataset"]["root"] == str(tmp_path / "images") == run.config["imported"]["evaluated_on"]["root"]
+    assert main(["--runs-dir", runs, "eval", run_id, "--device", "cpu"]) == 0  # again, on the dataset it now has
+    assert json.loads(capsys.readouterr().out)["accuracy"] == printed["accuracy"]
+
+
+def test_cli_strict_flag_parses_true_and_false():
+    from clipsvd.cli.import_run import _boolean
+
+    assert _boolean("false") is False and _boolean("True") is True
+    with pytest.raises(Exception, match="expected true or false"):
+        _boolean("maybe")
+
+
+def test_imported_is_not_offered_for_training():
+    from clipsvd.methods import available_methods, get_method
+    from clipsvd.training import ExperimentConfig, run_experiment
+
+    assert "imported" not in available_methods() and get_method("imported").trains is False
+    with pytest.raises(Exception, match="made by `clipsvd import`, not trained"):
+        run_experiment(ExperimentConfig(method="imported", model=ModelSpec(TINY_MODEL_NAME)))

@@ -23,6 +23,7 @@ class Imported(Method):
                "difference from the base model; `clipsvd import` makes these runs.")
     Config = MethodConfig
     trains = False
+    runnable = False  # made by clipsvd.importing, never trained
     trains_text_encoder = True  # a full fine-tune may change either tower
 
     def __init__(self, config: MethodConfig | dict | None = None):

@@ -176,6 +176,8 @@ def run_experiment(
 ) -> Run:
     """Train and evaluate one method; saves the run (also when cancelled or diverged) if a store is given."""
     config.validate()
+    if not get_method(config.method).runnable:
+        raise ConfigError(f"method: '{config.method}' runs are made by `clipsvd import`, not trained")
     report = on_progress or (lambda progress: None)
     method_config = config.method_config()
     report(Progress("load", message=f"loading dataset {config.dataset.name}"))
