@@ -297,3 +297,60 @@ def test_imported_is_not_offered_for_training():
     assert "imported" not in available_methods() and get_method("imported").trains is False
     with pytest.raises(Exception, match="made by `clipsvd import`, not trained"):
         run_experiment(ExperimentConfig(method="imported", model=ModelSpec(TINY_MODEL_NAME)))
+
+
+# ----- formats the loader reads, fabricated as tests/test_checkpoints.py does: OpenAI archives, transformers ---------
+
+def _openai_archive(model: nn.Module, path):
+    """`model` saved as OpenAI's archives are: fp16, traced with torch.jit, the mask a plain attribute."""
+    from open_clip.model import convert_weights_to_fp16
+
+    convert_weights_to_fp16(model)
+    model.attn_mask = model._buffers.pop("attn_mask")
+    image, text = torch.randn(1, 3, 32, 32).half(), torch.randint(0, 49408, (1, 16))
+    torch.jit.trace_module(model, {"forward": (image, text), "encode_text": (text,), "encode_image": (image,)},
+                           check_trace=False).save(str(path))
+    return path
+
+
+def test_openai_archive_against_an_openai_archive(tmp_path):
+    from open_clip.model import CLIP
+
+    from tests.test_checkpoints import OPENAI_TINY
+
+    torch.manual_seed(0)
+    base_model = CLIP(**OPENAI_TINY, quick_gelu=True).eval()
+    finetuned = CLIP(**OPENAI_TINY, quick_gelu=True).eval()
+    finetuned.load_state_dict(base_model.state_dict())
+    key = "visual.transformer.resblocks.1.mlp.c_fc.weight"
+    with torch.no_grad():
+        finetuned.get_parameter(key).add_(0.25)  # larger than fp16's rounding, so the change survives the archive
+    base_path = _openai_archive(base_model, tmp_path / "base.pt")
+    ft_path = _openai_archive(finetuned, tmp_path / "ft.pt")
+    run = import_checkpoint(RunStore(tmp_path / "runs"), ModelSpec("auto", str(base_path)), ft_path)
+    assert run.config["imported"]["finetuned"]["format"] == "OpenAI TorchScript archive"
+    assert run.config["imported"]["changed_tensors"] == [key]
+    assert torch.allclose(run.adapter_tensors()[f"delta.{key}"], torch.full((512, 128), 0.25), atol=1e-3)
+
+
+def test_transformers_clip_against_its_base_lands_in_open_clip_layout(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        projection_dim=32)
+    torch.manual_seed(2)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(tmp_path / "base")
+    delta = 0.01 * torch.randn(64, 64)
+    with torch.no_grad():
+        model.vision_model.encoder.layers[0].self_attn.k_proj.weight.add_(delta)
+    model.save_pretrained(tmp_path / "ft")
+    run = import_checkpoint(RunStore(tmp_path / "runs"), ModelSpec("auto", str(tmp_path / "base")), tmp_path / "ft")
+    stored = run.adapter_tensors()
+    assert list(stored) == [f"delta.{BLOCK}.attn.in_proj_weight"]  # k is rows 64..128 of open_clip's fused in_proj
+    in_proj = stored[f"delta.{BLOCK}.attn.in_proj_weight"]
+    assert torch.allclose(in_proj[64:128], delta, atol=1e-6) and not in_proj[:64].any() and not in_proj[128:].any()
