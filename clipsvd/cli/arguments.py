@@ -56,18 +56,21 @@ WORLD_DEFAULT = ("default: clipsvd-world with its shipped weights, a small CLIP 
                  "with a checkpoint file: read from its tensors")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default: str = WORLD_DEFAULT) -> None:
-    """The model a command starts from (see `model_spec`); `default` says what leaving --arch out means."""
-    parser.add_argument("--arch", default=None,
+def add_model_arguments(parser: argparse.ArgumentParser, default: str = WORLD_DEFAULT, prefix: str = "") -> None:
+    """The model a command starts from (see `model_spec`); `default` says what leaving --arch out means, `prefix`
+    names a second model's flags (`import`: --base-arch, --base-weights, …)."""
+    flag, dest = f"--{prefix}", prefix.replace("-", "_")
+    parser.add_argument(f"{flag}arch", dest=f"{dest}arch", default=None,
                         help=f"open_clip architecture, or an hf-hub:/local-dir: id ({default})")
-    parser.add_argument("--weights", default=None,
+    parser.add_argument(f"{flag}weights", dest=f"{dest}weights", default=None,
                         help="'random' (the default once --arch is given), a pretrained tag, 'world' (clipsvd-world's "
                              "shipped weights), or a checkpoint: OpenAI .pt archive, state dict .pt/.bin, "
                              "safetensors, open_clip training checkpoint, transformers CLIPModel file or folder")
-    parser.add_argument("--activation", default="auto", choices=ACTIVATIONS,
+    parser.add_argument(f"{flag}activation", dest=f"{dest}activation", default="auto", choices=ACTIVATIONS,
                         help="MLP activation; quickgelu for OpenAI / LAION-400M weights in a plain file "
                              "(tags and OpenAI archives choose it themselves)")
-    parser.add_argument("--model-seed", type=int, default=0, help="seed of random weights")
+    parser.add_argument(f"{flag}model-seed", dest=f"{dest}model_seed", type=int, default=0,
+                        help="seed of random weights")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, kind_default: str | None = "builtin",
@@ -134,13 +137,16 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def model_spec(args: argparse.Namespace):
-    """The model of `add_model_arguments`: --arch may be left out for a checkpoint file (read off its tensors)."""
+def model_spec(args: argparse.Namespace, prefix: str = ""):
+    """The model of `add_model_arguments` (with the same `prefix`): --arch may be left out for a checkpoint file
+    (read off its tensors)."""
     from clipsvd.models import AUTO_ARCHITECTURE, DEFAULT_ARCHITECTURE, RANDOM_WEIGHTS, ModelSpec
     from clipsvd.models.spec import looks_like_path
 
-    if args.arch is None and args.weights is None:
+    dest = prefix.replace("-", "_")
+    arch, weights = getattr(args, f"{dest}arch"), getattr(args, f"{dest}weights")
+    if arch is None and weights is None:
         return ModelSpec.default()
-    weights = args.weights or RANDOM_WEIGHTS
-    arch = args.arch or (AUTO_ARCHITECTURE if looks_like_path(weights) else DEFAULT_ARCHITECTURE)
-    return ModelSpec(arch, weights, args.model_seed, args.activation)
+    weights = weights or RANDOM_WEIGHTS
+    arch = arch or (AUTO_ARCHITECTURE if looks_like_path(weights) else DEFAULT_ARCHITECTURE)
+    return ModelSpec(arch, weights, getattr(args, f"{dest}model_seed"), getattr(args, f"{dest}activation"))

@@ -2,7 +2,8 @@
 
     python -m clipsvd train --method clip-svd --method clipfit --dataset world-shape-microscopy --shots 16 --seed 1 --seed 2
     python -m clipsvd sweep --method clip-svd --method clipfit --shots 1 --shots 4 --seed 1 --seed 2 --seed 3
-    python -m clipsvd eval RUN_ID
+    python -m clipsvd import --base-arch ViT-B-32 --base-weights openai finetuned.pt [--strict false] [--label TEXT]
+    python -m clipsvd eval RUN_ID [--dataset NAME]  (an imported run: on the dataset named)
     python -m clipsvd analyze RUN_ID --corpus biomedical --format html png
     python -m clipsvd report RUN_ID [--compare RUN_ID2] [--out report.html] [--pdf]
     python -m clipsvd ablate RUN_ID --heads L3.H2,L2.H1 | --top 5 | --match TEXT
@@ -21,6 +22,7 @@ from clipsvd.cli.ablate import add_ablate
 from clipsvd.cli.analyze import add_analyze, add_report
 from clipsvd.cli.catalog import add_catalog
 from clipsvd.cli.dashboard import add_dashboard
+from clipsvd.cli.import_run import add_import
 from clipsvd.cli.reproduce import add_reproduce
 from clipsvd.cli.runs import add_runs
 from clipsvd.cli.train import add_config, add_eval, add_sweep, add_train
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", default=None, help="run store folder (default $CLIPSVD_RUNS or ./runs)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_sweep, add_config, add_reproduce, add_eval, add_analyze, add_report,
+    for add in (add_train, add_sweep, add_config, add_reproduce, add_import, add_eval, add_analyze, add_report,
                 add_ablate, add_pretrain_world, add_runs, add_dashboard, add_catalog):
         add(commands)
     return parser

@@ -72,8 +72,12 @@ def add_config(commands) -> None:
 
 
 def add_eval(commands) -> None:
-    evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors")
+    evaluate = commands.add_parser("eval", help="re-evaluate a stored run from its adapter tensors; an imported run "
+                                                "on the dataset --dataset names (saved into the run)")
     evaluate.add_argument("run_id")
+    evaluate.add_argument("--dataset", default=None, help="an imported run's dataset (any loader: see --dataset-kind)")
+    add_data_arguments(evaluate, kind_default=None)
+    add_field_argument(evaluate, "protocol")
     add_field_argument(evaluate, "device")
     add_field_argument(evaluate, "max_test_per_class")
     evaluate.set_defaults(func=cmd_eval)
@@ -155,7 +159,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from clipsvd.runs import RunStore
     from clipsvd.training import ExperimentConfig, evaluate_method, prepare_data, restore_run
 
-    run = RunStore(args.runs_dir).load(args.run_id)
+    store = RunStore(args.runs_dir)
+    run = store.load(args.run_id)
+    if args.dataset is not None:
+        from clipsvd.data import DatasetSpec, guess_kind
+        from clipsvd.importing import evaluate_imported
+
+        dataset = DatasetSpec(args.dataset_kind or guess_kind(args.dataset), args.dataset, args.data_root)
+        run = evaluate_imported(store, run, dataset, args.protocol, args.device, args.max_test_per_class)
+        print(json.dumps({k: v for k, v in run.metrics.items() if not k.startswith("per_class")}, indent=2))
+        return 0
+    if run.config.get("imported") and not run.config["imported"].get("evaluated_on"):
+        from clipsvd.errors import ConfigError
+
+        raise ConfigError(f"run {run.run_id} is imported and has no dataset yet: name one with --dataset")
     loaded, method = restore_run(run, args.device)
     config = dataclasses.replace(ExperimentConfig.from_dict(run.config), shots=None,
                                  max_test_per_class=args.max_test_per_class)

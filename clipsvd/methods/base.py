@@ -127,6 +127,8 @@ class Method(ABC):
     trains: ClassVar[bool] = True
     trains_text_encoder: ClassVar[bool] = False
     supports_novel_classes: ClassVar[bool] = True
+    # False: runs of this method come from elsewhere (`clipsvd import`); train, sweeps and the forms do not offer it
+    runnable: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         self.config = self.make_config(config)

@@ -24,7 +24,8 @@ def get_method(name: str) -> type:
 
 
 def available_methods() -> list[str]:
-    return list(_METHODS)
+    """Methods one can train (those whose runs only an import makes, such as `imported`, are left out)."""
+    return [name for name, cls in _METHODS.items() if getattr(cls, "runnable", True)]
 
 
 def create_method(name: str, config=None):

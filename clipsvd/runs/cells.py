@@ -19,7 +19,7 @@ from clipsvd.runs.status import CellStatus, RunStatus
 from clipsvd.runs.store import RunStore
 
 # What a record adds to the config's own fields: written to config.json, never read back as inputs.
-RECORDED_ONLY = ("setting", "method_config", "preset", "steps", "prompts", "model_source")
+RECORDED_ONLY = ("setting", "method_config", "preset", "steps", "prompts", "model_source", "imported")
 # Fields of a run's record that do not change its result (or repeat what the setting resolves).
 VOLATILE = ("sweep", "device", "eval_batch_size", "num_workers", "preset", "steps", "hyperparameters", "model_source",
             "backbone", "prompts")

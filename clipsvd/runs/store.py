@@ -234,6 +234,19 @@ class RunStore:
         run.path = final
         return run
 
+    def update(self, run: Run) -> Run:
+        """Rewrite a saved run's config.json and metrics.json (an imported run evaluated on demand), each file
+        replaced atomically; its tensors and history stay as they are."""
+        folder = self.root / run.run_id
+        if not (folder / "run.json").is_file():
+            raise DataError(f"no run '{run.run_id}' in {self.root}")
+        for name, data in (("config.json", run.config), ("metrics.json", run.metrics)):
+            tmp = folder / f".{name}.{uuid.uuid4().hex[:6]}"
+            _write_json(tmp, data)
+            os.replace(tmp, folder / name)
+        run.path = folder
+        return run
+
     def load(self, run_id: str) -> Run:
         folder = self.root / check_run_id(run_id)
         if not (folder / "run.json").is_file():

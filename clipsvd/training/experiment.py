@@ -176,6 +176,8 @@ def run_experiment(
 ) -> Run:
     """Train and evaluate one method; saves the run (also when cancelled or diverged) if a store is given."""
     config.validate()
+    if not get_method(config.method).runnable:
+        raise ConfigError(f"method: '{config.method}' runs are made by `clipsvd import`, not trained")
     report = on_progress or (lambda progress: None)
     method_config = config.method_config()
     report(Progress("load", message=f"loading dataset {config.dataset.name}"))
@@ -264,7 +266,7 @@ def restore_run(run: Run, device: str = "auto") -> tuple[LoadedModel, Method]:
 def _prompts_of_run(run: Run, config: ExperimentConfig, templates: list[str]) -> list:
     """The class prompts the run trained with: from its config.json (no dataset needed), or rebuilt from the
     dataset for runs saved before prompts were recorded."""
-    if run.config.get("prompts"):
+    if run.config.get("prompts") is not None:  # recorded (an imported run records none: nothing trained on them)
         return [tuple(p) if isinstance(p, list) else p for p in run.config["prompts"]]
     data = prepare_data(dataclasses.replace(config, shots=None, max_test_per_class=None))
     return data.train_set.prompts(templates)

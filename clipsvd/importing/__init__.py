@@ -1,0 +1,6 @@
+"""Models fine-tuned elsewhere become runs of the store (method `imported`): a layer above training, whose
+experiment config and run record an imported run shares, and below analysis, which opens it like any run."""
+from clipsvd.importing.checkpoint import FineTuned, import_checkpoint, read_finetuned
+from clipsvd.importing.evaluation import evaluate_imported
+
+__all__ = ["FineTuned", "evaluate_imported", "import_checkpoint", "read_finetuned"]
