@@ -150,6 +150,13 @@ def test_targets_are_checked(tmp_path, kw, message):
         _config(tmp_path, **kw).validate()
 
 
+def test_official_targets_need_coop_data():
+    config = ExperimentConfig(method="zero-shot", protocol="cross-dataset")  # the default built-in world dataset
+    with pytest.raises(ConfigError, match="official cross-dataset targets are CoOp datasets; name the targets"):
+        config.validate()
+    ExperimentConfig(method="zero-shot", protocol="cross-dataset", targets=["world-shape-sketch"]).validate()
+
+
 def test_a_test_only_variant_cannot_be_the_source(tmp_path):
     config = ExperimentConfig(method="clip-svd", dataset=DatasetSpec("coop", "imagenet_a", str(tmp_path)),
                               protocol="domain-generalization")

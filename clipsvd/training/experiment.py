@@ -107,6 +107,9 @@ class ExperimentConfig:
         if is_test_only(self.dataset):
             raise ConfigError(f"dataset: {self.dataset.name} is test only (CoOp trains on none of ImageNet's "
                               "variants); give it as a target")
+        if not self.targets and self.dataset.kind != "coop":
+            raise ConfigError(f"targets: the official {self.protocol} targets are CoOp datasets; name the targets of "
+                              f"a {self.dataset.kind} source (datasets of the same kind and root)")
         source = canonical_dataset_name(self.dataset)
         seen: set[str] = set()
         for spec in self.target_specs():
