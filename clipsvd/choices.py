@@ -12,7 +12,17 @@ from typing import Any, Sequence
 
 from clipsvd.errors import ConfigError
 
-PROTOCOLS = ("few-shot", "base2novel")
+PROTOCOLS = ("few-shot", "base2novel", "cross-dataset", "domain-generalization")
+# Train once on the source, evaluate unchanged on each target (CoOp/CoCoOp's Tables 2 and 3, CLIP-SVD's
+# scripts/cross_dataset.sh and scripts/domain_generalization.sh): the protocols that take targets.
+TRANSFER_PROTOCOLS = ("cross-dataset", "domain-generalization")
+# The targets the official scripts evaluate when the user names none (CoOp's canonical dataset names): the other 10
+# CoOp datasets, and ImageNet's four test-only variants.
+OFFICIAL_TARGETS = {
+    "cross-dataset": ("Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
+                      "SUN397", "DescribableTextures", "EuroSAT", "UCF101"),
+    "domain-generalization": ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"),
+}
 BACKBONES = ("natural", "biomedical", "world")  # whose presets apply; "world": the world CLIP on its datasets
 DATASET_KINDS = ("builtin", "imagefolder", "coop", "biomedcoop", "medmnist")
 # The CLI's and dashboard's default dataset: shapes in the microscopy-like style of the generated world,

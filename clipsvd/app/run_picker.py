@@ -11,13 +11,15 @@ from clipsvd.formatting import config_title
 from clipsvd.runs import SUMMARY_COLUMNS, Run, RunStatus, RunStore
 
 RUN_COLUMN_ORDER = ["run_id", "status", "method", "dataset", "protocol", "shots", "seed", "accuracy", "base", "novel",
-                    "hm", "test_images", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model",
+                    "hm", "target_average", "test_images", "trainable", "trainable_fraction", "train_seconds", "checkpoint_bytes", "model",
                     "created"]
 RUN_COLUMNS = {
     "accuracy": st.column_config.NumberColumn("accuracy %", format="%.2f"),
     "base": st.column_config.NumberColumn("base %", format="%.2f"),
     "novel": st.column_config.NumberColumn("novel %", format="%.2f"),
     "hm": st.column_config.NumberColumn("HM %", format="%.2f"),
+    "target_average": st.column_config.NumberColumn("target avg %", format="%.2f", help="Cross-dataset / domain "
+                                                    "generalisation: the mean accuracy over the run's targets"),
     "test_images": st.column_config.TextColumn("test images", help="Test images the scores were measured on: n of N "
                                                "(N: the whole test split; ?: not recorded by older runs)"),
     "trainable": st.column_config.NumberColumn("trainable", format="localized"),
@@ -31,7 +33,7 @@ def runs_table(store: RunStore) -> pd.DataFrame:
     """The store's table with the full model label (architecture, weights source and format, activation) as "model"."""
     rows = [{**run.summary(), "model": selection.run_model_label(run)} for run in store.list()]
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    numeric = ["accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "train_seconds",
+    numeric = ["accuracy", "base", "novel", "hm", "target_average", "trainable", "trainable_fraction", "train_seconds",
                "checkpoint_bytes"]
     return table.astype({c: "float64" for c in numeric})  # None -> NaN: shown blank, sorted as numbers
 

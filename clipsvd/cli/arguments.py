@@ -40,14 +40,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def add_field_argument(parser: argparse.ArgumentParser, name: str, *, repeat: bool = False, required: bool = False,
-                       default: Any = dataclasses.MISSING, note: str = "", cls: type = ExperimentConfig) -> None:
+                       default: Any = dataclasses.MISSING, note: str = "", cls: type = ExperimentConfig,
+                       flag: str | None = None) -> None:
     """The --flag of one field of `cls` (ExperimentConfig unless told): its type, choices and help from the field;
-    `repeat` makes it a list (one run per value), `note` adds what this command does with it."""
+    `repeat` makes it a list (one run per value, or the list a list field holds), `note` adds what this command
+    does with it, `flag` names a repeated list field in the singular (--target for `targets`)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     if default is dataclasses.MISSING:
         default = None if repeat or f.default is dataclasses.MISSING else f.default
     help_text = f.metadata.get("help", "") + (f"; {note}" if note else "")
-    parser.add_argument("--" + name.replace("_", "-"), dest=name, type=_field_type(f), default=default,
+    parser.add_argument(flag or "--" + name.replace("_", "-"), dest=name, type=_field_type(f), default=default,
                         required=required, choices=field_choices(cls).get(name),
                         action="append" if repeat else "store", help=_escaped(help_text))
 
@@ -83,6 +85,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, kind_default: str | None
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     add_field_argument(parser, "protocol")
+    add_field_argument(parser, "targets", repeat=True, flag="--target", note="repeat for several targets")
     add_field_argument(parser, "backbone")
 
 

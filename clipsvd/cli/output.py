@@ -55,5 +55,9 @@ def defaults_line(config) -> str:
 def score_line(metrics: dict) -> str:
     """A run's scores and its trainable share, on one line."""
     parts = [f"{k} {metrics[k]:.2f}" for k in ("accuracy", "base", "novel", "hm") if metrics.get(k) is not None]
+    parts += [f"{t} {metrics[f'accuracy_{t}']:.2f}" for t in metrics.get("targets") or ()
+              if metrics.get(f"accuracy_{t}") is not None]
+    if metrics.get("target_average") is not None:
+        parts.append(f"target average {metrics['target_average']:.2f}")
     parts.append(f"trainable {metrics.get('trainable', 0):,} ({fraction_text(metrics.get('trainable_fraction', 0))})")
     return "  ".join(parts)

@@ -98,6 +98,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds=args.seed or SWEEP_SEEDS,
         model=model_spec(args),
         protocol=args.protocol,
+        targets=args.targets or [],
         hyperparameters={method: hyperparameters for method in args.method} if hyperparameters else {},
         device=args.device,
         max_test_per_class=args.max_test_per_class,
@@ -125,7 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = DatasetSpec(args.dataset_kind, args.dataset, args.data_root)
     failures = 0
     configs = [ExperimentConfig(method=method, model=model, dataset=dataset, shots=shots, seed=seed,
-                                protocol=args.protocol, backbone=args.backbone, hyperparameters=hyperparameters,
+                                protocol=args.protocol, targets=args.targets or [], backbone=args.backbone,
+                                hyperparameters=hyperparameters,
                                 device=args.device, max_test_per_class=args.max_test_per_class,
                                 num_workers=args.num_workers) for method in args.method for seed in seeds]
     check_store(store, configs)  # a store that cannot take the runs fails now, not after training
@@ -148,7 +150,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     kind = args.dataset_kind or guess_kind(args.dataset)
     dataset = DatasetSpec(kind, args.dataset, args.data_root)
     config = ExperimentConfig(method=args.method, model=model_spec(args), dataset=dataset, shots=args.shots or None,
-                              seed=args.seed, protocol=args.protocol, backbone=args.backbone,
+                              seed=args.seed, protocol=args.protocol, targets=args.targets or [], backbone=args.backbone,
                               hyperparameters=overrides(args))
     data = load_dataset(dataset) if args.data_root or kind == "builtin" else None
     print(json.dumps(resolved_config(config, data), indent=2))
@@ -176,6 +178,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loaded, method = restore_run(run, args.device)
     config = dataclasses.replace(ExperimentConfig.from_dict(run.config), shots=None,
                                  max_test_per_class=args.max_test_per_class)
-    metrics = evaluate_method(method, prepare_data(config), config.eval_batch_size, lambda progress: None)
+    metrics = evaluate_method(method, prepare_data(config, load_targets=True), config.eval_batch_size, lambda progress: None)
     print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("per_class")}, indent=2))
     return 0

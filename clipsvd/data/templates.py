@@ -17,6 +17,12 @@ TEMPLATES: dict[str, str] = {
     "OxfordFlowers": "a photo of a {}, a type of flower.",
     "OxfordPets": "a photo of a {}, a type of pet.",
     "UCF101": "a photo of a person doing {}.",
+    # ImageNet's test-only variants (CoOp trainers/zsclip.py CUSTOM_TEMPLATES; CLIP-SVD
+    # configs/domain_generalization/*.yaml give the same).
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
     # The biomedical datasets of BiomedCoOp.
     "BTMRI": DEFAULT_TEMPLATE,
     "BUSI": DEFAULT_TEMPLATE,

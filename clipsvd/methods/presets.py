@@ -7,7 +7,8 @@ override earlier ones, and each rule names the file of the official repository i
 own `origin` did not come from the document's repository: the family "world" (the world CLIP on the generated
 world's datasets, which no paper covers) holds values measured by this project's own search, and says where. Two
 value forms depend on K: {"per_shot": n} means n·K (CLIP-SVD's 200·K iterations) and
-{"inverse_shot": n} means n/K (ProLIP's λ = 1/K); without K they leave the default.
+{"inverse_shot": n} means n/K (ProLIP's λ = 1/K); without K they leave the default. A document's `notes` map a
+protocol to what its repository says (or does not say) about it, e.g. that it ships no cross-dataset settings.
 """
 from __future__ import annotations
 
@@ -47,9 +48,11 @@ class Preset:
     values: dict[str, Any]
     sources: dict[str, str]  # field -> "owner/repo@commit:path"
     differences: tuple[str, ...] = ()  # where the paper and its code disagree (we follow the code)
+    notes: tuple[str, ...] = ()  # the document's notes on the setting's protocol (e.g. no official settings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"values": self.values, "sources": self.sources, "differences": list(self.differences)}
+        data = {"values": self.values, "sources": self.sources, "differences": list(self.differences)}
+        return {**data, "notes": list(self.notes)} if self.notes else data
 
     def by_source(self) -> dict[str, dict[str, Any]]:
         """The values grouped by where they came from, in rule order: what a form shows under "preset from"."""
@@ -110,9 +113,10 @@ def official_preset(method: str, setting: Setting) -> Preset:
             values[key] = resolved
             sources[key] = f"{where}:{rule['source']}"
             official = official or "origin" not in rule
+    notes = tuple(document.get("notes", {}).get(setting.protocol, ()))
     if not values:
-        return NO_PRESET
-    return Preset(values, sources, tuple(document.get("differences", ())) if official else ())
+        return Preset({}, {}, (), notes) if notes else NO_PRESET
+    return Preset(values, sources, tuple(document.get("differences", ())) if official else (), notes)
 
 
 WORLD_PREFIX = "world-"  # the generated world's datasets: world-<task>-<style> (clipsvd.data.world)

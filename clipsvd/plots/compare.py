@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 from clipsvd.plots.style import SEQUENTIAL, method_color, shorten, styled
 
 METRIC_TITLES = {"accuracy": "accuracy (%)", "base": "base accuracy (%)", "novel": "novel accuracy (%)",
-                 "hm": "harmonic mean (%)", "train_seconds": "training time (s)"}
+                 "hm": "harmonic mean (%)", "target_average": "target average (%)",
+                 "train_seconds": "training time (s)"}
 
 
 PATTERNS = ("", "/", ".")

@@ -10,7 +10,7 @@ from clipsvd.runs.metrics import hm_summary
 from clipsvd.runs.status import RunStatus
 
 GROUP_BY = ("dataset", "protocol", "shots", "method")
-METRICS = ("accuracy", "base", "novel", "hm", "train_seconds")
+METRICS = ("accuracy", "base", "novel", "hm", "target_average", "train_seconds")
 
 
 def aggregate(table: pd.DataFrame, by: tuple[str, ...] = GROUP_BY) -> pd.DataFrame:

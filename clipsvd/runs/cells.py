@@ -62,6 +62,8 @@ def cell_key(record: dict[str, Any]) -> str:
     """A stable key of what decides a run's result, from a run's config.json or a `config_record`: the record
     minus `VOLATILE` fields, with paths made absolute and the dataset named canonically."""
     kept = {k: v for k, v in record.items() if k not in VOLATILE}
+    if not kept.get("targets"):
+        kept.pop("targets", None)  # runs recorded before the transfer protocols keep their keys
     setting = kept.get("setting") or {}
     dataset = dict(kept.get("dataset") or {})
     dataset["root"] = _normal_path(dataset.get("root"))

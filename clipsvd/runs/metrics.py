@@ -16,6 +16,14 @@ def harmonic_mean(base: float | None, novel: float | None) -> float | None:
     return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
 
 
+def target_average(accuracies: Sequence[float | None]) -> float | None:
+    """The transfer protocols' average over targets (CoOp/CoCoOp's Tables 2 and 3); None when any target is
+    missing (a method that cannot score new classes) or there are none."""
+    if not accuracies or any(a is None for a in accuracies):
+        return None
+    return float(np.mean(accuracies))
+
+
 def hm_summary(rows: Sequence[dict]) -> dict:
     """Both conventions the papers use: HM of the averaged base/novel, and the average of per-row HMs."""
     pairs = [(r["base"], r["novel"]) for r in rows if r.get("base") is not None and r.get("novel") is not None]
@@ -31,4 +39,4 @@ def hm_summary(rows: Sequence[dict]) -> dict:
     }
 
 
-__all__ = ["harmonic_mean", "hm_summary"]
+__all__ = ["harmonic_mean", "hm_summary", "target_average"]

@@ -92,6 +92,7 @@ class Run:
             "base": m.get("base"),
             "novel": m.get("novel"),
             "hm": m.get("hm"),
+            "target_average": m.get("target_average"),  # cross-dataset / domain-generalization: mean over targets
             "trainable": m.get("trainable"),
             "trainable_fraction": m.get("trainable_fraction"),
             "train_seconds": m.get("train_seconds"),

@@ -12,13 +12,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipsvd.choices import BACKBONES, DEFAULT_DATASET, PROTOCOLS, check_choices, described
+from clipsvd.choices import (
+    BACKBONES,
+    DEFAULT_DATASET,
+    OFFICIAL_TARGETS,
+    PROTOCOLS,
+    TRANSFER_PROTOCOLS,
+    check_choices,
+    described,
+)
 from clipsvd.data import (
     ClassificationDataset,
     DatasetSpec,
     base_novel,
     canonical_dataset_name,
     few_shot,
+    is_test_only,
     known_class_count,
     load_dataset,
     train_transform,
@@ -32,7 +41,7 @@ from clipsvd.methods.base import AttachCancelled
 from clipsvd.models import LoadedModel, ModelSpec, load_model
 from clipsvd.runs import Run, RunStore
 from clipsvd.runs.cells import RECORDED_ONLY, run_record
-from clipsvd.runs.metrics import harmonic_mean
+from clipsvd.runs.metrics import harmonic_mean, target_average
 from clipsvd.runs.status import RunStatus
 from clipsvd.training.evaluate import accuracy_report, predict
 from clipsvd.training.loop import Progress, ProgressCallback, total_steps, train
@@ -53,7 +62,14 @@ class ExperimentConfig:
     seed: int = field(default=1, metadata=described("seed of the K-shot sample and of training"))
     protocol: str = field(default="few-shot", metadata=described(
         "few-shot: K images per class, tested on all classes; base2novel: trained on the first half of the classes, "
-        "tested on the base and novel halves (HM)", choices=PROTOCOLS))
+        "tested on the base and novel halves (HM); cross-dataset / domain-generalization: K-shot training on the "
+        "source dataset (ImageNet in the papers), then the same trained model tested unchanged on each target "
+        "(see targets)", choices=PROTOCOLS))
+    targets: list[str] = field(default_factory=list, metadata=described(
+        "datasets the trained run is also tested on, unchanged, under cross-dataset or domain-generalization: "
+        "names of the same kind and data root as the source (CoOp: DTD, EuroSAT, ImageNetV2, ImageNetSketch, "
+        "ImageNetA, ImageNetR…), each with its own class names and its official template; empty: the official "
+        "targets (cross-dataset: the 10 other CoOp datasets; domain-generalization: ImageNet-V2, -Sketch, -A, -R)"))
     backbone: str | None = field(default=None, metadata=described(
         "whose preset applies: natural (CLIP ViT-B/16), biomedical (BiomedCLIP) or world (README's search with the "
         "world CLIP); default: natural for CoOp data, biomedical for BiomedCoOp data, world for the world-* "
@@ -80,6 +96,38 @@ class ExperimentConfig:
             raise ConfigError(f"max_test_per_class: expected >= 1, got {self.max_test_per_class}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers: expected 0 (load in the training process) or more, got {self.num_workers}")
+        self._validate_targets()
+
+    def _validate_targets(self) -> None:
+        if self.protocol not in TRANSFER_PROTOCOLS:
+            if self.targets:
+                raise ConfigError(f"targets: only the {' and '.join(TRANSFER_PROTOCOLS)} protocols test on targets; "
+                                  f"protocol is {self.protocol}")
+            return
+        if is_test_only(self.dataset):
+            raise ConfigError(f"dataset: {self.dataset.name} is test only (CoOp trains on none of ImageNet's "
+                              "variants); give it as a target")
+        if not self.targets and self.dataset.kind != "coop":
+            raise ConfigError(f"targets: the official {self.protocol} targets are CoOp datasets; name the targets of "
+                              f"a {self.dataset.kind} source (datasets of the same kind and root)")
+        source = canonical_dataset_name(self.dataset)
+        seen: set[str] = set()
+        for spec in self.target_specs():
+            name = canonical_dataset_name(spec)
+            if name == source:
+                raise ConfigError(f"targets: {spec.name} is the source dataset; its test split is scored anyway "
+                                  "(accuracy)")
+            if name in seen:
+                raise ConfigError(f"targets: {spec.name} is named twice")
+            seen.add(name)
+
+    def target_specs(self) -> list[DatasetSpec]:
+        """The targets as datasets of the source's kind and root: the given names, or the protocol's official
+        targets (clipsvd.choices.OFFICIAL_TARGETS); none outside the transfer protocols."""
+        if self.protocol not in TRANSFER_PROTOCOLS:
+            return []
+        names = self.targets or list(OFFICIAL_TARGETS[self.protocol])
+        return [DatasetSpec(self.dataset.kind, name, self.dataset.root) for name in names]
 
     def setting(self) -> Setting:
         """What the method's preset depends on: CoOp data -> natural, BiomedCoOp data -> biomedical, the generated
@@ -144,18 +192,37 @@ class PreparedData:
     """The splits one experiment trains and tests on, after K-shot sampling and the base/novel cut."""
 
     train_set: ClassificationDataset
-    test_sets: dict[str, ClassificationDataset]  # "all", or "base" and "novel"
+    test_sets: dict[str, ClassificationDataset]  # "all", or "base" and "novel"; "all" and each target by name
     # images of each test split before any max_test_per_class cap: the "N" of "n of N" evaluated
     split_sizes: dict[str, int] = field(default_factory=dict)
+    # the targets of a transfer protocol, each with the templates its own official config gives (empty: the
+    # dataset's template); the other test sets use the method's templates
+    target_templates: dict[str, list[str]] = field(default_factory=dict)
 
 
-def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> PreparedData:
+def target_templates(config: ExperimentConfig, target: str) -> list[str]:
+    """A target's prompt templates: the method's official preset for the target dataset under the same protocol
+    (CLIP-SVD's configs/cross_dataset/<target>.yaml), else the target dataset's own template (an empty list).
+    The user's `templates` override is the source's: the official scripts give each target its own."""
+    setting = dataclasses.replace(config.setting(), dataset=target)
+    return list(get_method(config.method).preset(setting).values.get("templates") or [])
+
+
+def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None = None,
+                 load_targets: bool = False) -> PreparedData:
+    """The training set and the test sets; with `load_targets`, the transfer protocols' targets too (evaluation
+    wants them; step counts, prompts and analyses of the source do not)."""
     dataset = dataset or load_dataset(config.dataset)
+    templates: dict[str, list[str]] = {}
     if config.protocol == "base2novel":
         base, novel = base_novel(dataset)
         train_set, test_sets = base, {"base": base, "novel": novel}
     else:
         train_set, test_sets = dataset, {"all": dataset}
+        specs = config.target_specs() if load_targets else []
+        for name, target in ((canonical_dataset_name(spec), load_dataset(spec)) for spec in specs):
+            test_sets[name] = target
+            templates[name] = target_templates(config, name)
     split_sizes = {k: len(d.test) for k, d in test_sets.items()}
     if config.shots is not None:
         train_set = dataclasses.replace(
@@ -164,7 +231,7 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
         # The subset ignores the training seed: every method and seed is scored on the same images.
         test_sets = {k: dataclasses.replace(d, test=cap_per_class(d.test, config.max_test_per_class))
                      for k, d in test_sets.items()}
-    return PreparedData(train_set, test_sets, split_sizes)
+    return PreparedData(train_set, test_sets, split_sizes, templates)
 
 
 def run_experiment(
@@ -181,7 +248,7 @@ def run_experiment(
     report = on_progress or (lambda progress: None)
     method_config = config.method_config()
     report(Progress("load", message=f"loading dataset {config.dataset.name}"))
-    data = prepare_data(config, dataset)
+    data = prepare_data(config, dataset, load_targets=True)
     data.train_set.train.validate()
     report(Progress("load", message=f"building {config.model.label}"))
     loaded = load_model(config.model, config.device)
@@ -224,28 +291,36 @@ def _parameter_metrics(method: Method) -> dict[str, Any]:
 
 def evaluate_method(method: Method, data: PreparedData, batch_size: int, report: ProgressCallback,
                     num_workers: int = 0) -> dict[str, Any]:
-    """Accuracy per test set; base/novel/HM under base2novel (novel is None where a method cannot do it)."""
+    """Accuracy per test set; base/novel/HM under base2novel (novel is None where a method cannot do it); under
+    the transfer protocols `accuracy` is the source's and each target T adds accuracy_T, per_class_T and n_test_T,
+    with target_average their mean (None where a method cannot score new classes)."""
     transform = method.loaded.eval_transform()
     metrics: dict[str, Any] = {"eval_seconds": 0.0}
     start = time.perf_counter()
     for name, test_set in data.test_sets.items():
-        if name == "novel" and not method.supports_novel_classes:
-            metrics["novel"], metrics["per_class_novel"] = None, {}
+        target = name in data.target_templates
+        key = "accuracy" if name == "all" else f"accuracy_{name}" if target else name
+        per_class_key = "per_class" if name == "all" else f"per_class_{name}"
+        if (name == "novel" or target) and not method.supports_novel_classes:
+            metrics[key], metrics[per_class_key] = None, {}
             continue
+        templates = (data.target_templates[name] or [test_set.template]) if target else method.config.templates
         predictions, labels = predict(
-            method, test_set.test, test_set.prompts(method.config.templates), transform, batch_size,
+            method, test_set.test, test_set.prompts(templates), transform, batch_size,
             on_batch=lambda i, n, name=name: report(Progress("evaluate", i, n, message=f"evaluating {name}")),
             num_workers=num_workers,
         )
         result = accuracy_report(predictions, labels, test_set.classnames)
-        key = "accuracy" if name == "all" else name
         metrics[key] = result["accuracy"]
-        metrics["per_class" if name == "all" else f"per_class_{name}"] = result["per_class"]
+        metrics[per_class_key] = result["per_class"]
         metrics[f"n_test_{name}"] = result["n"]
         if name in data.split_sizes:
             metrics[f"n_test_split_{name}"] = data.split_sizes[name]
     if "base" in data.test_sets:
         metrics["hm"] = harmonic_mean(metrics.get("base"), metrics.get("novel"))
+    if data.target_templates:
+        metrics["targets"] = list(data.target_templates)
+        metrics["target_average"] = target_average([metrics[f"accuracy_{t}"] for t in data.target_templates])
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics
 

@@ -40,6 +40,16 @@ def known_class_count(spec: DatasetSpec) -> int | None:
     return BIOMEDCOOP_CLASSES.get(spec.name) if spec.kind == "biomedcoop" else None
 
 
+def is_test_only(spec: DatasetSpec) -> bool:
+    """Whether a dataset exists only to be tested on (ImageNet's variants in CoOp's layout: no train split)."""
+    if spec.kind != "coop":
+        return False
+    try:
+        return COOP_DATASETS[canonical_coop_name(spec.name)].test_only
+    except DataError:
+        return False  # an unknown name is reported by the loader, with the expected names
+
+
 def guess_kind(name: str) -> str:
     """The layout a bare dataset name belongs to: a CoOp name, a BiomedCoOp name, else a built-in."""
     try:
@@ -49,4 +59,4 @@ def guess_kind(name: str) -> str:
         return "biomedcoop" if name in BIOMEDCOOP_CLASSES else "builtin"
 
 
-__all__ = ["canonical_dataset_name", "guess_kind", "known_class_count", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]
+__all__ = ["canonical_dataset_name", "guess_kind", "is_test_only", "known_class_count", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]

@@ -1,8 +1,12 @@
-"""The 11 natural datasets in CoOp's DATA layout (github.com/KaiyangZhou/CoOp, DATASETS.md).
+"""The 11 natural datasets and ImageNet's four test-only variants in CoOp's DATA layout
+(github.com/KaiyangZhou/CoOp, DATASETS.md).
 
 ``root`` is the DATA folder holding one folder per dataset (or the dataset folder itself).
-Nine datasets read ``split_zhou_<Name>.json``; FGVC-Aircraft reads its variant lists and ImageNet
-its class folders, exactly as CoOp's dataset classes do.
+Nine datasets read ``split_zhou_<Name>.json``; FGVC-Aircraft reads its variant lists, ImageNet and its
+variants their class folders and ``classnames.txt``, exactly as CoOp's dataset classes do
+(datasets/imagenet*.py at ff61507c): ImageNet-V2's folders are the labels 0..999 in classnames.txt's order;
+ImageNet-Sketch, -A and -R label their sorted wnid folders 0..n-1, so -A and -R become 200-class problems over
+the classes they hold.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class CoopLayout:
     image_dir: str  # relative to dataset_dir; "" = dataset_dir itself
     split_file: str | None  # None: FGVC-Aircraft and ImageNet build their splits from other files
     classes: int  # how many classes the dataset has (cost estimates before any data is read)
+    test_only: bool = False  # ImageNet's variants: evaluation targets, never a training source
 
 
 COOP_DATASETS: dict[str, CoopLayout] = {
@@ -31,13 +36,30 @@ COOP_DATASETS: dict[str, CoopLayout] = {
     "FGVCAircraft": CoopLayout("fgvc_aircraft", "images", None, 100),
     "Food101": CoopLayout("food-101", "images", "split_zhou_Food101.json", 101),
     "ImageNet": CoopLayout("imagenet", "images", None, 1000),
+    "ImageNetV2": CoopLayout("imagenetv2", "imagenetv2-matched-frequency-format-val", None, 1000, True),
+    "ImageNetSketch": CoopLayout("imagenet-sketch", "images", None, 1000, True),
+    "ImageNetA": CoopLayout("imagenet-adversarial", "imagenet-a", None, 200, True),
+    "ImageNetR": CoopLayout("imagenet-rendition", "imagenet-r", None, 200, True),
     "OxfordFlowers": CoopLayout("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json", 102),
     "OxfordPets": CoopLayout("oxford_pets", "images", "split_zhou_OxfordPets.json", 37),
     "StanfordCars": CoopLayout("stanford_cars", "", "split_zhou_StanfordCars.json", 196),
     "SUN397": CoopLayout("sun397", "SUN397", "split_zhou_SUN397.json", 397),
     "UCF101": CoopLayout("ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", 101),
 }
-_ALIASES = {"dtd": "DescribableTextures"}
+# The names of CoOp's / CLIP-SVD's dataset configs (configs/datasets/*.yaml) and the papers' table headings.
+_ALIASES = {"dtd": "DescribableTextures", "imagenet_sketch": "ImageNetSketch", "imagenet-s": "ImageNetSketch",
+            "imagenet_a": "ImageNetA", "imagenet-a": "ImageNetA", "imagenet_r": "ImageNetR",
+            "imagenet-r": "ImageNetR", "imagenet-v2": "ImageNetV2"}
+IMAGENET_VARIANTS = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
+CLASSNAMES_FILE = "classnames.txt"
+
+
+def _expected(layout: CoopLayout) -> str:
+    """What CoOp's DATASETS.md asks for, for a message about a missing folder or file."""
+    inside = [f"{layout.image_dir}/" if layout.image_dir else "the images",
+              layout.split_file or (CLASSNAMES_FILE if layout.dataset_dir.startswith("imagenet") else
+                                    "variants.txt and images_variant_{train,val,test}.txt")]
+    return f"CoOp's DATASETS.md puts {' and '.join(inside)} in <data root>/{layout.dataset_dir}/"
 
 
 def canonical_coop_name(name: str) -> str:
@@ -59,7 +81,7 @@ def _dataset_dir(root: Path, layout: CoopLayout) -> Path:
         return candidate
     if root.name == layout.dataset_dir or (layout.split_file and (root / layout.split_file).is_file()):
         return root  # the user pointed at the dataset folder itself
-    raise DataError(f"CoOp dataset folder not found: {candidate}")
+    raise DataError(f"CoOp dataset folder not found: {candidate} ({_expected(layout)})")
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -85,12 +107,64 @@ def _fgvc_aircraft(ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, Fi
     return classnames, splits
 
 
-def _imagenet(ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, FileImageSplit]]:
-    names_file = ddir / "classnames.txt"
-    name_of = {}
-    for line in _read_lines(names_file):
+def read_imagenet_classnames(path: Path) -> dict[str, str]:
+    """CoOp's ImageNet.read_classnames: `<wnid> <class name>` per line, in file order (CLIP's class names)."""
+    name_of: dict[str, str] = {}
+    for n, line in enumerate(_read_lines(path), 1):
         wnid, _, classname = line.partition(" ")
-        name_of[wnid] = classname
+        if not classname.strip():
+            raise DataError(f"{path}, line {n}: expected '<folder> <class name>', got {line!r}")
+        name_of[wnid] = classname.strip()
+    return name_of
+
+
+def _class_folders(image_dir: Path, what: str) -> list[Path]:
+    if not image_dir.is_dir():
+        raise DataError(f"{what} image folder not found: {image_dir}")
+    return sorted((p for p in image_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _imagenet_variant(name: str, ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, FileImageSplit]]:
+    """A test-only variant as CoOp reads it: V2 by label folders 0..n-1 in classnames.txt's order; Sketch, -A and
+    -R by their sorted wnid folders, labelled 0..n-1 (README.txt and other files ignored), so ImageNet-A/R's 200
+    folders become their own 200 classes, named from classnames.txt."""
+    names_file = ddir / CLASSNAMES_FILE
+    name_of = read_imagenet_classnames(names_file)
+    paths: list[Path] = []
+    labels: list[int] = []
+    if name == "ImageNetV2":
+        if not image_dir.is_dir():
+            raise DataError(f"ImageNetV2 image folder not found: {image_dir}")
+        classnames = list(name_of.values())
+        for label in range(len(classnames)):
+            folder = image_dir / str(label)
+            if not folder.is_dir():
+                raise DataError(f"ImageNetV2 folder {folder} missing: CoOp reads one folder per label 0.."
+                                f"{len(classnames) - 1} of {names_file}")
+            files = _images(folder)
+            paths += files
+            labels += [label] * len(files)
+    else:
+        folders = _class_folders(image_dir, name)
+        unnamed = [f.name for f in folders if f.name not in name_of]
+        if unnamed:
+            raise DataError(f"{names_file} has no class name for folder(s) {unnamed[:10]} of {image_dir}")
+        classnames = [name_of[f.name] for f in folders]
+        for label, folder in enumerate(folders):
+            files = _images(folder)
+            paths += files
+            labels += [label] * len(files)
+    data = FileImageSplit(paths, labels)
+    return classnames, {"train": data, "test": data}
+
+
+def _imagenet(ddir: Path, image_dir: Path) -> tuple[list[str], dict[str, FileImageSplit]]:
+    names_file = ddir / CLASSNAMES_FILE
+    name_of = read_imagenet_classnames(names_file)
     train_dir = image_dir / "train"
     if not train_dir.is_dir():
         raise DataError(f"ImageNet train folder not found: {train_dir}")
@@ -125,6 +199,8 @@ def load_coop(root: str | Path, name: str, template: str | None = None) -> Class
         classnames, splits = _fgvc_aircraft(ddir, image_dir)
     elif canonical == "ImageNet":
         classnames, splits = _imagenet(ddir, image_dir)
+    elif layout.test_only:
+        classnames, splits = _imagenet_variant(canonical, ddir, image_dir)
     else:
         split_path = ddir / layout.split_file
         entries = read_split_json(split_path)
@@ -139,5 +215,6 @@ def load_coop(root: str | Path, name: str, template: str | None = None) -> Class
         train=splits["train"],
         val=splits.get("val") or None,
         test=splits["test"],
-        description=f"CoOp {canonical} from {ddir} (CoOp's fixed train/val/test split).",
+        description=(f"CoOp {canonical} from {ddir} (test only: CoOp's train split is its test images)."
+                     if layout.test_only else f"CoOp {canonical} from {ddir} (CoOp's fixed train/val/test split)."),
     )

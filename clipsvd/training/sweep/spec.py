@@ -22,6 +22,7 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     model: ModelSpec = field(default_factory=ModelSpec.default)
     protocol: str = "few-shot"
+    targets: list[str] = field(default_factory=list)  # ExperimentConfig.targets of every run (transfer protocols)
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     max_test_per_class: int | None = None
@@ -35,7 +36,7 @@ class SweepSpec:
             raise ConfigError(f"sweep hyperparameters name methods not in the sweep: {sorted(unknown)}")
         configs = [
             ExperimentConfig(method=method, model=self.model, dataset=dataset, shots=shots, seed=seed,
-                             protocol=self.protocol, hyperparameters=dict(self.hyperparameters.get(method, {})),
+                             protocol=self.protocol, targets=list(self.targets), hyperparameters=dict(self.hyperparameters.get(method, {})),
                              device=self.device, max_test_per_class=self.max_test_per_class,
                              num_workers=self.num_workers, sweep=sweep_id)
             for dataset, shots, method, seed in itertools.product(self.datasets, self.shots, self.methods, self.seeds)
