@@ -316,7 +316,10 @@ if TOWER is not None and state is not HeadChange.NOTHING_TRAINED:  # zero-shot: 
                                f"({', '.join(f'layer {l} · head {h}' for l, h in missing)}): add their layers.")
                 st.subheader("Heads")
                 shown = table if BY_WEIGHT else by_explanation_shift(table)
-                for layer, head in heads_to_show(before, after, table, measure, BY_WEIGHT, top_n):
+                chosen = heads_to_show(before, after, table, measure, BY_WEIGHT, top_n)
+                ui.page_link("verify", "Ablate these heads", run=CONTEXT.run.run_id,
+                             heads=",".join(f"L{layer}.H{head}" for layer, head in chosen)) if chosen else None
+                for layer, head in chosen:
                     row = shown[(shown["layer"] == layer) & (shown["head"] == head)].iloc[0]
                     show_head(before, after, row, len(ranking) if BY_WEIGHT else len(shown),
                               measure if BY_WEIGHT else None, k, CONTEXT.run.run_id, images)
