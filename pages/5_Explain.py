@@ -317,8 +317,9 @@ if TOWER is not None and state is not HeadChange.NOTHING_TRAINED:  # zero-shot: 
                 st.subheader("Heads")
                 shown = table if BY_WEIGHT else by_explanation_shift(table)
                 chosen = heads_to_show(before, after, table, measure, BY_WEIGHT, top_n)
-                ui.page_link("verify", "Ablate these heads", run=CONTEXT.run.run_id,
-                             heads=",".join(f"L{layer}.H{head}" for layer, head in chosen)) if chosen else None
+                if chosen:
+                    ui.page_link("verify", "Ablate these heads", run=CONTEXT.run.run_id,
+                                 heads=",".join(f"L{layer}.H{head}" for layer, head in chosen))
                 for layer, head in chosen:
                     row = shown[(shown["layer"] == layer) & (shown["head"] == head)].iloc[0]
                     show_head(before, after, row, len(ranking) if BY_WEIGHT else len(shown),

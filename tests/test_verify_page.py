@@ -98,3 +98,26 @@ def test_a_run_whose_data_is_gone_is_named_with_its_path(world_store, tmp_path):
     at = verify_page(store, top="2")
     assert_no_exception(at)
     assert any(str(tmp_path / "gone-data") in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_the_report_shows_the_cached_verification(world_store):
+    """After the Verify page ran (the test above), the run report's Verification section has its tables, their
+    LaTeX and the patch maps, read back from the run folder."""
+    from clipsvd.analysis.ablation import AblationStore
+    from clipsvd.report import RunAnalysis, report_html
+    from clipsvd.report.verification import verification_latex, wide_tables
+
+    run = world_store.list()[0]
+    cached = AblationStore(run).all()
+    assert cached and cached[0].maps, "run the Verify test first (same module)"
+    text = report_html([RunAnalysis(run, "world CLIP", "ov_change", verification=cached)])
+    section = text.split("<h2>Verification</h2>")[1]
+    assert "L3.H1, L2.H0 (hand-picked)" in section and "pointing game" in section and "shape" in section
+    assert section.count('"type":"heatmap"') >= 2  # before and after of at least one map
+    assert "8 × 8 patch grid" in section or r"8 \u00d7 8 patch grid" in section  # plotly's JSON escapes ×
+    for name, table in wide_tables(cached[0]).items():
+        latex = verification_latex(cached[0], name, table)
+        assert latex.count(r"\begin{tabular}") == latex.count(r"\end{tabular}") == 1
+        assert "nan" not in latex.lower()
+    empty = report_html([RunAnalysis(run, "world CLIP", "ov_change")]).split("<h2>Verification</h2>")[1]
+    assert "No ablation cached for this run" in empty
