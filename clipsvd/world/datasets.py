@@ -103,7 +103,15 @@ def world_masks(name: str, split: str = "test", size: int = 64) -> np.ndarray:
     task, style = _parse(name)
     if split not in SPLIT_SEEDS:
         raise DataError(f"split {split!r}: expected one of {', '.join(SPLIT_SEEDS)}")
-    return _render_split(task, style, split, size, masks=True)[2]
+    return _split_masks(task, style, split, size)
+
+
+@lru_cache(maxsize=4)
+def _split_masks(task: str, style: str, split: str, size: int) -> np.ndarray:
+    """Rendered once per process (a test split takes seconds): every ablation of a run asks again."""
+    masks = _render_split(task, style, split, size, masks=True)[2]
+    masks.setflags(write=False)
+    return masks
 
 
 def _parse(name: str) -> tuple[str, str]:
