@@ -78,7 +78,7 @@ def show_result(ablation, result, run_id: str) -> None:
     cols = st.columns(len(overall))
     for column, (model, row) in zip(cols, overall.iterrows()):
         column.metric(f"Accuracy, {model}", f"{row['accuracy_ablated']:.1f}% ablated",
-                      f"{-row['drop']:+.1f} points vs {row['accuracy']:.1f}% intact", delta_color="off")
+                      f"{0.0 - row['drop']:+.1f} points vs {row['accuracy']:.1f}% intact", delta_color="off")
     caption = f"Mean ablation of {ablation.text()}"
     for name, table in result.tables().items():
         if name == "per_class":
