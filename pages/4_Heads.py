@@ -66,6 +66,7 @@ def ranking_section(ctx: ui.AnalysisContext, encoder: str, rank_by: str, table, 
     if encoder == "visual":
         ui.page_link("explain", "What did these heads start or stop writing? Explain them",
                      run=ctx.run.run_id, measure=rank_by)
+        ui.page_link("verify", "Ablate these heads", run=ctx.run.run_id, measure=rank_by, top=str(top))
 
 
 ui.page_header("Heads", "Which attention heads changed: per-head OV and QK circuits before vs after fine-tuning.")

@@ -30,6 +30,7 @@ from clipsvd.analysis.explanation_shift import (
 from clipsvd.analysis.heads import HeadChange
 from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD
+from clipsvd.analysis.textspan_cache import analysis_images_key
 from clipsvd.plots import find_browser, textspan_figure
 from clipsvd.plots.explanation import SHIFT_TITLES, explanation_shift_figure
 from clipsvd.plots.heads import MEASURE_TITLES
@@ -68,18 +69,13 @@ def choose_corpus(model_spec) -> tuple[str, list[str]] | None:
     return (uploaded.name, lines) if lines else None
 
 
-def images_key(pair: RunPair, per_class: int) -> str:
-    """Names the analysed images in the TextSpan cache: dataset, split, subset, image size."""
-    return f"{pair.run.config['dataset']}|test|{per_class}|{pair.before.image_size}"
-
-
 @st.cache_resource(show_spinner="Running TextSpan before and after (forward passes, then text embeddings)…",
                    max_entries=4)
 def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[str, ...], layers: tuple[int, ...],
              texts_per_head: int, per_class: int, rank: int, ln_post_split: str):
     dataset = ui.analysis_images(_ctx.run, per_class)
     return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=shared_textspan_cache(),
-                        images_key=images_key(_ctx, per_class), rank=rank, ln_post_split=ln_post_split)
+                        images_key=analysis_images_key(_ctx, per_class), rank=rank, ln_post_split=ln_post_split)
 
 
 def _md(text: str) -> str:
@@ -215,7 +211,7 @@ def build_report(ctx: ui.AnalysisContext, dataset, result, settings: dict, compa
         restored = ui.restored_run(str(run.path.parent), run.run_id, ctx.device)
         other = RunPair(run, ui.pretrained_model(run_model_spec(run), ctx.device), restored[1])
         analyses.append(analyse_run(other, ui.analysis_images(run, settings["images"]),
-                                    images_key=images_key(other, settings["images"]),
+                                    images_key=analysis_images_key(other, settings["images"]),
                                     model_label=ui.run_model_label(run), **common))
     text = report_html(analyses)
     failures = [f"{a.run.run_id}: {name} could not be computed ({reason})"
@@ -315,7 +311,11 @@ if TOWER is not None and state is not HeadChange.NOTHING_TRAINED:  # zero-shot: 
                                f"({', '.join(f'layer {l} · head {h}' for l, h in missing)}): add their layers.")
                 st.subheader("Heads")
                 shown = table if BY_WEIGHT else by_explanation_shift(table)
-                for layer, head in heads_to_show(before, after, table, measure, BY_WEIGHT, top_n):
+                chosen = heads_to_show(before, after, table, measure, BY_WEIGHT, top_n)
+                if chosen:
+                    ui.page_link("verify", "Ablate these heads", run=CONTEXT.run.run_id,
+                                 heads=",".join(f"L{layer}.H{head}" for layer, head in chosen))
+                for layer, head in chosen:
                     row = shown[(shown["layer"] == layer) & (shown["head"] == head)].iloc[0]
                     show_head(before, after, row, len(ranking) if BY_WEIGHT else len(shown),
                               measure if BY_WEIGHT else None, k, CONTEXT.run.run_id, images)

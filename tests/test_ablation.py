@@ -195,8 +195,10 @@ def test_cli_ablate_heads_top_and_match(tmp_path, capsys):
     from clipsvd.runs import RunStore
 
     runs = str(tmp_path / "runs")
+    # the tiny model on Animal Shape (read from a file, not rendered): seconds, not a minute
     assert main(["--runs-dir", runs, "train", "--method", "clip-svd", "--arch", "clipsvd-tiny", "--shots", "1",
-                 "--epochs", "1", "--lr", "0.05", "--max-test-per-class", "2", "--device", "cpu"]) == 0
+                 "--dataset", "animal-shape", "--epochs", "1", "--lr", "0.05", "--max-test-per-class", "2",
+                 "--device", "cpu"]) == 0
     run = RunStore(runs).list()[0]
     common = ["--images-per-class", "2", "--top-k", "2", "--device", "cpu", "--corpus", "world"]
     out = tmp_path / "a"
@@ -211,3 +213,32 @@ def test_cli_ablate_heads_top_and_match(tmp_path, capsys):
     assert "nothing ablated" in capsys.readouterr().out
     assert main(["--runs-dir", runs, "ablate", run.run_id, "--heads", "L7.H0", *common]) == 2
     assert "layers L0..L1 and heads H0..H1" in capsys.readouterr().err
+
+
+def test_prolip_is_refused_by_name_and_clip_svd_is_not(tiny):
+    from clipsvd.analysis.ablation import check_method
+    from clipsvd.methods import create_method
+    from tests.conftest import PROMPTS
+
+    check_method(create_method("clip-svd").attach(tiny, PROMPTS))  # its features are the sum of the terms
+    prolip = create_method("prolip").attach(tiny, PROMPTS)
+    with pytest.raises(ConfigError, match="ProLIP changes the image features after the image tower's projection"):
+        check_method(prolip)
+
+
+def test_world_truth_of_a_capped_subset_follows_its_original_rows():
+    import dataclasses
+
+    from clipsvd.analysis.ground_truth import world_truth
+    from clipsvd.data.world import load_world, world_masks
+
+    data = load_world("world-shape-clean")
+    rows = [57, 3, 410, 12]
+    subset = dataclasses.replace(data, test=data.test.subset(rows))
+    truth = world_truth(subset)
+    assert truth.factors["shape"].tolist() == subset.test.labels  # the shape task: factor = label, row by row
+    assert (truth.masks == world_masks("world-shape-clean")[rows]).all()
+    assert not (truth.masks == world_masks("world-shape-clean")[:4]).all()  # not the first four objects
+    twice = dataclasses.replace(data, test=subset.test.subset([2, 0]))  # a subset of a subset keeps positions
+    assert (world_truth(twice).masks == world_masks("world-shape-clean")[[410, 57]]).all()
+    assert world_truth(dataclasses.replace(data, name="my-folder")) is None  # not the world: no ground truth

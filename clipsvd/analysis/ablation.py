@@ -269,9 +269,19 @@ class AblationResult:
     per_class: pd.DataFrame
     texts: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    factors: pd.DataFrame = field(default_factory=pd.DataFrame)  # world runs: shape vs colour accuracy
+    ground_truth: pd.DataFrame = field(default_factory=pd.DataFrame)  # world runs: pointing game vs chance
+    maps: list[Any] = field(default_factory=list)  # verification.TextMaps of the moved texts
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"overall": self.overall, "per_class": self.per_class, "texts": self.texts}
+        """Every non-empty table by name (overall, per_class, texts, and on world runs factors, ground_truth)."""
+        tables = {"overall": self.overall, "per_class": self.per_class, "texts": self.texts,
+                  "factors": self.factors, "ground_truth": self.ground_truth}
+        return {name: table for name, table in tables.items() if name in TABLES[:3] or len(table)}
+
+
+TABLES = ("overall", "per_class", "texts", "factors", "ground_truth")
 
 
 def check_evaluation_data(run: Any) -> None:
@@ -308,20 +318,37 @@ class AblationStore:
         return self.root / f"ablation-{key}.json"
 
     def load(self, key: str) -> AblationResult | None:
-        file = self.path(key)
+        return self._read(self.path(key))
+
+    def all(self) -> list[AblationResult]:
+        """Every readable cached ablation of the run, oldest first (what the report's Verification shows)."""
+        if not self.root.is_dir():
+            return []
+        files = sorted(self.root.glob("ablation-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+        return [result for result in map(self._read, files) if result is not None]
+
+    @staticmethod
+    def _read(file: Path) -> AblationResult | None:
+        from clipsvd.analysis.ground_truth import TextMaps
+
         if not file.is_file():
             return None
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
             ablation = Ablation(tuple(tuple(h) for h in data["heads"]), tuple(data["mlps"]), data["how"])
             return AblationResult(ablation, *(pd.DataFrame(data[k]) for k in ("overall", "per_class", "texts")),
-                                  notes=data.get("notes", []))
+                                  notes=data.get("notes", []),
+                                  factors=pd.DataFrame(data.get("factors", [])),
+                                  ground_truth=pd.DataFrame(data.get("ground_truth", [])),
+                                  maps=[TextMaps.from_dict(m) for m in data.get("maps", [])],
+                                  settings=data.get("settings", {}))
         except (OSError, ValueError, KeyError, TypeError):  # unreadable or foreign: recompute
             return None
 
     def save(self, key: str, result: AblationResult) -> Path:
         data = {"heads": [list(h) for h in result.ablation.heads], "mlps": list(result.ablation.mlps),
-                "how": result.ablation.how, "notes": result.notes,
+                "how": result.ablation.how, "notes": result.notes, "settings": result.settings,
+                "maps": [m.to_dict() for m in result.maps],
                 **{k: v.to_dict(orient="records") for k, v in result.tables().items()}}
         self.root.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
@@ -335,41 +362,91 @@ class AblationStore:
         return self.path(key)
 
 
+def factor_effects(terms: AblationTerms, ablation: Ablation, weights: Mapping[str, torch.Tensor],
+                   labels: Mapping[str, Sequence[int]], model: str = "") -> pd.DataFrame:
+    """Zero-shot accuracy (%) per world factor (shape, colour), intact vs ablated: ablating a shape head should
+    cost shape accuracy more than colour accuracy, and vice versa."""
+    ablated = terms.ablated(ablation)
+    rows = []
+    for factor, factor_weights in weights.items():
+        truth = np.asarray(labels[factor])
+        before = 100 * float((_predictions(terms.embedding, factor_weights) == truth).mean())
+        after = 100 * float((_predictions(ablated, factor_weights) == truth).mean())
+        rows.append({"model": model, "factor": factor, "n_images": len(truth), "accuracy": before,
+                     "accuracy_ablated": after, "drop": before - after})
+    return pd.DataFrame(rows)
+
+
 def run_ablation(pair: Any, dataset: Any, ablation: Ablation, results: Sequence[TextSpanResult] = (),
                  top_k: int = 3, batch_size: int = 64, ln_post_split: str = DEFAULT_LN_POST_SPLIT.value,
                  images_key: str | None = None, use_cache: bool = True,
-                 progress: Callable[[str], None] | None = None) -> AblationResult:
+                 progress: Callable[[str], None] | None = None, maps_per_text: int = 0,
+                 map_heads: int = 4) -> AblationResult:
     """Mean-ablate `ablation` in the pretrained and the fine-tuned model of a run, on `dataset`'s test images.
 
     results: TextSpan results (pretrained, fine-tuned) whose first `top_k` texts per ablated head are scored.
+    On a world dataset also: accuracy per factor (shape, colour) and, with `results`, each head's pointing game
+    against the objects' masks. maps_per_text > 0: for the first `map_heads` heads, the texts that entered or
+    left their first `top_k` texts, each with that many images and their patch maps before and after.
     Cached per run (folder `verification/`) by the heads, the images and the settings.
     """
     from clipsvd.analysis.run_pair import image_batches
     from clipsvd.analysis.textspan import encode_texts
+    from clipsvd.analysis.ground_truth import (
+        factor_prompts,
+        ground_truth_scores,
+        moved_texts,
+        text_maps,
+        world_truth,
+    )
 
     say = progress or (lambda message: None)
     check_method(pair.method)
     texts = head_top_texts(results, ablation, top_k)
     store = AblationStore(pair.run) if use_cache and pair.run.path is not None else None
+    settings = {"top_k": top_k, "maps_per_text": maps_per_text, "map_heads": map_heads,
+                "ln_post_split": ln_post_split, "images": len(dataset.test), "dataset": str(dataset.name)}
     key = cache_key(pair.run.run_id, ablation, images_key or f"{dataset.name}:{len(dataset.test)}", ln_post_split,
-                    {"texts": texts, "top_k": top_k})
+                    {"texts": texts, "top_k": top_k, "maps": [maps_per_text, map_heads], "version": 2})
     if store is not None and (cached := store.load(key)) is not None:
         say("ablation read back from the run folder")
         return cached
     labels = np.asarray(dataset.test.labels)
     templates = getattr(pair.method.config, "templates", None) or []
     prompts = dataset.prompts(templates)
-    frames = []
+    truth = world_truth(dataset)
+    frames, factor_frames = [], []
     for name, model in zip(MODELS, (pair.before, pair.method)):
         say(f"decomposing the {name} model on {len(labels)} images")
         terms = collect_terms(model, image_batches(dataset, pair.before, batch_size), batch_size, ln_post_split)
-        with torch.no_grad():
-            weights = (pair.method.class_weights(prompts) if name == "fine-tuned"
-                       else pair.before.encode_text(prompts)).float().cpu()
+
+        def encode(class_prompts: list[Any]) -> torch.Tensor:
+            with torch.no_grad():
+                return (pair.method.class_weights(class_prompts) if name == "fine-tuned"
+                        else pair.before.encode_text(class_prompts)).float().cpu()
+
         embedded = dict(zip(texts, encode_texts(model, texts))) if texts else {}
-        frames.append(ablation_effects(terms, ablation, weights, labels, dataset.classnames, embedded, name))
+        frames.append(ablation_effects(terms, ablation, encode(prompts), labels, dataset.classnames, embedded, name))
+        if truth is not None:
+            factor_frames.append(factor_effects(terms, ablation, {f: encode(p) for f, p in factor_prompts().items()},
+                                                truth.factors, name))
+        del terms
     tables = combine(frames)
-    result = AblationResult(ablation, tables["overall"], tables["per_class"], tables["texts"])
+    result = AblationResult(ablation, tables["overall"], tables["per_class"], tables["texts"],
+                            factors=pd.concat(factor_frames, ignore_index=True) if factor_frames else pd.DataFrame(),
+                            settings=settings)
+    mapped = [key for key in ablation.heads if all(key in r.heads for r in results)][:map_heads] if results else []
+    if truth is not None and mapped:
+        say(f"pointing game of {len(mapped)} heads against the objects' masks")
+        result.ground_truth = pd.DataFrame(ground_truth_scores(pair, dataset, results, mapped, truth, ln_post_split))
+    if maps_per_text > 0 and mapped:
+        say(f"patch maps of the texts that entered or left {len(mapped)} heads")
+        for layer, head in mapped:
+            moved = moved_texts(results[0], results[1], layer, head, top_k)
+            # nothing moved: where the head reads its first text (marked "kept"), so there is still a map to check
+            for text, mark in moved or [(results[1].heads[(layer, head)].texts[0], "kept")]:
+                result.maps.append(text_maps(pair, dataset, results, layer, head, text, mark, maps_per_text,
+                                             ln_post_split))
     if store is not None:
         try:
             store.save(key, result)

@@ -116,3 +116,9 @@ class TextSpanCache:
 def shared_textspan_cache() -> TextSpanCache:
     """The one TextSpan cache every caller uses (library default, CLI, dashboard): see the module docstring."""
     return TextSpanCache(cache_dir("textspan"))
+
+
+def analysis_images_key(pair, per_class: int) -> str:
+    """Names a run's analysed images in the cache (dataset, split, subset, image size), so Explain, Verify and the
+    report share one entry for the same images."""
+    return f"{pair.run.config['dataset']}|test|{per_class}|{pair.before.image_size}"

@@ -19,6 +19,7 @@ PAGES = {
     "compare": ("pages/7_Compare.py", "Compare", ":material/compare_arrows:"),
     "runs": ("pages/8_Runs.py", "Runs", ":material/folder_open:"),
     "reproduce": ("pages/9_Reproduce.py", "Reproduce", ":material/table_chart:"),
+    "verify": ("pages/10_Verify.py", "Verify", ":material/fact_check:"),
 }
 ANALYSIS_PAGES = ("sigma", "heads", "explain", "embeddings")
 # Widget keys whose values survive a page switch (Streamlit drops a widget's value once its page is left):

@@ -38,7 +38,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from clipsvd.analysis.ablation import (
         check_evaluation_data,
         effects_latex,
-        effects_wide,
         matching_heads,
         parse_heads,
         run_ablation,
@@ -74,14 +73,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"  {note}", flush=True)
     out = Path(args.out or f"ablation-{args.run_id}")
     out.mkdir(parents=True, exist_ok=True)
-    wide = {"overall": effects_wide(result.overall, "ablated"), "per_class": effects_wide(result.per_class, "class"),
-            "texts": effects_wide(result.texts, "text", ("similarity", "similarity_ablated", "spread",
-                                                         "spread_ablated"))}
+    from clipsvd.report.verification import wide_tables
+
+    wide = wide_tables(result)  # overall, per class, texts; on world runs also per factor and the pointing game
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         for name, table in wide.items():
             print(f"\n{name}\n{table.to_string(index=False)}")
             table.to_csv(out / f"ablation_{name}.csv", index=False)
             (out / f"ablation_{name}.tex").write_text(
                 effects_latex(table, f"Mean ablation of {chosen.text()}: {name.replace('_', ' ')}"), encoding="utf-8")
-    print(f"\nwrote {out}/ablation_{{overall,per_class,texts}}.csv and .tex", flush=True)
+    print(f"\nwrote {out}/ablation_{{{','.join(wide)}}}.csv and .tex", flush=True)
     return 0

@@ -59,7 +59,8 @@ def _split_arrays(task: str, style: str, split: str, size: int) -> tuple[np.ndar
     return images, labels
 
 
-def _render_split(task: str, style: str, split: str, size: int, masks: bool):
+def _split_factors(task: str, split: str):
+    """The seeded generator, labels and (shape, colour) of every object of a split, in image order."""
     n_classes = len(_classes(task)[0])
     per_class = IMAGES_PER_CLASS[task][("train", "val", "test").index(split)]
     seed = SPLIT_SEEDS[split] * 1000 + TASKS.index(task)  # the same objects in every style
@@ -74,6 +75,21 @@ def _render_split(task: str, style: str, split: str, size: int, masks: bool):
     else:
         pairs = np.asarray(object_classes())[labels]
         shapes, colours = pairs[:, 0], pairs[:, 1]
+    return seed, rng, labels, shapes, colours
+
+
+def world_factors(name: str, split: str = "test") -> dict[str, np.ndarray]:
+    """{"shape": ..., "colour": ...}: each object's shape and colour index (into SHAPES, COLOURS) of a world
+    dataset's split, in its image order (no rendering): the ground truth a per-factor ablation is scored on."""
+    task, _ = _parse(name)
+    if split not in SPLIT_SEEDS:
+        raise DataError(f"split {split!r}: expected one of {', '.join(SPLIT_SEEDS)}")
+    _, _, _, shapes, colours = _split_factors(task, split)
+    return {"shape": np.asarray(shapes), "colour": np.asarray(colours)}
+
+
+def _render_split(task: str, style: str, split: str, size: int, masks: bool):
+    seed, rng, labels, shapes, colours = _split_factors(task, split)
     scenes = single_objects(rng, shapes, colours)
     drawn = render(scenes, style, size, seed=seed, return_masks=masks)
     images = to_uint8(drawn[0] if masks else drawn)
@@ -87,7 +103,15 @@ def world_masks(name: str, split: str = "test", size: int = 64) -> np.ndarray:
     task, style = _parse(name)
     if split not in SPLIT_SEEDS:
         raise DataError(f"split {split!r}: expected one of {', '.join(SPLIT_SEEDS)}")
-    return _render_split(task, style, split, size, masks=True)[2]
+    return _split_masks(task, style, split, size)
+
+
+@lru_cache(maxsize=4)
+def _split_masks(task: str, style: str, split: str, size: int) -> np.ndarray:
+    """Rendered once per process (a test split takes seconds): every ablation of a run asks again."""
+    masks = _render_split(task, style, split, size, masks=True)[2]
+    masks.setflags(write=False)
+    return masks
 
 
 def _parse(name: str) -> tuple[str, str]:

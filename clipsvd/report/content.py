@@ -61,6 +61,7 @@ class RunAnalysis:
     entered: list[EnteredImages] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    verification: list[Any] = field(default_factory=list)  # AblationResult cached in the run folder
     method_trains: bool = True  # False for zero-shot: nothing could have changed
 
     @property
@@ -161,7 +162,15 @@ def analyse_run(
         analysis.entered = step("images of entered texts", lambda: _entered_images(
             analysis, dataset, images_per_text)) or []
     analysis.umap = step("UMAP", lambda: run_umap(pair, dataset, umap_seed))
+    analysis.verification = step("verification", lambda: _cached_verification(pair.run)) or []
     return analysis
+
+
+def _cached_verification(run: Run) -> list[Any]:
+    """The ablations cached in the run folder (Verify page, `clipsvd ablate`): read back, never recomputed."""
+    from clipsvd.analysis.ablation import AblationStore
+
+    return AblationStore(run).all() if run.path is not None else []
 
 
 def _entered_images(analysis: RunAnalysis, dataset: ClassificationDataset, per_text: int) -> list[EnteredImages]:

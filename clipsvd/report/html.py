@@ -255,9 +255,15 @@ def _umap(a: RunAnalysis, fig: _Figures) -> str:
         "</p>")
 
 
+def _verification(a: RunAnalysis, fig: _Figures) -> str:
+    from clipsvd.report.verification import verification_html
+
+    return _failure(a, "verification") or verification_html(a.verification, fig, _table, _e)
+
+
 SECTIONS = (("Configuration", _config), ("Metrics", _metrics), ("Singular-value shifts", _sigma),
             ("Head ranking (image tower)", _heads), ("Explanations before vs after (TextSpan)", _explanations),
-            ("Embeddings (UMAP)", _umap))
+            ("Embeddings (UMAP)", _umap), ("Verification", _verification))
 
 
 def _side_by_side(analyses: Sequence[RunAnalysis], render, fig: _Figures) -> str:
