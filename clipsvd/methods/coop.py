@@ -105,6 +105,8 @@ class CoOp(Method):
                "model (KaiyangZhou/CoOp).")
     Config = CoOpConfig
     trains_text_encoder = False
+    changes_weights = False  # only the context vectors train; every weight stays the pretrained one
+    learns_context = True
 
     def setup(self, loaded, class_prompts) -> None:
         cfg = self.config
@@ -149,6 +151,9 @@ class CoOp(Method):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.ctx]
+
+    def learned_context(self) -> torch.Tensor:
+        return self.ctx
 
     def prompt_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """The class prompts' token embeddings with positions 1 … M replaced by the context vectors."""
