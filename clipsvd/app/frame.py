@@ -5,6 +5,7 @@ import streamlit as st
 
 from clipsvd.app import selection
 from clipsvd.app.caches import job_registry, warm_start
+from clipsvd.formatting import shots_label
 from clipsvd.runs import RUNS_ENV, default_runs_root
 
 PAGES = {
@@ -93,7 +94,7 @@ def settings_sidebar() -> None:
         st.caption("Selected")
         st.markdown(f"**Model** · {selection.model_label(selection.model_spec())}")
         st.markdown(f"**Data** · {selection.dataset_label(selection.dataset_spec())} · "
-                    f"{selection.shots_label(selection.shots())}")
+                    f"{shots_label(selection.shots())}")
         if job_registry().active():  # polled only while something runs
             st.divider()
             server_jobs()
