@@ -67,8 +67,8 @@ def head_change_note(state: HeadChange, what: str, method: str, summary: str, me
         return (f"{method} trains nothing: the 'after' model is the pretrained one, so none of the {what} can "
                 "differ from before. Pick a trained run to see what fine-tuning changed.")
     if state is HeadChange.NO_WEIGHT:
-        trains = f" ({summary[:1].lower()}{summary[1:].rstrip('.')})" if summary else ""
-        return (f"{method} changes no weight of the model{trains}: the weights before and after are the same, so "
+        trains = f": it trains {summary[:1].lower()}{summary[1:].rstrip('.')}" if summary else ""
+        return (f"{method} changes no weight of the model{trains}. The weights before and after are the same, so "
                 f"none of the {what} changed. {instead}").rstrip()
     if state is HeadChange.NO_HEAD:
         trains = f": {method} trains {summary[:1].lower()}{summary[1:]}" if summary else f" ({method})"

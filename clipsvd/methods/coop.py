@@ -101,8 +101,7 @@ class CoOpConfig(MethodConfig):
 class CoOp(Method):
     name = "coop"
     display_name = "CoOp"
-    summary = ("16 learned context vectors before each class name in the text prompt; changes no weight of the "
-               "model (KaiyangZhou/CoOp).")
+    summary = "16 learned context vectors before each class name in the text prompt (KaiyangZhou/CoOp)."
     Config = CoOpConfig
     trains_text_encoder = False
     changes_weights = False  # only the context vectors train; every weight stays the pretrained one
