@@ -105,3 +105,17 @@ def test_a_sweep_of_two_peers_runs_on_ray(tmp_path, monkeypatch):
                      device="cpu", max_test_per_class=2)
     table = run_sweep(spec, RunStore(tmp_path), workers=2)
     assert sorted(table["method"]) == ["clip-lora", "coop"] and (table["status"] == "completed").all()
+
+
+def test_analyze_writes_lora_turns_and_coop_words(peer_store, tmp_path, capsys):
+    store, ids = peer_store
+    for name in ("clip-lora", "coop"):
+        out = tmp_path / name
+        code = main(["--runs-dir", str(store.root), "analyze", ids[name], "--what", "sv", "words", "--out", str(out),
+                     "--device", "cpu"])
+        assert code == 0
+    assert {p.name for p in (tmp_path / "clip-lora").iterdir()} == {"sv_shifts.csv", "sv_shifts.html",
+                                                                     "sv_rotation.csv", "sv_rotation.html"}
+    assert [p.name for p in (tmp_path / "coop").iterdir()] == ["prompt_nearest_words.csv"]
+    printed = capsys.readouterr().out
+    assert f"CoOp {NO_WEIGHT}" in printed and "CLIP-LoRA learns no prompt context" in printed
