@@ -31,7 +31,7 @@ DEFAULT_DATASET = "world-shape-microscopy"
 ACTIVATIONS = ("auto", "quickgelu", "gelu")
 IMAGE_FORMATS = ("png", "svg", "pdf")
 FIGURE_FORMATS = (*IMAGE_FORMATS, "html")
-ANALYSES = ("sv", "heads", "textspan", "umap")  # what `clipsvd analyze --what` can write
+ANALYSES = ("sv", "heads", "textspan", "umap", "words")  # what `clipsvd analyze --what` can write
 RUN_ACTIONS = ("list", "show", "delete", "export")
 
 

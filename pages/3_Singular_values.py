@@ -3,15 +3,49 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.analysis import spectra
-from clipsvd.analysis.run_pair import run_sv_shifts
+from clipsvd.analysis.run_pair import DEFAULT_ROTATION_TOP, run_sv_rotation, run_sv_shifts
 from clipsvd.models.layout import ENCODERS, MATRIX_KINDS
-from clipsvd.plots import spectra_figure, sv_shift_heatmap
-from clipsvd.plots.weights import MEASURE_TITLES
+from clipsvd.plots import spectra_figure, sv_rotation_heatmap, sv_shift_heatmap
+from clipsvd.plots.weights import MEASURE_TITLES, ROTATION_TITLES
+
+ROTATION_HELP = ("For each matrix, the span of its top singular vectors before vs after: the largest principal "
+                 "angle between the output (left) spans and between the input (right) spans — 0° the directions "
+                 "are the same subspace, 90° a direction left it — and the smallest |cos| between vectors matched "
+                 "by rank (1: each kept; it drops where two σ change places although the span holds).")
 
 
 @st.cache_data(show_spinner="Decomposing every matrix before and after…", max_entries=8)
 def shifts_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str]):
     return run_sv_shifts(_ctx)
+
+
+@st.cache_data(show_spinner="Decomposing every matrix before and after (singular vectors)…", max_entries=8)
+def rotation_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str], top: int):
+    return run_sv_rotation(_ctx, top)
+
+
+def rotation_section(ctx: ui.AnalysisContext) -> None:
+    """The second view of a changed matrix: not how much σ moved, but how far the singular vectors turned."""
+    st.subheader("How far the top singular vectors turned")
+    st.caption(ROTATION_HELP)
+    if ctx.method.singular_value_weights():
+        st.caption("CLIP-SVD trains only σ and keeps every singular vector, so the angles are 0 by construction; "
+                   "a nonzero angle can only come from σ changing places across the top-k boundary.")
+    r1, r2 = st.columns([1, 3])
+    top = int(r1.number_input("Top singular vectors", 1, 512, DEFAULT_ROTATION_TOP, key="_w_rot_top",
+                              help="How many of the largest singular vectors of each matrix form the compared span."))
+    value = r2.selectbox("Measure", list(ROTATION_TITLES), key="_w_rot_measure",
+                         format_func=lambda m: f"{m} ({ROTATION_TITLES[m]})")
+    rotation = ui.try_call(rotation_table, ctx, ctx.key, top)
+    if rotation is None:
+        return
+    fig = sv_rotation_heatmap(rotation, value)
+    st.plotly_chart(fig, key="rotation-heatmap")
+    ui.figure_downloads(fig, ui.file_stem(ctx.run.run_id, "singular-vector-turn", value, f"top{top}"), key="rotation")
+    with st.expander("Table"):
+        st.dataframe(rotation, hide_index=True, width="stretch", column_config=ui.number_columns(rotation))
+        ui.table_download(rotation, ui.file_stem(ctx.run.run_id, "singular-vector-turn", f"top{top}"),
+                          key="rotation")
 
 
 @st.cache_data(show_spinner="Computing the spectrum…", max_entries=32)
@@ -21,7 +55,9 @@ def spectrum(_ctx: ui.AnalysisContext, key: tuple[str, str, str], encoder: str, 
 
 ui.page_header("Singular values", "Where training moved the singular values σ of each attention and MLP matrix.")
 CONTEXT = ui.analysis_context()
-if CONTEXT is not None:
+if CONTEXT is not None and not CONTEXT.method.changes_weights:  # CoOp, linear probe, zero-shot: one line
+    ui.unchanged_note(CONTEXT, False, "attention or MLP matrices")
+elif CONTEXT is not None:
     shifts = ui.try_call(shifts_table, CONTEXT, CONTEXT.key)
     if shifts is not None and not (shifts["rel_change"] > 0).any():
         ui.unchanged_note(CONTEXT, False, "attention or MLP matrices")  # one line, no all-zero charts
@@ -62,3 +98,4 @@ if CONTEXT is not None:
             st.plotly_chart(spec_fig, key="spectrum")
             ui.figure_downloads(spec_fig, ui.file_stem(CONTEXT.run.run_id, "spectrum", encoder, layer, kind),
                                 key="spectrum")
+        rotation_section(CONTEXT)

@@ -3,7 +3,6 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.analysis import legacy_sigma_block_scores
-from clipsvd.analysis.heads import HeadChange
 from clipsvd.plots import head_heatmap, head_ranking_bar
 from clipsvd.plots.heads import MEASURE_TITLES
 
@@ -82,7 +81,7 @@ if CONTEXT is not None:
                           "Explain shows which heads' words moved although their weights did not."
                           if encoder == "visual" else "") if table is not None else None
     if state is not None and not state.ranks_by_weight:  # one line: no chart of zeros, no "top" head
-        if encoder == "visual" and state is not HeadChange.NOTHING_TRAINED:
+        if encoder == "visual" and state.weights_differ:  # no weight changed: Explain would show one tower twice
             ui.page_link("explain", "Heads by explanation shift: Explain them", run=CONTEXT.run.run_id,
                          measure=rank_by)
     elif table is not None:

@@ -27,7 +27,6 @@ from clipsvd.analysis.explanation_shift import (
     shift_correlation,
     top_changed_heads,
 )
-from clipsvd.analysis.heads import HeadChange
 from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_textspan
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD
 from clipsvd.analysis.textspan_cache import analysis_images_key
@@ -267,7 +266,7 @@ if TOWER is not None:
     top_n = m2.slider("Most-changed heads to explain" if BY_WEIGHT else "Heads to explain", 1, 12, 3,
                       key="_w_ts_top_n", help="Explain starts from the top of the Heads ranking under this measure."
                       if BY_WEIGHT else "Explain starts from the heads whose explanation moved most.")
-if TOWER is not None and state is not HeadChange.NOTHING_TRAINED:  # zero-shot: nothing can differ; said above
+if TOWER is not None and (state is None or state.weights_differ):  # zero-shot, CoOp: nothing can differ; said above
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
     with c1:
         corpus = choose_corpus(run_model_spec(CONTEXT.run))

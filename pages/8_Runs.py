@@ -3,6 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.analysis.prompts import nearest_reading, nearest_words
+from clipsvd.methods import available_methods, get_method
 from clipsvd.plots.training import history_figure
 from clipsvd.formatting import test_images_text
 from clipsvd.runs import Run, RunStatus, run_per_class_table
@@ -27,6 +29,29 @@ def runs_table() -> pd.DataFrame | None:
     return table
 
 
+PROMPT_STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED)  # runs whose trained tensors were saved
+
+
+@st.cache_data(show_spinner="Searching the vocabulary for the learned context's nearest words…", max_entries=8)
+def prompt_words(root: str, run_id: str, device: str, k: int):
+    return nearest_words(ui.restored_run(root, run_id, device)[1], k)
+
+
+def learned_prompt(run: Run) -> None:
+    """CoOp's interpretation (Zhou et al. §4.5): each learned context vector's nearest vocabulary words."""
+    st.caption("The vocabulary tokens nearest (Euclidean, in the token-embedding space) to each learned context "
+               "vector, as the CoOp paper reads its prompts. Learned vectors need not lie near any word: a large "
+               "distance says the vector is not a word.")
+    k = st.slider("Nearest words per vector", 1, 10, 3, key="_w_prompt_k")
+    words = ui.try_call(prompt_words, str(run.path.parent), run.run_id, ui.device(), k)
+    if words is None:
+        return
+    reading = nearest_reading(words)
+    st.dataframe(reading, hide_index=True, width="stretch", column_config=ui.number_columns(reading))
+    st.dataframe(words, hide_index=True, width="stretch", column_config=ui.number_columns(words))
+    ui.table_download(words, ui.file_stem(run.run_id, "context-nearest-words", f"k{k}"), key="prompt-words")
+
+
 def details(run: Run) -> None:
     ui.run_model_notice(run)
     if run.message:
@@ -47,7 +72,13 @@ def details(run: Run) -> None:
     cols[4].metric("Train time", ui.seconds_text(m.get("train_seconds")))
     cols[5].metric("Checkpoint", ui.bytes_text(m.get("checkpoint_bytes")))
 
-    curves, per_class, config = st.tabs(["Training curve", "Per-class accuracy", "Config"])
+    name = run.config.get("method")
+    prompt = name in available_methods() and get_method(name).learns_context and run.status in PROMPT_STATUSES
+    tabs = st.tabs(["Training curve", "Per-class accuracy", "Config"] + (["Learned prompt"] if prompt else []))
+    curves, per_class, config = tabs[:3]
+    if prompt:
+        with tabs[3]:
+            learned_prompt(run)
     with curves:
         if run.history:
             history = history_table(run.history)  # train accuracy in %, as every accuracy here

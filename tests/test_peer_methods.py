@@ -2,12 +2,13 @@
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from clipsvd.errors import CheckpointError, ConfigError
-from clipsvd.methods import create_method, get_method
+from clipsvd.methods import available_methods, create_method, get_method
 from clipsvd.methods.presets import Setting
 from clipsvd.models import load_model
 from tests.conftest import PROMPTS, TINY
@@ -341,3 +342,44 @@ def test_singular_vector_rotation_separates_lora_from_clip_svd(images):
     assert svd_rotation["left_angle_deg"].max() < 1e-3 < adapted["left_angle_deg"].min()
     with pytest.raises(ConfigError, match="top"):
         singular_vector_rotation(pretrained, lora, top=0)
+
+
+# ----- capabilities the weight pages read (not method names) ---------------------------------------------------
+@pytest.mark.parametrize("name", available_methods())
+def test_changes_weights_and_learns_context_say_what_the_method_trains(name):
+    """A method changes weights exactly where one of its trainable tensors is a parameter of the CLIP model, and
+    learns a context exactly where learned_context() gives one: the pages' one-line notes rely on both."""
+    loaded = load_model(TINY, "cpu")
+    method = create_method(name).attach(loaded, NAMES if name == "coop" else PROMPTS)
+    model_params = {id(p) for p in loaded.model.parameters()}
+    assert method.changes_weights == any(id(p) in model_params for p in method.trainable_parameters())
+    assert method.learns_context == (method.learned_context() is not None)
+
+
+def test_weight_notes_say_coop_changes_no_weight():
+    from clipsvd.analysis.heads import HeadChange, head_change, unchanged_weights_note
+
+    coop, lora, zero = get_method("coop"), get_method("clip-lora"), get_method("zero-shot")
+    note = unchanged_weights_note(coop, "attention or MLP matrices")
+    assert note.startswith("CoOp changes no weight of the model: it trains 16 learned context vectors")
+    assert note.endswith("none of the attention or MLP matrices changed.")
+    assert unchanged_weights_note(lora, "matrices") is None
+    assert "trains nothing" in unchanged_weights_note(zero, "matrices")
+    table = pd.DataFrame({"ov_change": [0.0], "qk_change": [0.0]})
+    state = head_change(table, "ov_change", changes_weights=False)
+    assert state is HeadChange.NO_WEIGHT and not state.ranks_by_weight and not state.weights_differ
+    assert HeadChange.NO_HEAD.weights_differ and head_change(table, "ov_change") is HeadChange.NO_HEAD
+
+
+def test_rotation_heatmap_draws_every_matrix_on_its_scale():
+    from clipsvd.plots import sv_rotation_heatmap
+
+    rows = [{"encoder": e, "layer": layer, "kind": k, "top": 8, "left_angle_deg": 10.0 * layer,
+             "right_angle_deg": 1.0, "min_abs_cos": 0.5} for e in ("visual", "text") for layer in range(2)
+            for k in ("q", "k", "v", "out", "fc", "proj")]
+    fig = sv_rotation_heatmap(pd.DataFrame(rows))
+    assert len(fig.data) == 2 and fig.data[0].zmax == 10.0 and fig.data[0].zmin == 0.0
+    assert "top 8 singular vectors" in fig.layout.title.text
+    assert sv_rotation_heatmap(pd.DataFrame(rows), "min_abs_cos").data[0].zmax == 1.0
+    with pytest.raises(ValueError, match="one of"):
+        sv_rotation_heatmap(pd.DataFrame(rows), "rel_change")

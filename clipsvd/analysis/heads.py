@@ -24,6 +24,7 @@ class HeadChange(str, Enum):
     """What a run did to a tower's attention weights; decides whether a ranking by weight change means anything."""
 
     NOTHING_TRAINED = "nothing trained"  # zero-shot: the "after" model is the pretrained one
+    NO_WEIGHT = "no weight changed"  # CoOp, linear probe: what trains lies outside the model's weights
     NO_HEAD = "no head changed"  # CLIPFit, ProLIP, linear probe: they train LayerNorms, a projection, a head
     NOT_BY_MEASURE = "no head changed by this measure"  # e.g. only q/k trained, ranked by ov_change
     CHANGED = "changed"
@@ -33,12 +34,22 @@ class HeadChange(str, Enum):
         """Only then is "most changed" a ranking; otherwise it would be an arbitrary order of zeros."""
         return self is HeadChange.CHANGED
 
+    @property
+    def weights_differ(self) -> bool:
+        """Whether any weight of the model can differ from before; where none can (nothing trained, or only a
+        prompt or a head beside the model), the image tower computes exactly what it did before, so analyses of
+        it before vs after (TextSpan, explanation shift) would only show the same thing twice."""
+        return self not in (HeadChange.NOTHING_TRAINED, HeadChange.NO_WEIGHT)
 
-def head_change(changes: pd.DataFrame, measure: str, trains: bool = True) -> HeadChange:
+
+def head_change(changes: pd.DataFrame, measure: str, trains: bool = True, changes_weights: bool = True) -> HeadChange:
     """Whether the heads of a `head_changes` table moved under `measure` (any head > 0), under another
-    measure only, or not at all; `trains` False (zero-shot) is its own case: nothing could have moved."""
+    measure only, or not at all; `trains` False (zero-shot) and `changes_weights` False (a method whose trained
+    tensors lie outside the model: `Method.changes_weights`) are their own cases: no weight could have moved."""
     if not trains:
         return HeadChange.NOTHING_TRAINED
+    if not changes_weights:
+        return HeadChange.NO_WEIGHT
     if measure not in changes:
         raise ConfigError(f"head change: the table has no column '{measure}'")
     if (changes[measure] > 0).any():
@@ -55,12 +66,26 @@ def head_change_note(state: HeadChange, what: str, method: str, summary: str, me
     if state is HeadChange.NOTHING_TRAINED:
         return (f"{method} trains nothing: the 'after' model is the pretrained one, so none of the {what} can "
                 "differ from before. Pick a trained run to see what fine-tuning changed.")
+    if state is HeadChange.NO_WEIGHT:
+        trains = f": it trains {summary[:1].lower()}{summary[1:].rstrip('.')}" if summary else ""
+        return (f"{method} changes no weight of the model{trains}. The weights before and after are the same, so "
+                f"none of the {what} changed. {instead}").rstrip()
     if state is HeadChange.NO_HEAD:
         trains = f": {method} trains {summary[:1].lower()}{summary[1:]}" if summary else f" ({method})"
         return f"This run changed none of the {what}{trains} {instead}".rstrip()
     if state is HeadChange.NOT_BY_MEASURE:
         return f"No head's {measure} changed in this run (other measures did: rank by one of them). {instead}".rstrip()
     return None
+
+
+def unchanged_weights_note(method, what: str) -> str | None:
+    """The one line every weight analysis (σ shifts, singular-vector turns, heads) shows for a method that changes
+    no weight of the model (`Method.changes_weights` False: CoOp, a linear probe, zero-shot), read from the
+    method (class or instance) rather than its name; None for methods that change weights."""
+    if method.changes_weights:
+        return None
+    state = HeadChange.NO_WEIGHT if method.trains else HeadChange.NOTHING_TRAINED
+    return head_change_note(state, what, method.display_name, method.summary, "")
 
 
 def _difference_norms(a1: torch.Tensor, b1: torch.Tensor, a0: torch.Tensor, b0: torch.Tensor) -> torch.Tensor:

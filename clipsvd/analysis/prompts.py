@@ -23,7 +23,7 @@ def _decode(tokenizer, token: int) -> str:
 def nearest_words(method, k: int = 3) -> pd.DataFrame:
     """One row per context vector × rank: the k vocabulary tokens nearest to it (Euclidean, in the token
     embedding space), with their distances. `class` is -1 for a shared context, the class index otherwise."""
-    ctx = getattr(method, "ctx", None)
+    ctx = method.learned_context()
     if not isinstance(ctx, torch.Tensor):
         raise ConfigError(f"{getattr(method, 'name', type(method).__name__)}: has no learned context vectors "
                           "(nearest words are CoOp's analysis)")
@@ -42,3 +42,13 @@ def nearest_words(method, k: int = 3) -> pd.DataFrame:
                              "word": _decode(method.loaded.tokenizer, int(tokens[position, rank])),
                              "distance": float(values[position, rank])})
     return pd.DataFrame(rows, columns=NEAREST_COLUMNS)
+
+
+def nearest_reading(words: pd.DataFrame) -> pd.DataFrame:
+    """The learned prompt read as words: per context (`class`), the nearest word at each position in order, and
+    the mean distance (how far from being words the vectors are). Input: a `nearest_words` table."""
+    first = words[words["rank"] == 1].sort_values(["class", "position"])
+    grouped = first.groupby("class", sort=True)
+    return pd.DataFrame({"class": list(grouped.groups),
+                         "nearest_words": [" ".join(part["word"]) for _, part in grouped],
+                         "mean_distance": [float(part["distance"].mean()) for _, part in grouped]})

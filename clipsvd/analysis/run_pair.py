@@ -23,7 +23,11 @@ from clipsvd.analysis.textspan import (
     top_images_for_text,
 )
 from clipsvd.analysis.textspan_cache import TextSpanCache
-from clipsvd.analysis.weights import singular_value_shifts, singular_value_shifts_from_method
+from clipsvd.analysis.weights import (
+    singular_value_shifts,
+    singular_value_shifts_from_method,
+    singular_vector_rotation,
+)
 from clipsvd.data import ClassificationDataset, TransformedSplit
 from clipsvd.errors import ConfigError
 from clipsvd.methods import Method
@@ -75,6 +79,17 @@ def run_sv_shifts(pair: RunPair) -> pd.DataFrame:
     if pair.method.singular_value_weights():
         return singular_value_shifts_from_method(pair.method)
     return singular_value_shifts(pair.before, pair.method)
+
+
+DEFAULT_ROTATION_TOP = 8  # top singular vectors whose span is compared before vs after
+
+
+def run_sv_rotation(pair: RunPair, top: int = DEFAULT_ROTATION_TOP) -> pd.DataFrame:
+    """How far each matrix's top-`top` singular vectors turned in a run (the recomposed or merged weights against
+    the pretrained ones); refused for a method that changes no weight, where every angle is 0 by definition."""
+    if not pair.method.changes_weights:
+        raise ConfigError(f"{pair.method.name}: changes no weight of the model, so no singular vector can turn")
+    return singular_vector_rotation(pair.before, pair.method, top)
 
 
 def run_textspan(

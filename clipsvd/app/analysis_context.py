@@ -7,7 +7,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clipsvd.analysis.heads import RANKING_MEASURES, HeadChange, head_change, head_change_note
+from clipsvd.analysis.heads import (
+    RANKING_MEASURES,
+    HeadChange,
+    head_change,
+    head_change_note,
+    unchanged_weights_note,
+)
 from clipsvd.analysis.run_pair import RunPair, run_model_spec
 from clipsvd.analysis.run_pair import analysis_images as run_analysis_images
 from clipsvd.app import caches, selection
@@ -51,8 +57,12 @@ def analysis_context() -> AnalysisContext | None:
 
 
 def unchanged_note(ctx: AnalysisContext, changed: bool, what: str) -> None:
-    """Say plainly when a method left everything this page measures untouched (all-zero figures otherwise puzzle)."""
-    if not changed:
+    """Say plainly when a method left everything this page measures untouched (all-zero figures otherwise puzzle);
+    for a method that changes no weight at all (`Method.changes_weights`), the one line the weight pages share."""
+    note = unchanged_weights_note(ctx.method, what)
+    if note:
+        st.info(note, icon=":material/info:")
+    elif not changed:
         st.info(f"This run changed none of the {what}. {ctx.method.display_name} trains: {ctx.method.summary}",
                 icon=":material/info:")
 
@@ -61,7 +71,7 @@ def heads_note(ctx: AnalysisContext, changes: pd.DataFrame, measure: str, what: 
     """One line where a ranking by weight change would mean nothing — a zero-shot run (nothing trained), a run
     that changed no attention weight (CLIPFit, ProLIP), or none under `measure` — with `instead` (what the page
     shows in its place) appended; nothing when heads changed. Returns the case, which the page acts on."""
-    state = head_change(changes, measure, ctx.method.trains)
+    state = head_change(changes, measure, ctx.method.trains, ctx.method.changes_weights)
     note = head_change_note(state, what, ctx.method.display_name, ctx.method.summary, measure, instead)
     if note:
         st.info(note, icon=":material/info:")

@@ -10,10 +10,13 @@ from clipsvd.errors import ClipsvdError, ConfigError
 
 
 def add_analyze(commands) -> None:
-    analyze = commands.add_parser("analyze", help="what a run changed: σ shifts, heads, TextSpan, UMAP → CSV + figures")
+    analyze = commands.add_parser("analyze", help="what a run changed: σ shifts and singular-vector turns, heads, "
+                                  "TextSpan, UMAP, a learned prompt's nearest words → CSV + figures")
     analyze.add_argument("run_id")
     analyze.add_argument("--out", help="output folder (default analysis-RUN_ID)")
-    analyze.add_argument("--what", nargs="+", default=list(ANALYSES), choices=ANALYSES)
+    analyze.add_argument("--what", nargs="+", default=list(ANALYSES), choices=ANALYSES,
+                         help="sv: σ shifts and how far the top singular vectors turned; heads; textspan; umap; "
+                              "words: the nearest vocabulary words of a learned prompt (CoOp)")
     analyze.add_argument("--format", nargs="+", default=["html"], choices=FIGURE_FORMATS,
                          help="figure formats (png/svg/pdf need chromium for kaleido)")
     analyze.add_argument("--corpus", default="general", help="general, biomedical, or a text file (one per line)")
@@ -64,13 +67,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clipsvd.analysis import head_changes, legacy_sigma_block_scores, load_corpus
-    from clipsvd.analysis.heads import head_change, head_change_note
+    from clipsvd.analysis.heads import head_change, head_change_note, unchanged_weights_note
+    from clipsvd.analysis.prompts import nearest_words
     from clipsvd.analysis.capabilities import unsupported_analyses
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.run_pair import (
         analysis_images,
         load_run_pair,
         run_model_spec,
+        run_sv_rotation,
         run_sv_shifts,
         run_textspan,
         run_umap,
@@ -80,6 +85,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         export_figure,
         head_heatmap,
         head_ranking_bar,
+        sv_rotation_heatmap,
         sv_shift_heatmap,
         textspan_figure,
         umap_figure,
@@ -110,14 +116,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"  wrote {out / name}.*", flush=True)
 
     def sv() -> None:
+        note = unchanged_weights_note(pair.method, "attention or MLP matrices")
+        if note:
+            print(f"  {note}", flush=True)
+            return
         shifts = run_sv_shifts(pair)
         save("sv_shifts", shifts, sv_shift_heatmap(shifts) if len(shifts) else None)
+        rotation = run_sv_rotation(pair)
+        save("sv_rotation", rotation, sv_rotation_heatmap(rotation) if len(rotation) else None)
+
+    def words() -> None:
+        if not pair.method.learns_context:
+            print(f"  words: {pair.method.display_name} learns no prompt context; nothing to read", flush=True)
+            return
+        save("prompt_nearest_words", nearest_words(pair.method))
 
     def heads() -> None:
         for encoder in ("visual", "text"):
             table = head_changes(pair.before, pair.method, encoder)
             suffix = "" if encoder == "visual" else "_text"
-            note = head_change_note(head_change(table, "ov_change", pair.method.trains), f"{encoder} attention heads",
+            state = head_change(table, "ov_change", pair.method.trains, pair.method.changes_weights)
+            note = head_change_note(state, f"{encoder} attention heads",
                                     pair.method.display_name, pair.method.summary, "ov_change")
             if note:  # nothing to rank: the table (all zeros) but no "most changed" chart of zeros
                 print(f"  {note}", flush=True)
@@ -144,7 +163,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     images = analysis_images(pair.run, args.images_per_class) if {"textspan", "umap"} & set(what) else None
     failed = []
-    for name, step in (("sv", sv), ("heads", heads), ("textspan", textspan), ("umap", umap)):
+    for name, step in (("sv", sv), ("heads", heads), ("textspan", textspan), ("umap", umap), ("words", words)):
         if name in what:
             try:
                 step()

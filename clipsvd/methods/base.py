@@ -129,6 +129,13 @@ class Method(ABC):
     supports_novel_classes: ClassVar[bool] = True
     # False: runs of this method come from elsewhere (`clipsvd import`); train, sweeps and the forms do not offer it
     runnable: ClassVar[bool] = True
+    # Whether training changes any weight of the CLIP model itself; False where what trains lies outside it (CoOp's
+    # prompt context, a linear probe's head, nothing for zero-shot): weight analyses then say so in one line
+    # instead of comparing a model with itself.
+    changes_weights: ClassVar[bool] = True
+    # Whether the method learns prompt context vectors in the token-embedding space (CoOp), which
+    # `learned_context()` returns and `analysis.prompts.nearest_words` reads as words.
+    learns_context: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         self.config = self.make_config(config)
@@ -221,6 +228,11 @@ class Method(ABC):
         """Decomposed weights by module path, whose σ can be compared with σ₀ (CLIP-SVD); empty for methods that
         train no singular values, so analyses say so instead of drawing zeros."""
         return {}
+
+    def learned_context(self) -> torch.Tensor | None:
+        """The learned prompt context vectors ((M × d) shared, or (classes × M × d) per class) where
+        `learns_context`; None for methods that learn no prompt."""
+        return None
 
     # ----- training on cached features (a capability) --------------------------------------------
     def frozen_backbone(self) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -101,10 +101,11 @@ class CoOpConfig(MethodConfig):
 class CoOp(Method):
     name = "coop"
     display_name = "CoOp"
-    summary = ("16 learned context vectors before each class name in the text prompt; changes no weight of the "
-               "model (KaiyangZhou/CoOp).")
+    summary = "16 learned context vectors before each class name in the text prompt (KaiyangZhou/CoOp)."
     Config = CoOpConfig
     trains_text_encoder = False
+    changes_weights = False  # only the context vectors train; every weight stays the pretrained one
+    learns_context = True
 
     def setup(self, loaded, class_prompts) -> None:
         cfg = self.config
@@ -149,6 +150,9 @@ class CoOp(Method):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.ctx]
+
+    def learned_context(self) -> torch.Tensor:
+        return self.ctx
 
     def prompt_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """The class prompts' token embeddings with positions 1 … M replaced by the context vectors."""

@@ -29,6 +29,7 @@ class LinearProbe(Method):
     summary = "A linear head on frozen image features, initialised from the class prompts."
     Config = LinearProbeConfig
     supports_novel_classes = False
+    changes_weights = False  # the head lives beside the model; the CLIP weights stay pretrained
 
     def setup(self, loaded, class_prompts) -> None:
         with torch.no_grad():

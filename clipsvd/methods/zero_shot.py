@@ -13,6 +13,7 @@ class ZeroShot(Method):
     summary = "The model as loaded, classifying by cosine similarity to the class prompts."
     Config = MethodConfig
     trains = False
+    changes_weights = False
 
     @classmethod
     def default_config(cls, setting: Setting = Setting()) -> MethodConfig:

@@ -15,32 +15,54 @@ MEASURE_TITLES = {
     "max_abs_shift": "max |σ − σ₀|",
 }
 
+ROTATION_TITLES = {  # the columns of analysis.weights.singular_vector_rotation
+    "left_angle_deg": "output-span angle (°)",
+    "right_angle_deg": "input-span angle (°)",
+    "min_abs_cos": "min |cos| of matched vectors",
+}
+
 
 def sv_shift_heatmap(shifts: pd.DataFrame, value: str = "rel_change", title: str | None = None) -> go.Figure:
     """Layer × matrix-kind heatmap per encoder: where the singular values moved."""
-    encoders = [e for e in ENCODERS if e in set(shifts["encoder"])]
+    return _layer_kind_heatmap(shifts, value, MEASURE_TITLES.get(value, value),
+                               title or "Singular-value shift per layer and matrix", diverging=value == "mean_shift")
+
+
+def sv_rotation_heatmap(rotation: pd.DataFrame, value: str = "left_angle_deg", title: str | None = None) -> go.Figure:
+    """Layer × matrix-kind heatmap per encoder: how far the top singular vectors turned (a
+    `singular_vector_rotation` table); angles from 0°, |cos| on 0…1."""
+    if value not in ROTATION_TITLES:
+        raise ValueError(f"sv_rotation_heatmap: value must be one of {list(ROTATION_TITLES)}, got '{value}'")
+    top = int(rotation["top"].max()) if len(rotation) else 0
+    return _layer_kind_heatmap(rotation, value, ROTATION_TITLES[value],
+                               title or f"Turn of the top {top} singular vectors per layer and matrix",
+                               zrange=(0.0, 1.0) if value == "min_abs_cos" else None)
+
+
+def _layer_kind_heatmap(table: pd.DataFrame, value: str, label: str, title: str, diverging: bool = False,
+                        zrange: tuple[float, float] | None = None) -> go.Figure:
+    encoders = [e for e in ENCODERS if e in set(table["encoder"])]
     if not encoders:
-        raise ValueError("sv_shift_heatmap: the table has no rows")
+        raise ValueError("layer × matrix heatmap: the table has no rows")
     fig = make_subplots(rows=1, cols=len(encoders), subplot_titles=[f"{e} encoder" for e in encoders],
                         horizontal_spacing=0.12)
-    zmax = float(shifts[value].abs().max()) or 1.0
-    diverging = value == "mean_shift"
-    label = MEASURE_TITLES.get(value, value)
+    zmax = float(table[value].abs().max()) or 1.0
+    zmin, zmax = zrange or (-zmax if diverging else 0.0, zmax)
     for col, encoder in enumerate(encoders, start=1):
-        part = shifts[shifts["encoder"] == encoder]
+        part = table[table["encoder"] == encoder]
         kinds = [k for k in MATRIX_KINDS if k in set(part["kind"])]
         grid = part.pivot_table(index="layer", columns="kind", values=value, aggfunc="first").reindex(columns=kinds)
         fig.add_trace(go.Heatmap(
             z=grid.to_numpy(), x=kinds, y=grid.index.to_list(),
             colorscale=DIVERGING if diverging else SEQUENTIAL,
-            zmin=-zmax if diverging else 0.0, zmax=zmax,
+            zmin=zmin, zmax=zmax,
             coloraxis=None, showscale=col == len(encoders),
             colorbar=dict(title=dict(text=label, side="right")),
             hovertemplate=f"{encoder} layer %{{y}}, %{{x}}<br>{label} = %{{z:.3g}}<extra></extra>",
         ), row=1, col=col)
         fig.update_xaxes(title_text="matrix", row=1, col=col)
         fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1 if len(grid) <= 24 else None, row=1, col=col)
-    return styled(fig, title or "Singular-value shift per layer and matrix", height=420 + 8 * len(set(shifts["layer"])))
+    return styled(fig, title, height=420 + 8 * len(set(table["layer"])))
 
 
 def spectra_figure(spectrum: pd.DataFrame, title: str | None = None, log_y: bool = True) -> go.Figure:

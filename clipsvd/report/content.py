@@ -24,7 +24,16 @@ from clipsvd.analysis.explanation_shift import (
     top_shifted_heads,
 )
 from clipsvd.analysis.heads import HeadChange, head_change, head_changes
-from clipsvd.analysis.run_pair import RunPair, images_for_text, run_model_spec, run_sv_shifts, run_textspan, run_umap
+from clipsvd.analysis.prompts import nearest_words
+from clipsvd.analysis.run_pair import (
+    RunPair,
+    images_for_text,
+    run_model_spec,
+    run_sv_rotation,
+    run_sv_shifts,
+    run_textspan,
+    run_umap,
+)
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanResult
 from clipsvd.analysis.textspan_cache import TextSpanCache
 from clipsvd.data import ClassificationDataset
@@ -54,6 +63,8 @@ class RunAnalysis:
     measure: str
     heads: pd.DataFrame | None = None  # head_changes of the image tower, ranked by `measure`
     sv_shifts: pd.DataFrame | None = None
+    sv_rotation: pd.DataFrame | None = None  # singular_vector_rotation: how far the top singular vectors turned
+    prompt_words: pd.DataFrame | None = None  # nearest_words of a learned prompt context (CoOp)
     before: TextSpanResult | None = None
     after: TextSpanResult | None = None
     explanations: pd.DataFrame | None = None  # explanation_shifts joined with the weight ranking
@@ -63,13 +74,15 @@ class RunAnalysis:
     failures: dict[str, str] = field(default_factory=dict)
     verification: list[Any] = field(default_factory=list)  # AblationResult cached in the run folder
     method_trains: bool = True  # False for zero-shot: nothing could have changed
+    method_changes_weights: bool = True  # False where what trains lies outside the model (CoOp, linear probe)
+    keeps_singular_vectors: bool = False  # True for CLIP-SVD: only σ train, the singular vectors are frozen
 
     @property
     def head_change(self) -> HeadChange | None:
         """What the run did to the image tower's attention weights under `measure` (None: not computed)."""
         if self.heads is None:
             return None
-        return head_change(self.heads, self.measure, self.method_trains)
+        return head_change(self.heads, self.measure, self.method_trains, self.method_changes_weights)
 
     @property
     def ranks_by_weight(self) -> bool:
@@ -138,7 +151,8 @@ def analyse_run(
     analysis = RunAnalysis(pair.run, label, measure, settings={
         "corpus": str(corpus), "texts_per_head": texts_per_head, "k": k, "top_heads": top_heads, "rank": rank,
         "ln_post_split": ln_post_split, "images": len(dataset.test), "umap_seed": umap_seed},
-        method_trains=pair.method.trains)
+        method_trains=pair.method.trains, method_changes_weights=pair.method.changes_weights,
+        keeps_singular_vectors=bool(pair.method.singular_value_weights()))
 
     def step(name: str, function: Callable[[], Any]) -> Any:
         say(f"{pair.run.run_id}: {name}")
@@ -148,7 +162,11 @@ def analyse_run(
             analysis.failures[name] = str(exc)
             return None
 
-    analysis.sv_shifts = step("σ shifts", lambda: run_sv_shifts(pair))
+    if pair.method.changes_weights:  # otherwise every σ and vector is the pretrained one: the report says so
+        analysis.sv_shifts = step("σ shifts", lambda: run_sv_shifts(pair))
+        analysis.sv_rotation = step("singular-vector rotation", lambda: run_sv_rotation(pair))
+    if pair.method.learns_context:
+        analysis.prompt_words = step("nearest words", lambda: nearest_words(pair.method))
     analysis.heads = step("head ranking", lambda: head_changes(pair.before, pair.method, "visual", measure))
     if analysis.heads is not None and layers is None:
         layers = layers_to_explain(len(tower_blocks(vision_tower(pair.before))), analysis.heads, top_heads, measure)

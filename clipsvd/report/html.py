@@ -20,14 +20,16 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from clipsvd.analysis.explanation_shift import KEPT, SHIFT_COLUMNS, marked_texts, shift_correlation
-from clipsvd.analysis.heads import head_change_note
+from clipsvd.analysis.heads import head_change_note, unchanged_weights_note
+from clipsvd.analysis.prompts import nearest_reading
 from clipsvd.errors import ConfigError
 from clipsvd.formatting import bytes_text, fraction_text, number_text, test_images_text
 from clipsvd.methods.registry import get_method
-from clipsvd.plots import head_heatmap, head_ranking_bar, sv_shift_heatmap, umap_figure
+from clipsvd.plots import head_heatmap, head_ranking_bar, sv_rotation_heatmap, sv_shift_heatmap, umap_figure
 from clipsvd.plots.explanation import SHIFT_TITLES, explanation_shift_figure, head_comparison_bars
 from clipsvd.plots.heads import MEASURE_TITLES
 from clipsvd.plots.style import FONT, head_label
+from clipsvd.plots.weights import ROTATION_TITLES
 from clipsvd.plots.training import history_figure
 from clipsvd.report.content import RunAnalysis
 from clipsvd.report.latex import explanation_latex
@@ -162,10 +164,45 @@ def _metrics(a: RunAnalysis, fig: _Figures) -> str:
     return out
 
 
+ROTATION_ROWS = 10  # the most-turned matrices listed under the rotation figure
+
+
 def _sigma(a: RunAnalysis, fig: _Figures) -> str:
+    if not a.method_changes_weights:
+        note = unchanged_weights_note(get_method(a.run.config.get("method")), "attention or MLP matrices")
+        return f'<p class="note">{_e(note)}</p>'
     if a.sv_shifts is None or not len(a.sv_shifts):
         return _failure(a, "σ shifts") or '<p class="note">No matrix of this run has singular values to compare.</p>'
-    return fig(sv_shift_heatmap(a.sv_shifts, title=f"Singular-value shift — {a.short_name}"))
+    return fig(sv_shift_heatmap(a.sv_shifts, title=f"Singular-value shift — {a.short_name}")) + _rotation(a, fig)
+
+
+def _rotation(a: RunAnalysis, fig: _Figures) -> str:
+    """How far the top singular vectors turned: the figure, and the most-turned matrices as a table."""
+    if a.sv_rotation is None or not len(a.sv_rotation):
+        return _failure(a, "singular-vector rotation")
+    top = int(a.sv_rotation["top"].max())
+    out = f"<h3>How far the top {top} singular vectors turned</h3>"
+    if a.keeps_singular_vectors:
+        out += (f'<p class="note">{_e(get_method(a.run.config.get("method")).display_name)} trains only σ and keeps '
+                "every singular vector, so the angles are 0 by construction; a nonzero one can only come from σ "
+                "changing places across the top-k boundary.</p>")
+    turned = a.sv_rotation.sort_values(["left_angle_deg", "right_angle_deg"], ascending=False).head(ROTATION_ROWS)
+    out += fig(sv_rotation_heatmap(a.sv_rotation, title=f"Output-span angle of the top {top} singular vectors — "
+                                                        f"{a.short_name}"))
+    return out + _table(turned, {"encoder": "encoder", "layer": "layer", "kind": "matrix",
+                                 **{c: ROTATION_TITLES[c] for c in ROTATION_TITLES}}, 3)
+
+
+def _prompt(a: RunAnalysis, fig: _Figures) -> str:
+    """A learned prompt's nearest vocabulary words (CoOp), or why there is none."""
+    if a.prompt_words is None:
+        return _failure(a, "nearest words") or '<p class="note">This run learns no prompt context.</p>'
+    reading = nearest_reading(a.prompt_words)
+    return ('<p class="note">Nearest vocabulary token (Euclidean, token-embedding space) to each learned context '
+            "vector; a large distance says the vector is not a word. class −1: one context shared by all classes."
+            "</p>" + _table(reading, {"class": "class", "nearest_words": "nearest words, in order",
+                                      "mean_distance": "mean distance"})
+            + _table(a.prompt_words, {c: c for c in a.prompt_words.columns}))
 
 
 def _unchanged_note(a: RunAnalysis, instead: str = "") -> str:
@@ -311,7 +348,10 @@ def report_html(analyses: Sequence[RunAnalysis], title: str | None = None) -> st
              '<span class="mark mark-left">left</span> only before.</p>')]
     if len(analyses) > 1:
         body.append("<h2>Side by side</h2>" + _comparison(analyses, fig))
-    for heading, render in SECTIONS:
+    sections = list(SECTIONS)
+    if any(a.prompt_words is not None or "nearest words" in a.failures for a in analyses):
+        sections.insert(3, ("Learned prompt: nearest words", _prompt))
+    for heading, render in sections:
         body.append(f"<h2>{_e(heading)}</h2>" + _side_by_side(analyses, render, fig))
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{STYLE}</style>"
