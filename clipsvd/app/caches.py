@@ -10,6 +10,8 @@ import torch
 from clipsvd.analysis.embeddings import import_umap, umap_kernels_cached
 from clipsvd.analysis.heads import head_changes
 from clipsvd.analysis.run_pair import RunPair, load_pretrained
+from clipsvd.app.access import check_dataset_paths, check_model_paths
+from clipsvd.app.uploads import session_upload_roots
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.methods import Method
 from clipsvd.models import LoadedModel, ModelSpec, load_model
@@ -38,14 +40,26 @@ def warm_start() -> threading.Thread | None:
     return thread
 
 
-@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
 def cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
+    """The dataset, loaded once per process; its root first checked against the allowed roots (clipsvd.app.access),
+    so no page can open a folder a browser may not name."""
+    check_dataset_paths(spec, session_upload_roots())
+    return _cached_dataset(spec)
+
+
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
+def _cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
     return load_dataset(spec)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
 def built_model_label(spec: ModelSpec) -> str:
-    """The model's full label as built (builds the model once per spec and process)."""
+    """The model's full label as built (builds the model once per spec and process), its files checked first."""
+    check_model_paths(spec, session_upload_roots())
+    return _built_model_label(spec)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _built_model_label(spec: ModelSpec) -> str:
     return load_model(spec, "cpu").label
 
 
@@ -62,6 +76,7 @@ def restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel,
 
 
 def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
+    check_model_paths(spec, session_upload_roots())
     return _pretrained_model(spec, device_key(device_name))
 
 
