@@ -98,7 +98,7 @@ def gate() -> None:
             _set_cookie(name, cookie_value(token))
             return
     cookie = st.context.cookies.get(name)
-    if cookie is not None and hmac.compare_digest(cookie.encode(), cookie_value(token).encode()):
+    if isinstance(cookie, str) and hmac.compare_digest(cookie.encode(), cookie_value(token).encode()):
         st.session_state[AUTH_KEY] = True
         return
     st.text(GATE_MESSAGE)

@@ -276,7 +276,7 @@ def restore_selection() -> None:
     checks = {MODEL_KEY: ("model", valid_model), DATASET_KEY: ("dataset", valid_dataset),
               SHOTS_KEY: ("shots", _valid_count), DATA_SEED_KEY: ("seed", _valid_seed)}
     for key, (name, build) in checks.items():
-        if key in st.session_state:
+        if key in st.session_state and (st.session_state[key] is not None or key in (SHOTS_KEY, DATA_SEED_KEY)):
             continue
         for source, values in (("url", url), ("file", saved)):
             if name not in values:
