@@ -3,6 +3,7 @@ literally, URL parameters validated, a store-wide state file, uploads within a q
 accounted for. AppTests (headless) plus unit tests of the pieces without Streamlit."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from clipsvd.app.access import (
     cookie_value,
     is_loopback,
 )
-from clipsvd.app.text import md
+from clipsvd.app.text import WORD_JOINER, md
 from clipsvd.data.uploads import UPLOAD_PREFIX, UploadFolder, sweep_stale_uploads
 from clipsvd.errors import ClipsvdError, DataError
 from tests.conftest import TINY
@@ -89,18 +90,23 @@ def links_and_images(text: str, kinds: tuple[str, ...] = LINKS) -> list[str]:
 
 
 def plain(text: str) -> str:
-    """The text a reader sees of markdown source (what its text tokens hold, escapes resolved)."""
-    return "".join(t.content for t in tokens(text) if t.type in ("text", "code_inline", "softbreak"))
+    """The text a reader sees of markdown source (what its text tokens hold, escapes resolved, invisible word
+    joiners dropped)."""
+    return "".join(t.content for t in tokens(text)
+                   if t.type in ("text", "code_inline", "softbreak")).replace(WORD_JOINER, "")
 
 
 # ----- escaping -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", [EVIL_LINK, EVIL_IMAGE, "**bold**", "_x_ ~~y~~ <b>z</b> `c`", "# h", "- item",
                                   "1. one", "www.evil.example", ":red[alert] :material/home:", "a | b", "$x^2$",
-                                  "&amp; &#60;"])
+                                  "&amp; &#60;", "mail me@evil.example", "HTTPS://EVIL.EXAMPLE"])
 def test_md_shows_every_markdown_special_literally(text):
     escaped = md(text)
     assert not links_and_images(escaped, LINKS + EMPHASIS), (text, escaped)
     assert plain(escaped) == text
+    # GFM's autolink literals match the text after escapes (remark-gfm): no scheme, www. or e-mail left whole
+    seen = "".join(t.content for t in tokens(escaped) if t.type == "text")
+    assert not re.search(r"(?i)(https?://|www\.|\w@\w)", seen), seen
 
 
 # ----- the gate -----------------------------------------------------------------------------------------------
