@@ -121,21 +121,28 @@ def _wait_title(tab, title: str, tally: Tally, started: float) -> None:
         tally.exceptions.append(boxes.first.inner_text()[:500])
 
 
+def _idle(tab) -> None:
+    from playwright.sync_api import expect
+
+    tab.wait_for_timeout(500)
+    expect(tab.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=WAIT_MS)
+
+
 def _prepare_train_form(tab) -> None:
     """1 epoch, 2 test images per class: a run of the tiny model takes seconds."""
     from playwright.sync_api import expect
 
-    for label, value in (("Max test images per class (0: all)", 2),):
-        field_ = tab.get_by_label(label, exact=True)
-        field_.fill(str(value))
-        field_.press("Enter")
+    _idle(tab)
+    cap = tab.get_by_label("Max test images per class (0: all)", exact=True)
+    cap.fill("2")
+    cap.press("Enter")
+    _idle(tab)
     tab.get_by_text("Hyperparameters:").first.click()
-    epochs = tab.get_by_label("epochs", exact=True)
+    epochs = tab.get_by_label("epochs", exact=True).first
     expect(epochs).to_be_visible(timeout=WAIT_MS)
     epochs.fill("1")
     epochs.press("Enter")
-    tab.wait_for_timeout(1500)
-    expect(tab.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=WAIT_MS)
+    _idle(tab)
 
 
 def drive_sessions(url: str, token: str, runs_root: Path, sessions: int = 3, seconds: float = 120,
