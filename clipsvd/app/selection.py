@@ -226,11 +226,13 @@ def store_wide(record: dict[str, Any]) -> dict[str, Any]:
     """What of a selection the shared state file may hold: no run, no paths, no user-named dataset."""
     from clipsvd.models.loading import looks_like_path
 
-    kept: dict[str, Any] = {"shots": record.get("shots"), "seed": record.get("seed")}
-    dataset, model = record.get("dataset") or {}, record.get("model") or {}
-    if dataset.get("kind") == "builtin" and not dataset.get("root") and not dataset.get("template"):
+    kept: dict[str, Any] = {name: record[name] for name in ("shots", "seed") if name in record}
+    dataset, model = record.get("dataset"), record.get("model")
+    if isinstance(dataset, dict) and dataset.get("kind") == "builtin" and not dataset.get("root") \
+            and not dataset.get("template"):
         kept["dataset"] = dataset
-    if not str(model.get("architecture", "")).startswith("local-dir:") and \
+    if isinstance(model, dict) and model.get("architecture") and \
+            not str(model["architecture"]).startswith("local-dir:") and \
             not looks_like_path(str(model.get("weights", ""))):
         kept["model"] = model
     return kept
