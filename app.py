@@ -1,10 +1,11 @@
 """clipsvd dashboard, home page: what the tool does, what is selected, where to go next.
 
-Start with `streamlit run app.py`; the other pages live in pages/ (Streamlit's multipage folder).
+Start with `clipsvd dashboard` (or `streamlit run app.py` in the clone; both listen on this machine only); the other pages live in pages/ (Streamlit's multipage folder).
 """
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.app.text import md
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import UNTRAINED_LABEL, WORLD_LABEL
 
@@ -47,9 +48,9 @@ with right:
     st.subheader("Current selection")
     ui.model_notice()
     spec = ui.dataset_spec()
-    st.markdown(f"**Dataset** · {ui.dataset_label(spec)} · {ui.shots_label(ui.shots())} · "
+    st.markdown(f"**Dataset** · {md(ui.dataset_label(spec))} · {ui.shots_label(ui.shots())} · "
                 f"data seed {ui.data_seed()}")
-    st.markdown(f"**Device** · {ui.device()}  \n**Run store** · `{ui.runs_root()}`")
+    st.markdown(f"**Device** · {ui.device()}  \n**Run store** · {md(ui.runs_root())}")
     st.subheader("Go to")
     for page in ("data", "train", "compare", "runs"):
         ui.page_link(page)

@@ -8,7 +8,9 @@ TextSpan's contributions and text embeddings, numba's compiled kernels) live in 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import socket
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -62,3 +64,24 @@ def require(module: str, purpose: str, error: type[ClipsvdError] = ClipsvdError)
     if importlib.util.find_spec(module) is None:
         raise error(f"{purpose} needs the '{module}' package, which is optional: pip install 'clipsvd[{EXTRAS[module]}]' "
                     "(or `make install` in the clone)")
+
+
+# The dashboard's access settings, read by the server (clipsvd.app.access) and set by `clipsvd dashboard`, which
+# must not import the Streamlit app to know them.
+TOKEN_ENV = "CLIPSVD_DASHBOARD_TOKEN"
+ALLOW_ENV = "CLIPSVD_ALLOW_PATHS"  # os.pathsep-separated folders; unset: the defaults of allowed_roots()
+
+
+def is_loopback(address: str | None) -> bool:
+    """True when every address `address` resolves to is a loopback one; an empty address means every interface
+    (Streamlit's own default, used when no config file is read)."""
+    if not address:
+        return False
+    try:
+        infos = socket.getaddrinfo(address, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    try:
+        return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+    except ValueError:
+        return False

@@ -1,13 +1,15 @@
 """Model & data: choose the backbone and its weights, the dataset and K, and look at the images."""
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.app.access import check_path
+from clipsvd.app.text import md
+from clipsvd.app.uploads import save_upload, session_upload_roots, session_uploads
 from clipsvd.choices import ACTIVATIONS
-from clipsvd.data import DatasetSpec, builtin_datasets, extract_zip, few_shot
+from clipsvd.data import DatasetSpec, builtin_datasets, few_shot
 from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
 from clipsvd.data.loaders.coop import COOP_DATASETS
 from clipsvd.models import (
@@ -48,22 +50,6 @@ def class_count_table(dataset) -> pd.DataFrame:
     return table
 
 
-def upload_dir() -> Path:
-    """A per-session temporary folder for uploaded checkpoints and archives."""
-    if "upload_dir" not in st.session_state:
-        st.session_state["upload_dir"] = tempfile.mkdtemp(prefix="clipsvd-upload-")
-    return Path(st.session_state["upload_dir"])
-
-
-def save_upload(uploaded) -> Path:
-    """Write an uploaded file once, in a folder named by Streamlit's file id, under a sanitised name."""
-    target = upload_dir() / uploaded.file_id / ui.file_stem(Path(uploaded.name).name)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(uploaded.getbuffer())
-    return target
-
-
 def weight_sources(architecture: str) -> tuple[str, ...]:
     """The weight choices an architecture offers: the world CLIP has its shipped weights first."""
     others = (RANDOM, TAG, LOCAL, UPLOAD)
@@ -98,7 +84,7 @@ def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
     if source == TAG:
         tags = list_pretrained_tags(architecture)
         if not tags:
-            st.info(f"open_clip lists no pretrained tags for {architecture}.")
+            st.info(f"open_clip lists no pretrained tags for {md(architecture)}.")
             return None
         st.caption("Downloads need internet (set HF_HUB_OFFLINE=0 before starting) or a filled cache.")
         return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key="_w_tag"))
@@ -107,11 +93,16 @@ def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
         path = st.text_input("Checkpoint path", value=known, placeholder="/path/to/ViT-B-16.safetensors",
                              key="_w_ckpt_path")
         activation = activation_widget(current)
-        return ModelSpec(architecture, path.strip(), activation=activation) if path.strip() else None
+        if not path.strip() or ui.try_call(check_path, path.strip(), "Checkpoint path", session_upload_roots()) is None:
+            return None
+        return ModelSpec(architecture, path.strip(), activation=activation)
     uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key="_w_ckpt_upload",
                                 help="Loaded with weights_only=True: plain tensors only, never pickled objects.")
     activation = activation_widget(current)
-    return ModelSpec(architecture, str(save_upload(uploaded)), activation=activation) if uploaded else None
+    if uploaded is None:
+        return None
+    saved = ui.try_call(save_upload, uploaded)
+    return ModelSpec(architecture, str(saved), activation=activation) if saved is not None else None
 
 
 def model_section() -> None:
@@ -150,10 +141,12 @@ def samples(spec: DatasetSpec) -> None:
     if sample is None:
         return
     shown = list(range(min(len(sample.labels), SAMPLES_SHOWN)))
-    st.caption(f"One training image per class of {spec.name} (press **Use this dataset** to select it):")
+    st.caption(f"One training image per class of {md(spec.name)} (press **Use this dataset** to select it):")
     columns = st.columns(SAMPLES_SHOWN)
     for column, i in zip(columns, shown):
-        column.image(sample.load_image(i), caption=dataset.classnames[sample.labels[i]], width="stretch")
+        image = ui.try_call(sample.load_image, i)
+        if image is not None:
+            column.image(image, caption=md(dataset.classnames[sample.labels[i]]), width="stretch")
 
 
 def root_dataset_widgets() -> DatasetSpec | None:
@@ -161,6 +154,8 @@ def root_dataset_widgets() -> DatasetSpec | None:
                         format_func={"biomedcoop": "BiomedCoOp folders", "coop": "CoOp DATA folder",
                                      "imagefolder": "ImageFolder (class folders)"}.get)
     root = st.text_input("Data root", placeholder="/data/biomed", key="_w_root").strip()
+    if root and ui.try_call(check_path, root, "Data root") is None:
+        return None  # never listed: served beyond localhost, a browser may name only the allowed roots
     if kind == "coop":
         name = st.selectbox("Dataset", list(COOP_DATASETS), key="_w_coop_name")
     elif kind == "biomedcoop":
@@ -179,8 +174,8 @@ def upload_dataset_widgets() -> DatasetSpec | None:
         return None
     roots = st.session_state.setdefault("zip_roots", {})  # file id -> extracted dataset root
     if uploaded.file_id not in roots:
-        root = ui.try_call(extract_zip, uploaded.getvalue(), upload_dir() / f"zip-{uploaded.file_id}",
-                           source=uploaded.name)
+        root = ui.try_call(lambda: session_uploads().extract_zip(uploaded.getvalue(), f"zip-{uploaded.file_id}",
+                                                                 source=uploaded.name))
         if root is None:
             return None
         roots[uploaded.file_id] = str(root)
@@ -212,7 +207,8 @@ def dataset_section() -> None:
         spec = root_dataset_widgets()
     elif source == DATA_SOURCES[2]:
         path = st.text_input("MedMNIST .npz path", placeholder="/data/medmnist/dermamnist.npz", key="_w_npz").strip()
-        spec = DatasetSpec("medmnist", Path(path).stem, path) if path else None
+        ok = path and ui.try_call(check_path, path, "MedMNIST file") is not None
+        spec = ui.try_call(DatasetSpec, "medmnist", Path(path).stem, path) if ok else None
     else:
         spec = upload_dataset_widgets()
     template = st.text_input("Prompt template override (optional)", placeholder="a photo of a {}.",
@@ -228,7 +224,7 @@ def dataset_section() -> None:
             st.session_state[ui.SHOTS_KEY] = int(k) or None
             st.session_state[ui.DATA_SEED_KEY] = int(seed)
             st.session_state.pop("_w_train_shots", None)  # Train's K follows the new choice, not its kept value
-            ui.flash("dataset", f"Dataset set: {ui.dataset_label(spec)}, {ui.shots_label(int(k) or None)}, "
+            ui.flash("dataset", f"Dataset set: {md(ui.dataset_label(spec))}, {ui.shots_label(int(k) or None)}, "
                                 f"seed {int(seed)}")
     ui.show_flash("dataset")
     st.info(ui.NO_BIOMEDICAL_NOTE, icon=":material/biotech:")
@@ -240,13 +236,13 @@ def preview() -> None:
     if dataset is None:
         return
     summary = dataset.summary()
-    st.subheader(f"Selected dataset: {ui.dataset_label(spec)}")
+    st.subheader(f"Selected dataset: {md(ui.dataset_label(spec))}")
     cols = st.columns(4)
     cols[0].metric("Classes", summary["n_classes"])
     cols[1].metric("Train images", f"{summary['train']:,}")
     cols[2].metric("Val images", "—" if summary["val"] is None else f"{summary['val']:,}")
     cols[3].metric("Test images", f"{summary['test']:,}")
-    st.caption(f"{summary['description']}  Template: `{summary['template']}`")
+    st.caption(f"{md(summary['description'])}  Template: {md(summary['template'])}")
 
     grid_tab, counts_tab, prompts_tab = st.tabs(["Images per class", "Class counts", "Prompts"])
     with grid_tab:
@@ -274,9 +270,12 @@ def image_grid(dataset) -> None:
     for label, name in enumerate(dataset.classnames[:limit]):
         positions = [i for i, y in enumerate(sample.labels) if y == label][:shown]
         columns = st.columns([2] + [1] * PREVIEW_SHOTS)
-        columns[0].markdown(f"**{name}**")
+        columns[0].markdown(f"**{md(name)}**")
         for column, i in zip(columns[1:], positions):
-            column.image(sample.load_image(i), width="stretch")
+            image = ui.try_call(sample.load_image, i)  # an undecodable file: its DataError, not an exception box
+            if image is None:
+                break
+            column.image(image, width="stretch")
 
 
 ui.page_header("Model & data", "Pick the backbone and its weights, the dataset and K; check the images before "

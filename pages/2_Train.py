@@ -3,7 +3,9 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.app.text import md
 from clipsvd.choices import field_choices, field_helps
+from clipsvd.errors import ClipsvdError
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import resolve_device
 from clipsvd.plots.training import loss_curve_figure
@@ -126,7 +128,13 @@ def current_job_id() -> str | None:
     """The job shown: ?job=<id> survives reloads, session state survives page switches; a new tab or session
     shows the server's running (else queued) job."""
     active = ui.job_registry().active()
-    job_id = (st.query_params.get("job") or st.session_state.get(ui.JOB_KEY)
+    url_job = st.query_params.get("job")
+    if url_job is not None and ui.job_registry().get(url_job) is None:
+        if st.session_state.get(ui.JOB_KEY) != url_job:  # e.g. a link from before a restart: not stored anywhere
+            st.caption(f"Ignored the link's job '{md(url_job[:40])}': this server has no such job.")
+            st.query_params.pop("job", None)
+            url_job = None
+    job_id = (url_job or st.session_state.get(ui.JOB_KEY)
               or (active[0].job_id if active else None))
     if job_id:
         st.session_state[ui.JOB_KEY] = job_id
@@ -134,11 +142,34 @@ def current_job_id() -> str | None:
     return job_id
 
 
+START_KEY = "_train_start_outcome"  # what the last Start click did: ("job", id) or ("error", why)
+
+
 def start(configs: list[ExperimentConfig]) -> None:
-    job_id = ui.try_call(ui.job_registry().submit, configs, ui.run_store())
-    if job_id:
-        st.session_state[ui.JOB_KEY] = job_id
-        st.query_params["job"] = job_id
+    """The Start button's on_click callback. Streamlit runs callbacks before the script, as soon as the click's
+    rerun begins, so a page switched right after the click (which stops the script where it is) can no longer lose
+    the click: it was handled in the button's body before, and 4 of 44 such clicks created no job and said
+    nothing. The outcome is kept for the page to show: the job, or why there is none."""
+    try:
+        job_id = ui.job_registry().submit(configs, ui.run_store())
+    except (ClipsvdError, ValueError, OSError) as exc:
+        st.session_state[START_KEY] = ("error", f"No job was started: {exc}")
+        return
+    st.session_state[ui.JOB_KEY] = job_id
+    st.session_state[START_KEY] = ("job", job_id)
+    st.query_params["job"] = job_id
+
+
+def start_outcome() -> None:
+    """The last click's outcome, once: a job started, or why none was."""
+    outcome = st.session_state.pop(START_KEY, None)
+    if outcome is None:
+        return
+    kind, text = outcome
+    if kind == "job":
+        st.success(f"Started job {md(text)}.", icon=":material/play_arrow:")
+    else:
+        st.error(md(text), icon=":material/error:")
 
 
 def progress_text(state: JobState) -> str:
@@ -152,7 +183,7 @@ def progress_text(state: JobState) -> str:
         return f"{where} · training epoch {p.epoch}/{p.epochs}, step {p.step}/{p.total_steps}"
     if state.attach_fraction is not None:
         return f"{where} · decomposing matrix {p.step + 1}/{p.total_steps} (first time for this model only)"
-    return f"{where} · {p.message or p.phase}"
+    return f"{where} · {md(p.message or p.phase)}"
 
 
 def running_metrics(state: JobState) -> None:
@@ -181,16 +212,16 @@ def job_view(state: JobState) -> None:
     st.progress(state.fraction, text=progress_text(state))
     if state.attach_fraction is not None:
         st.progress(state.attach_fraction, text=f"CLIP-SVD's first decomposition of this model: "
-                                                f"{state.progress.message}. Cancel stops between two matrices.")
+                                                f"{md(state.progress.message)}. Cancel stops between two matrices.")
     for note in state.unsaved:
-        st.warning(f"Cancelled before training began — {note}. The next run of this model decomposes again.",
+        st.warning(f"Cancelled before training began — {md(note)}. The next run of this model decomposes again.",
                    icon=":material/cancel:")
     if state.done:
         finished_metrics(state)
     else:
         running_metrics(state)
     if state.error:
-        st.error(f"Training failed: {state.error}")
+        st.error(f"Training failed: {md(state.error)}")
         if state.error_detail:
             with st.expander("Traceback"):
                 st.code(state.error_detail)
@@ -229,7 +260,7 @@ def finished_runs(state: JobState) -> None:
         if run is None:
             continue
         left, right = st.columns([3, 2])
-        left.markdown(f"**{ui.run_title(run)}**" + (f"  \n{run.message}" if run.message else ""))
+        left.markdown(f"**{md(ui.run_title(run))}**" + (f"  \n{md(run.message)}" if run.message else ""))
         with right:
             links = st.columns(3)
             with links[0]:
@@ -251,7 +282,7 @@ def job_section() -> None:
         return
     state = ui.job_registry().get(job_id)
     if state is None:
-        st.warning(f"Job {job_id} is not known to this server (it was restarted?). Its finished runs are in the "
+        st.warning(f"Job {md(job_id)} is not known to this server (it was restarted?). Its finished runs are in the "
                    "run store; see the Runs page.")
         ui.page_link("runs")
         return
@@ -275,15 +306,15 @@ def job_section() -> None:
 ui.page_header("Train", "Fine-tune one or several methods in this process; runs land in the run store.")
 ui.model_notice()
 data_col, link_col = st.columns([4, 1], vertical_alignment="center")
-data_col.markdown(f"**Dataset** · {ui.dataset_label(ui.dataset_spec())}")
+data_col.markdown(f"**Dataset** · {md(ui.dataset_label(ui.dataset_spec()))}")
 with link_col:
     ui.page_link("data", "Change model or data")
 configs = settings()
 time_estimate(configs)
 button_col, note_col = st.columns([1, 4], vertical_alignment="center")
-if button_col.button("Start training", type="primary", disabled=not configs, key="start_training",
-                     icon=":material/play_arrow:"):
-    start(configs)
+button_col.button("Start training", type="primary", disabled=not configs, key="start_training",
+                  icon=":material/play_arrow:", on_click=start, args=(configs,))
+start_outcome()
 note_col.caption(f"{len(configs)} run(s), one after another in the background; you can leave this page.")
 st.divider()
 job_section()

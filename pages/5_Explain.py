@@ -1,11 +1,11 @@
 """Explain: what the heads fine-tuning changed most started or stopped writing, in words (TextSpan before vs
 after), how far each explanation moved, and one report of it all."""
-import re
 
 import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.analysis import BUILTIN_CORPORA, compare_heads, load_corpus, parse_corpus, shared_textspan_cache
+from clipsvd.app.text import md
 from clipsvd.analysis.corpus import default_corpus_for
 from clipsvd.analysis.decomposition import (
     DEFAULT_LN_POST_SPLIT,
@@ -77,9 +77,7 @@ def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[
                         images_key=analysis_images_key(_ctx, per_class), rank=rank, ln_post_split=ln_post_split)
 
 
-def _md(text: str) -> str:
-    """A corpus text shown literally in markdown (no emphasis, links, colours or emoji shortcodes)."""
-    return re.sub(r"([\\`*_\[\]{}()<>#+\-.!|~$:])", r"\\\1", text)
+_md = md  # a corpus text shown literally in markdown (no emphasis, links, colours or emoji shortcodes)
 
 
 def show_marked(column, title: str, marks, side: str) -> None:
@@ -117,9 +115,9 @@ def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run
     for text in shift.entered[:3]:
         images = ui.try_call(images_for_text, after, dataset, layer, head, text, 6)
         if images:
-            st.caption(f"Entered: “{text}” — the test images this head writes most along it")
+            st.caption(f"Entered: “{_md(text)}” — the test images this head writes most along it")
             for column, (image, label) in zip(st.columns(6), images):
-                column.image(image, caption=label, width="stretch")
+                column.image(image, caption=_md(label), width="stretch")
     fig = textspan_figure(before.head(layer, head), after.head(layer, head))
     with st.expander(f"All texts of layer {layer} · head {head} with the variance each explains"):
         st.plotly_chart(fig, key=f"ts-{layer}-{head}")
@@ -133,7 +131,7 @@ def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run
         images = ui.try_call(images_for_text, after, dataset, layer, head, text, 8)
         if images:
             for column, (image, label) in zip(st.columns(len(images)), images):
-                column.image(image, caption=label, width="stretch")
+                column.image(image, caption=_md(label), width="stretch")
 
 
 def in_percent(table):

@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.app.text import md
 from clipsvd.formatting import bytes_text, fraction_text
 from clipsvd.models import UNTRAINED_LABEL
 from clipsvd.plots.compare import method_bars, per_class_heatmap
@@ -33,7 +34,7 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
     model = c1.selectbox("Model", most_runs_first(done, "model"), key="_w_cmp_model")
     part = done[done["model"] == model]
     if UNTRAINED_LABEL in model:
-        st.warning(f"These runs start from **{model}**: random weights, so the scores compare untrained networks.",
+        st.warning(f"These runs start from **{md(model)}**: random weights, so the scores compare untrained networks.",
                    icon="⚠️")
     dataset = c2.selectbox("Dataset", most_runs_first(part, "dataset"), key="_w_cmp_dataset")
     part = part[part["dataset"] == dataset]

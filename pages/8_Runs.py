@@ -4,6 +4,8 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.analysis.prompts import nearest_reading, nearest_words
+from clipsvd.app.selection import valid_run_id
+from clipsvd.app.text import md
 from clipsvd.methods import available_methods, get_method
 from clipsvd.plots.training import history_figure
 from clipsvd.formatting import test_images_text
@@ -18,7 +20,7 @@ def runs_table() -> pd.DataFrame | None:
     table = ui.try_call(ui.runs_table, store)
     if table is None:
         return None
-    st.caption(f"{len(table)} run(s) in `{store.root}`")
+    st.caption(f"{len(table)} run(s) in {md(store.root)}")
     if table.empty:
         st.info("The run store is empty. Train a run on the Train page.")
         ui.page_link("train")
@@ -55,7 +57,7 @@ def learned_prompt(run: Run) -> None:
 def details(run: Run) -> None:
     ui.run_model_notice(run)
     if run.message:
-        (st.warning if run.status != RunStatus.COMPLETED else st.info)(f"{run.status}: {run.message}")
+        (st.warning if run.status != RunStatus.COMPLETED else st.info)(f"{run.status}: {md(run.message)}")
     m = run.metrics
     cols = st.columns(6)
     if m.get("hm") is not None or "base" in m:
@@ -112,14 +114,15 @@ def actions(run: Run) -> None:
         st.session_state["confirm_delete"] = run.run_id
     if st.session_state.get("confirm_delete") != run.run_id:
         return
-    st.warning(f"Delete **{run.run_id}** and its adapter tensors from disk? This cannot be undone.")
+    st.warning(f"Delete **{md(run.run_id)}** and its adapter tensors from disk? This cannot be undone.")
     confirm = st.container(horizontal=True, gap="small")
     if confirm.button("Yes, delete it", type="primary", key="confirm_delete_run"):
         st.session_state.pop("confirm_delete", None)
-        if ui.try_call(lambda: store.delete(run.run_id) or True):
+        # only a run listed in this store, by its own folder name: never a path the browser made up
+        if ui.try_call(lambda: valid_run_id(run.run_id, store.root) and (store.delete(run.run_id) or True)):
             st.session_state.pop(ui.RUN_KEY, None)
             st.query_params.pop("run", None)
-            st.toast(f"Deleted {run.run_id}")
+            st.toast(f"Deleted {md(run.run_id)}")
             st.rerun()
     if confirm.button("Keep it", key="keep_run"):
         st.session_state.pop("confirm_delete", None)

@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
+from clipsvd.app.access import check_path
+from clipsvd.app.text import md
 from clipsvd.methods import available_methods
 from clipsvd.plots.reproduce import reproduce_figures
 from clipsvd.reproduce import (
@@ -77,6 +79,8 @@ def choose_root(table: Table) -> str:
     default = st.session_state.get(ROOT_KEY) or (selected.root if selected.kind == table.layout else "") or ""
     root = st.text_input("Data root", value=default, key=f"_w_rep_root-{table.layout}",
                          help=LAYOUT_HELP[table.layout]).strip()
+    if root and ui.try_call(check_path, root, "Data root") is None:
+        root = ""  # served beyond localhost: never looked into
     st.session_state[ROOT_KEY] = root
     return root
 
@@ -172,7 +176,7 @@ def grid_section(table: Table, root: str, subset: dict) -> list | None:
     frame, active = mark_running(grid_frame(table, configs, ui.run_store(), data))
     absent = sorted(set(frame.loc[frame["data"].str.startswith("not found"), "dataset"]))
     if absent:
-        st.warning(f"Not found under `{root}`: {', '.join(absent)}. Expected {LAYOUT_HELP[table.layout]}. Their "
+        st.warning(f"Not found under {md(root)}: {md(', '.join(absent))}. Expected {LAYOUT_HELP[table.layout]}. Their "
                    "cells stay missing.", icon=":material/folder_off:")
     counts = frame["status"].value_counts()
     runnable = frame[(frame["status"] == MISSING) & (frame["data"] == "found")]

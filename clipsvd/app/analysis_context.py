@@ -18,6 +18,7 @@ from clipsvd.analysis.run_pair import RunPair, run_model_spec
 from clipsvd.analysis.run_pair import analysis_images as run_analysis_images
 from clipsvd.app import caches, selection
 from clipsvd.app.run_picker import pick_run
+from clipsvd.app.text import md
 from clipsvd.app.widgets import try_call
 from clipsvd.data import ClassificationDataset, DatasetSpec
 from clipsvd.formatting import column_number_format
@@ -51,8 +52,8 @@ def analysis_context() -> AnalysisContext | None:
     before = try_call(caches.pretrained_model, run_model_spec(run), selection.device())
     if restored is None or before is None:
         return None
-    st.caption(f"Before: the model this run started from. After: {run.config.get('method')} as trained in "
-               f"run {run.run_id}.")
+    st.caption(f"Before: the model this run started from. After: {md(run.config.get('method'))} as trained in "
+               f"run {md(run.run_id)}.")
     return AnalysisContext(run, before, restored[1], selection.device())
 
 

@@ -11,6 +11,8 @@ import torch
 from clipsvd.analysis.embeddings import import_umap, umap_kernels_cached
 from clipsvd.analysis.heads import head_changes
 from clipsvd.analysis.run_pair import RunPair, load_pretrained
+from clipsvd.app.access import check_dataset_paths, check_model_paths
+from clipsvd.app.uploads import session_upload_roots
 from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.methods import Method, count_parameters
 from clipsvd.models import LoadedModel, ModelSpec, load_model
@@ -39,8 +41,15 @@ def warm_start() -> threading.Thread | None:
     return thread
 
 
-@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
 def cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
+    """The dataset, loaded once per process; its root first checked against the allowed roots (clipsvd.app.access),
+    so no page can open a folder a browser may not name."""
+    check_dataset_paths(spec, session_upload_roots())
+    return _cached_dataset(spec)
+
+
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
+def _cached_dataset(spec: DatasetSpec) -> ClassificationDataset:
     return load_dataset(spec)
 
 
@@ -52,10 +61,15 @@ class BuiltModel:
     label: str
 
 
-@st.cache_resource(show_spinner="Building the model…", max_entries=16)
 def built_model(spec: ModelSpec) -> BuiltModel:
-    """Builds the model once per spec and process (this also validates a checkpoint), for the Model page's
-    "Use this model" and every model label: one cached builder, so no spec is built twice."""
+    """The model built once per spec and process (this also validates a checkpoint), for the Model page's "Use this
+    model" and every model label: one cached builder, so no spec is built twice; its files checked first."""
+    check_model_paths(spec, session_upload_roots())
+    return _built_model(spec)
+
+
+@st.cache_resource(show_spinner="Building the model…", max_entries=16)
+def _built_model(spec: ModelSpec) -> BuiltModel:
     loaded = load_model(spec, "cpu")
     return BuiltModel(count_parameters(loaded.model), loaded.label)
 
@@ -73,6 +87,7 @@ def restored_run(root: str, run_id: str, device_name: str) -> tuple[LoadedModel,
 
 
 def pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
+    check_model_paths(spec, session_upload_roots())
     return _pretrained_model(spec, device_key(device_name))
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clipsvd.app import selection
+from clipsvd.app import access, selection
 from clipsvd.app.caches import job_registry, warm_start
+from clipsvd.app.text import md
+from clipsvd.app.uploads import sweep_at_start
+from clipsvd.app.widgets import try_call
 from clipsvd.formatting import shots_label
 from clipsvd.runs import RUNS_ENV, default_runs_root
 
@@ -36,8 +39,11 @@ NO_BIOMEDICAL_NOTE = (
 
 
 def page_header(title: str, caption: str) -> None:
-    """Same frame on every page: wide layout, the settings sidebar, a title and one line of caption."""
+    """Same frame on every page: wide layout, the token gate (nothing else runs for a session without the token
+    when served beyond localhost), the settings sidebar, a title and one line of caption."""
     st.set_page_config(page_title=f"{title} · clipsvd", layout="wide")
+    access.gate()
+    sweep_at_start()
     warm_start()
     selection.restore_selection()
     keep_widget_values()
@@ -45,6 +51,7 @@ def page_header(title: str, caption: str) -> None:
     selection.remember_selection()
     st.title(title)
     st.caption(caption)
+    selection.show_notes()
 
 
 def keep_widget_values() -> None:
@@ -90,11 +97,13 @@ def settings_sidebar() -> None:
             help="auto: CUDA when present, else CPU. Training and analyses run here.")
         root = st.text_input("Run store folder", value=str(selection.runs_root()), key="_w_runs_root",
                              help=f"Where runs are saved and read (default ${RUNS_ENV} or ./runs).")
-        st.session_state[selection.RUNS_ROOT_KEY] = root.strip() or str(default_runs_root())
+        root = root.strip() or str(default_runs_root())
+        if try_call(access.check_path, root, "Run store folder") is not None:
+            st.session_state[selection.RUNS_ROOT_KEY] = root
         st.divider()
         st.caption("Selected")
-        st.markdown(f"**Model** · {selection.model_label(selection.model_spec())}")
-        st.markdown(f"**Data** · {selection.dataset_label(selection.dataset_spec())} · "
+        st.markdown(f"**Model** · {md(selection.model_label(selection.model_spec()))}")
+        st.markdown(f"**Data** · {md(selection.dataset_label(selection.dataset_spec()))} · "
                     f"{shots_label(selection.shots())}")
         if job_registry().active():  # polled only while something runs
             st.divider()
@@ -111,5 +120,5 @@ def server_jobs() -> None:
     for state in jobs:
         where = f"run {min(state.index + 1, state.total)}/{state.total}"
         title = (state.current_title or "").split(" · ")
-        st.progress(state.fraction, text=f"{state.status} · {where} · {' · '.join(title[:2])}")
+        st.progress(state.fraction, text=f"{state.status} · {where} · {md(' · '.join(title[:2]))}")
         page_link("train", f"Open job {state.job_id}", job=state.job_id)

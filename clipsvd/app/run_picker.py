@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd.app import selection
+from clipsvd.app.text import md
 from clipsvd.app.frame import page_link
 from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import config_title
@@ -60,7 +61,7 @@ def pick_run(label: str = "Run", statuses: tuple[RunStatus, ...] = (RunStatus.CO
         st.error(str(exc))
         return None
     if not runs:
-        st.info(f"No {' or '.join(statuses)} runs in `{store.root}` yet. Train one on the Train page.",
+        st.info(f"No {' or '.join(statuses)} runs in {md(store.root)} yet. Train one on the Train page.",
                 icon=":material/info:")
         page_link("train")
         return None

@@ -1,8 +1,12 @@
 """What the user chose (model, dataset, shots, seed, device, run store) and how it is named on every page.
 
 Widget values are dropped when the user leaves a page, so the choices live under fixed keys of
-st.session_state; pages read them through these functions. The selection also lives in the URL and in a
-small state file of the run store, so a reload, a shared link or a second tab restores it.
+st.session_state; pages read them through these functions. A session's selection also lives in its URL, so a
+reload or a shared link restores it; the run store's state file holds only store-wide defaults (a built-in
+dataset, a model that names no file, K and seed), never one session's data root, weights path, run or class
+names, so a new session never opens on another user's data. Every value from the URL or the file is checked
+against what exists (and, served beyond localhost, against the allowed roots) before it is used; one that is not
+is ignored with a one-line note and never written anywhere.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from typing import Any
 import streamlit as st
 
 from clipsvd.analysis.run_pair import run_model_spec
+from clipsvd.app import access
 from clipsvd.app.caches import built_model
+from clipsvd.app.text import md
 from clipsvd.choices import DEFAULT_DATASET
 from clipsvd.data import DatasetSpec
 from clipsvd.errors import ClipsvdError
@@ -84,9 +90,9 @@ def model_notice(spec: ModelSpec | None = None, where: str = "Model", label: str
     spec = spec or model_spec()
     label = label or model_label(spec)
     if spec.is_pretrained:
-        st.info(f"{where}: **{label}**", icon=":material/memory:")
+        st.info(f"{where}: **{md(label)}**", icon=":material/memory:")
     else:
-        st.warning(f"{where}: **{label}**. Its weights are random, so accuracies and analyses "
+        st.warning(f"{where}: **{md(label)}**. Its weights are random, so accuracies and analyses "
                    "describe an untrained network. Load a checkpoint on *Model & data*.", icon="⚠️")
 
 
@@ -108,6 +114,10 @@ def _selection_record() -> dict[str, Any]:
             "seed": data_seed(), "run": st.session_state.get(RUN_KEY)}
 
 
+NOTES_KEY = "_selection_notes"  # one-line notes about ignored URL parameters, shown under the page title
+RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
 def _from_url() -> dict[str, Any]:
     """The selection carried by the query string (JSON values; a parameter that does not parse is ignored)."""
     found = {}
@@ -118,8 +128,114 @@ def _from_url() -> dict[str, Any]:
         try:
             found[name] = json.loads(text) if name in ("model", "dataset", "shots", "seed") else text
         except json.JSONDecodeError:
-            continue
+            _note(name, text, "not valid JSON")
+            st.query_params.pop(name, None)
     return found
+
+
+def _note(name: str, value: Any, reason: str) -> None:
+    shown = value if isinstance(value, str) else json.dumps(value)
+    st.session_state.setdefault(NOTES_KEY, []).append(
+        f"Ignored the link's {name} '{shown[:120]}': {reason}.")
+
+
+def show_notes() -> None:
+    """The notes about ignored URL parameters, once, as plain text (they quote what the URL said)."""
+    for note in st.session_state.pop(NOTES_KEY, []):
+        st.caption(md(note))
+
+
+def valid_run_id(run_id: Any, root: Path | None = None) -> str:
+    """A run id of the run store; ClipsvdError when it is malformed or no such run exists."""
+    if not isinstance(run_id, str) or not run_id or run_id.startswith(".") or not set(run_id) <= RUN_ID_CHARS:
+        raise ClipsvdError("not a run id")
+    root = root or runs_root()
+    try:
+        names = set(os.listdir(root))
+    except OSError:
+        names = set()
+    if run_id not in names:
+        raise ClipsvdError(f"no such run in {root}")
+    return run_id
+
+
+def valid_dataset(data: Any) -> DatasetSpec:
+    """A dataset spec from the URL or the state file: a built-in one installed here, or one whose root exists
+    (within the allowed roots when served beyond localhost)."""
+    from clipsvd.data import builtin_datasets
+
+    if not isinstance(data, dict):
+        raise ClipsvdError("not a dataset")
+    spec = DatasetSpec.from_dict(data)
+    if spec.kind == "builtin" and spec.name not in builtin_datasets():
+        raise ClipsvdError("no such built-in dataset on this server")
+    if spec.root is not None:
+        access.check_dataset_paths(spec, _upload_roots())
+        if not Path(spec.root).expanduser().exists():
+            raise ClipsvdError("its data root does not exist")
+    return spec
+
+
+def valid_model(data: Any) -> ModelSpec:
+    """A model spec from the URL or the state file: a known architecture with random, shipped or listed weights,
+    or an existing weights file (within the allowed roots when served beyond localhost)."""
+    from clipsvd.models import RANDOM_WEIGHTS, list_architectures, list_pretrained_tags
+    from clipsvd.models.registry import weights_source
+    from clipsvd.models.spec import looks_like_path
+
+    if not isinstance(data, dict):
+        raise ClipsvdError("not a model")
+    try:
+        spec = ModelSpec(**data)
+    except TypeError as exc:
+        raise ClipsvdError("not a model") from exc
+    access.check_model_paths(spec, _upload_roots())
+    if not spec.is_hub_model and spec.architecture not in list_architectures() and spec.architecture != "auto":
+        raise ClipsvdError("no such architecture")
+    if looks_like_path(spec.weights):
+        if not Path(spec.weights).expanduser().is_file():
+            raise ClipsvdError("its weights file does not exist")
+    elif not spec.is_hub_model and spec.weights != RANDOM_WEIGHTS and \
+            weights_source(spec.architecture, spec.weights) is None and \
+            spec.weights not in list_pretrained_tags(spec.architecture):
+        raise ClipsvdError("no such weights for this architecture")
+    return spec
+
+
+def _upload_roots() -> list[Path]:
+    from clipsvd.app.uploads import session_upload_roots
+
+    return session_upload_roots()
+
+
+def _valid_count(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1_000_000:
+        raise ClipsvdError("not a whole number from 1 to 1000000")
+    return value
+
+
+def _valid_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise ClipsvdError("not a whole number from 0 to 2^31-1")
+    return value
+
+
+def store_wide(record: dict[str, Any]) -> dict[str, Any]:
+    """What of a selection the shared state file may hold: no run, no paths, no user-named dataset."""
+    from clipsvd.models.loading import looks_like_path
+
+    kept: dict[str, Any] = {name: record[name] for name in ("shots", "seed") if name in record}
+    dataset, model = record.get("dataset"), record.get("model")
+    if isinstance(dataset, dict) and dataset.get("kind") == "builtin" and not dataset.get("root") \
+            and not dataset.get("template"):
+        kept["dataset"] = dataset
+    if isinstance(model, dict) and model.get("architecture") and \
+            not str(model["architecture"]).startswith("local-dir:") and \
+            not looks_like_path(str(model.get("weights", ""))):
+        kept["model"] = model
+    return kept
 
 
 def read_state_file(root: Path) -> dict[str, Any]:
@@ -144,25 +260,36 @@ def write_state_file(root: Path, record: dict[str, Any]) -> None:
 
 
 def restore_selection() -> None:
-    """Once per browser session: fill what the session has not chosen from the URL, else from the state file,
-    so a reload, a shared link or a second tab starts where the user was. A run named in the URL always wins."""
+    """Once per browser session: fill what the session has not chosen from the URL, else from the store-wide
+    defaults of the state file, so a reload or a shared link starts where the user was. A run named in the URL
+    always wins. Each value is validated first; one that fails is dropped from the URL with a one-line note."""
     url_run = st.query_params.get("run")
-    if url_run:  # a link to a run (Train's "σ shifts", Heads → Explain) wins over the remembered one
-        st.session_state[RUN_KEY] = url_run
+    if url_run and url_run != st.session_state.get(RUN_KEY):  # a link to a run (Train's "σ shifts", Heads → Explain)
+        try:
+            st.session_state[RUN_KEY] = valid_run_id(url_run)
+        except ClipsvdError as exc:
+            _note("run", url_run, str(exc))
+            st.query_params.pop("run", None)
     if st.session_state.get(RESTORED_KEY):
         return
     st.session_state[RESTORED_KEY] = True
-    saved = {**read_state_file(runs_root()), **_from_url()}
-    setters = {MODEL_KEY: ("model", lambda d: ModelSpec(**d)), DATASET_KEY: ("dataset", DatasetSpec.from_dict),
-               SHOTS_KEY: ("shots", lambda k: None if k is None else int(k)), DATA_SEED_KEY: ("seed", int),
-               RUN_KEY: ("run", str)}
-    for key, (name, build) in setters.items():
-        if key in st.session_state or name not in saved:
+    url = _from_url()
+    saved = store_wide(read_state_file(runs_root()))
+    checks = {MODEL_KEY: ("model", valid_model), DATASET_KEY: ("dataset", valid_dataset),
+              SHOTS_KEY: ("shots", _valid_count), DATA_SEED_KEY: ("seed", _valid_seed)}
+    for key, (name, build) in checks.items():
+        if key in st.session_state and (st.session_state[key] is not None or key in (SHOTS_KEY, DATA_SEED_KEY)):
             continue
-        try:
-            st.session_state[key] = build(saved[name])
-        except (TypeError, ValueError, ClipsvdError):
-            continue  # a stale or hand-edited value: keep the default
+        for source, values in (("url", url), ("file", saved)):
+            if name not in values:
+                continue
+            try:
+                st.session_state[key] = build(values[name])
+                break
+            except (TypeError, ValueError, ClipsvdError) as exc:
+                if source == "url":  # the state file is only a default: a stale value there is skipped silently
+                    _note(name, values[name], str(exc))
+                    st.query_params.pop(name, None)
 
 
 def remember_selection() -> None:
@@ -173,6 +300,7 @@ def remember_selection() -> None:
             st.query_params.pop(name, None)
         else:
             st.query_params[name] = value if name == "run" else json.dumps(value, separators=(",", ":"))
-    if st.session_state.get(WRITTEN_KEY) != record:
-        write_state_file(runs_root(), record)
-        st.session_state[WRITTEN_KEY] = record
+    shared = store_wide(record)
+    if st.session_state.get(WRITTEN_KEY) != shared:
+        write_state_file(runs_root(), shared)
+        st.session_state[WRITTEN_KEY] = shared

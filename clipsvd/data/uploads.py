@@ -10,7 +10,10 @@ import io
 import os
 import shutil
 import stat
+import tempfile
+import time
 import uuid
+import weakref
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -19,6 +22,10 @@ from clipsvd.errors import DataError
 
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_FILES = 200_000
+UPLOAD_PREFIX = "clipsvd-upload-"  # <prefix><server pid>-<session id>-<random>, in the system temp folder
+DEFAULT_QUOTA_MB = 2048  # per browser session: uploaded checkpoints plus unpacked archives
+QUOTA_ENV = "CLIPSVD_UPLOAD_QUOTA_MB"
+IDLE_GRACE_S = 600  # a folder of a session that is gone is swept once it has not been used for this long
 
 
 def _checked_members(archive: zipfile.ZipFile, source: str, max_bytes: int, max_files: int) -> list[zipfile.ZipInfo]:
@@ -83,3 +90,113 @@ def extract_zip(
             shutil.rmtree(staging, ignore_errors=True)
     top = [p for p in destination.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     return top[0] if len(top) == 1 and top[0].is_dir() else destination
+
+
+def upload_quota_bytes() -> int:
+    """The per-session upload quota: $CLIPSVD_UPLOAD_QUOTA_MB (set by `clipsvd dashboard --upload-quota-mb`)."""
+    text = os.environ.get(QUOTA_ENV, "").strip()
+    try:
+        megabytes = float(text) if text else DEFAULT_QUOTA_MB
+    except ValueError as exc:
+        raise DataError(f"${QUOTA_ENV}={text!r} is not a number of megabytes") from exc
+    return int(megabytes * 1024**2)
+
+
+class UploadFolder:
+    """One browser session's temporary folder: files written through it count against a quota, and the folder is
+    deleted when the object is (the dashboard keeps it in the session's state, which Streamlit drops when the
+    session ends), when `remove` is called, or at interpreter exit; `sweep_stale_uploads` removes what a killed
+    server left."""
+
+    def __init__(self, owner: str = "", quota_bytes: int | None = None, base: str | Path | None = None):
+        tag = "".join(c for c in owner if c.isalnum() or c == "-")[:40]
+        self.path = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-{tag}-", dir=base))
+        self.quota_bytes = upload_quota_bytes() if quota_bytes is None else int(quota_bytes)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive and self.path.is_dir()
+
+    def used(self) -> int:
+        """Bytes held now (what was written, unpacked archives included)."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def remaining(self) -> int:
+        return max(0, self.quota_bytes - self.used())
+
+    def reserve(self, size: int, what: str) -> None:
+        """DataError when `size` more bytes would exceed the quota, before anything is written."""
+        if size > self.remaining():
+            raise DataError(f"{what}: {size / 1024**2:.1f} MiB would exceed this session's upload quota of "
+                            f"{self.quota_bytes / 1024**2:.0f} MiB ({self.used() / 1024**2:.1f} MiB in use); "
+                            "start a new session (close this tab) or ask for a larger --upload-quota-mb")
+
+    def write(self, relative: str | Path, data: bytes, what: str = "upload") -> Path:
+        """Write `data` under the folder once (an existing file is kept), within the quota."""
+        target = self.path / relative
+        if not target.resolve().is_relative_to(self.path.resolve()):
+            raise DataError(f"{what}: '{relative}' would land outside the upload folder")
+        if not target.exists():
+            self.reserve(len(data), what)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return target
+
+    def extract_zip(self, archive: bytes, folder: str, source: str) -> Path:
+        """extract_zip into a subfolder, unpacking at most what is left of the quota (and never over the archive
+        limit of MAX_UNPACKED_BYTES)."""
+        limit = min(MAX_UNPACKED_BYTES, self.remaining())
+        return extract_zip(archive, self.path / folder, source=source, max_bytes=limit)
+
+    def touch(self) -> None:
+        """Mark the folder as used now (the sweep leaves folders used within IDLE_GRACE_S alone)."""
+        try:
+            os.utime(self.path)
+        except OSError:
+            pass
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_uploads(base: str | Path | None = None, live_owner=None, now: float | None = None) -> list[Path]:
+    """Remove upload folders nothing will use again: those of servers no longer running (or of the old,
+    pid-less naming), and, where `live_owner(tag)` says a folder's session of this server is gone, those unused
+    for IDLE_GRACE_S (a session can reconnect for a while after its tab closes). Another user's folders, which
+    cannot be removed, are left alone. Returns the folders removed."""
+    base = Path(base or tempfile.gettempdir())
+    now = time.time() if now is None else now
+    removed = []
+    for folder in base.glob(f"{UPLOAD_PREFIX}*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        pid_text, _, rest = folder.name[len(UPLOAD_PREFIX):].partition("-")
+        stale = not pid_text.isdigit() or not _pid_alive(int(pid_text))
+        if not stale and int(pid_text) == os.getpid() and live_owner is not None:
+            tag = rest.rsplit("-", 1)[0]
+            try:
+                idle = now - folder.stat().st_mtime
+            except OSError:
+                continue
+            stale = bool(tag) and not live_owner(tag) and idle > IDLE_GRACE_S
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed

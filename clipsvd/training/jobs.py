@@ -122,10 +122,17 @@ class JobRegistry:
         check_store(store, configs)  # so does a store that cannot take the runs (StoreError names it and why)
         job_id = uuid.uuid4().hex[:10]
         job = _Job(JobState(job_id, [describe_config(c) for c in configs]), list(configs), store)
+        # The thread exists before the job is published: wait() from another session never finds a listed job
+        # without its thread (it returned at once, as if the job had ended).
+        job.thread = threading.Thread(target=self._work, args=(job,), name=f"clipsvd-job-{job_id}", daemon=True)
         with self._lock:
             self._jobs[job_id] = job
-        job.thread = threading.Thread(target=self._work, args=(job,), name=f"clipsvd-job-{job_id}", daemon=True)
-        job.thread.start()
+        try:
+            job.thread.start()
+        except RuntimeError as exc:  # no thread could be started: the job is not left listed as queued forever
+            with self._lock:
+                del self._jobs[job_id]
+            raise ClipsvdError(f"could not start a training thread ({exc})") from exc
         return job_id
 
     def cancel(self, job_id: str) -> bool:
