@@ -7,6 +7,7 @@ TextSpan's contributions and text embeddings, numba's compiled kernels) live in 
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -72,6 +73,7 @@ TOKEN_ENV = "CLIPSVD_DASHBOARD_TOKEN"
 ALLOW_ENV = "CLIPSVD_ALLOW_PATHS"  # os.pathsep-separated folders; unset: the defaults of allowed_roots()
 
 
+@functools.lru_cache(maxsize=8)  # a name lookup per page run otherwise
 def is_loopback(address: str | None) -> bool:
     """True when every address `address` resolves to is a loopback one; an empty address means every interface
     (Streamlit's own default, used when no config file is read)."""

@@ -11,7 +11,6 @@ confined to allowed roots; anything else is refused by name before it is opened 
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
@@ -36,7 +35,6 @@ class AccessError(ClipsvdError, PermissionError):
 
 
 # ----- where the server listens --------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
 def served_beyond_localhost() -> bool:
     """Whether this Streamlit server listens on more than the loopback address."""
     import streamlit as st
