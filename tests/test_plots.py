@@ -121,8 +121,10 @@ def test_one_colour_per_method_and_enough_colours_for_classes():
     summary = pd.DataFrame({"method": ["zero-shot", "clip-svd"], "accuracy_mean": [50.0, 70.0],
                             "accuracy_std": [None, 1.0], "n": [1, 3]})
     bars = method_bars(summary, ["accuracy"])
-    assert list(bars.data[0].marker.color) == [METHOD_COLORS["zero-shot"], METHOD_COLORS["clip-svd"]]
-    assert bars.data[0].error_y.array[0] is None  # one seed: no error bar
+    colours = {x: c for trace in bars.data for x, c in zip(trace.x, trace.marker.color)}
+    assert colours == {"zero-shot": METHOD_COLORS["zero-shot"], "clip-svd": METHOD_COLORS["clip-svd"]}
+    one_seed = next(t for t in bars.data if list(t.x) == ["zero-shot"])
+    assert one_seed.error_y.array is None  # one seed: no error bar (its own trace, not a zero-length bar)
     assert method_color("a-new-method") == method_color("a-new-method") not in METHOD_COLORS.values()
     assert len(set(class_colors(10))) == 10 and len(set(class_colors(20))) == 20
 
