@@ -322,7 +322,7 @@ def test_train_form_survives_a_page_switch(page):
 README_START = ".venv/bin/python -m clipsvd dashboard"  # the README's start without the install check; `make dashboard` runs it
 
 
-def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_terminal(tmp_path):
+def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_terminal(tmp_path, page):
     """The README's set-up command as a new user runs it: an empty HOME (no ~/.streamlit/credentials.toml, where
     Streamlit would ask "Email:" and, with no terminal, exit 255), stdin from /dev/null, no controlling terminal
     (a new session), no flags. It must print one URL, serve the home page on the world at it, and show no "Deploy"
@@ -349,9 +349,9 @@ def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_term
             time.sleep(0.2)
         [url] = urls
         wait_healthy(url, process)
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            tab = browser.new_page()
+        # a new tab of the module's browser: a second sync_playwright cannot start while the module's runs
+        tab = page.context.browser.new_page()
+        try:
             tab.set_default_timeout(WAIT_MS)
             assert tab.goto(url).status == 200
             tab.get_by_role("heading", name="clipsvd", exact=True).wait_for()
@@ -359,7 +359,8 @@ def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_term
             expect(tab.locator('[data-testid="stToolbar"]')).to_be_attached()  # the toolbar is drawn ...
             assert tab.get_by_role("button", name="Deploy").count() == 0  # ... without Streamlit's Deploy button
             assert_no_exception(tab)
-            browser.close()
+        finally:
+            tab.close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # its own session: the server and nothing else
         try:
