@@ -119,6 +119,8 @@ def wait_idle(page, timeout_ms: int = WAIT_MS) -> None:
     """Wait until the script run is over (Streamlit shows a status widget while it runs); expect() retries."""
     page.wait_for_timeout(300)  # the rerun a click starts may show its status widget only after a moment
     expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=timeout_ms)
+    # and no element of the previous run is still drawn beside its new copy (Streamlit marks those data-stale)
+    expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=timeout_ms)
 
 
 def set_number(page, label: str, value: int) -> None:
