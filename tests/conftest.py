@@ -24,3 +24,18 @@ def tiny():
 def images():
     torch.manual_seed(0)
     return torch.randn(4, 3, 64, 64)
+
+
+def tiny_hf_clip(seed: int = 2):
+    """A tiny transformers CLIPModel (2 layers of width 64 per tower, 32 px) in eval mode, for the loaders and
+    importers of Hugging Face checkpoints."""
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        projection_dim=32)
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval()

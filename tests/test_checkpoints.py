@@ -5,6 +5,7 @@ import zipfile
 
 import open_clip
 import pytest
+from conftest import tiny_hf_clip
 import torch
 from open_clip.model import CLIP, convert_weights_to_fp16
 from safetensors.torch import save_file
@@ -117,16 +118,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def hf_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
-        projection_dim=32)
-    torch.manual_seed(2)
-    model = CLIPModel(config).eval()
+    model = tiny_hf_clip()
     folder = tmp_path_factory.mktemp("hf") / "clip-vit-tiny"
     model.save_pretrained(folder)
     return folder, model

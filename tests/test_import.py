@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tiny_hf_clip
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -334,16 +335,7 @@ def test_openai_archive_against_an_openai_archive(tmp_path):
 
 
 def test_transformers_clip_against_its_base_lands_in_open_clip_layout(tmp_path):
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
-        projection_dim=32)
-    torch.manual_seed(2)
-    model = CLIPModel(config).eval()
+    model = tiny_hf_clip()
     model.save_pretrained(tmp_path / "base")
     delta = 0.01 * torch.randn(64, 64)
     with torch.no_grad():
