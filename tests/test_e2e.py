@@ -331,7 +331,9 @@ def test_the_readme_start_serves_the_dashboard_on_a_fresh_account_without_a_term
     button. The port is whatever it prints (8501, or the next free one)."""
     readme = (ROOT / "README.md").read_text()
     assert "```bash\nmake dashboard\n```" in readme and f"`{README_START}`" in readme
-    recipe = subprocess.run(["make", "-n", "dashboard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    outer_make = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    recipe = subprocess.run(["make", "--no-print-directory", "-n", "dashboard"], cwd=ROOT, env=outer_make,
+                            capture_output=True, text=True, check=True).stdout  # as a user types it, not under `make test`
     assert recipe.strip().splitlines()[-1] == README_START, recipe  # what `make dashboard` starts once installed
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv in the clone (make install)")
