@@ -4,12 +4,13 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.app.text import md
-from clipsvd.choices import field_choices, field_helps
+from clipsvd.choices import TRANSFER_PROTOCOLS, field_choices, field_helps
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import available_methods, get_method
 from clipsvd.models import resolve_device
 from clipsvd.plots.training import loss_curve_figure
 from clipsvd.training import ExperimentConfig
+from clipsvd.training.experiment import target_choices
 from clipsvd.training.estimate import estimate_run, full_size_note, measured_rates, recorded_rates, timing_key
 from clipsvd.training.jobs import JobState
 
@@ -52,6 +53,9 @@ def settings() -> list[ExperimentConfig]:
              "dataset, protocol and K, or for the generated world's datasets the best settings of README's small "
              "search (`python -m clipsvd config` prints the same).")
     backbone = None if backbone == "dataset" else backbone
+    targets = target_widget(protocol)
+    if targets is None:
+        return []
     overrides = {}
     if methods:
         setting = ExperimentConfig(method=methods[0], dataset=ui.dataset_spec(), shots=k, protocol=protocol,
@@ -72,10 +76,53 @@ def settings() -> list[ExperimentConfig]:
                         st.caption("This method cannot score novel classes: its novel accuracy and HM stay empty.")
         changed = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in overrides.items() if o]
         st.caption("Changed from the defaults: " + ("; ".join(changed) if changed else "nothing"))
-    return [ExperimentConfig(method=m, model=ui.model_spec(), dataset=ui.dataset_spec(), shots=k, seed=int(s),
-                             protocol=protocol, backbone=backbone, hyperparameters=overrides[m], device=ui.device(),
-                             max_test_per_class=int(cap) or None)
-            for m in methods for s in seeds]
+    configs = [ExperimentConfig(method=m, model=ui.model_spec(), dataset=ui.dataset_spec(), shots=k, seed=int(s),
+                                protocol=protocol, targets=targets, backbone=backbone, hyperparameters=overrides[m],
+                                device=ui.device(), max_test_per_class=int(cap) or None)
+               for m in methods for s in seeds]
+    # the CLI's validation (ExperimentConfig.validate): a combination it refuses is a message here, and no Start
+    problems = list(dict.fromkeys(problem for problem in map(invalid, configs) if problem))
+    for problem in problems:
+        st.error(f"Cannot start: {md(problem)}", icon=":material/error:")
+    return [] if problems else configs
+
+
+def invalid(config: ExperimentConfig) -> str | None:
+    """Why ExperimentConfig.validate (the CLI's check) refuses `config`, or None when it passes."""
+    try:
+        config.validate()
+    except ClipsvdError as exc:
+        return str(exc)
+    return None
+
+
+def target_widget(protocol: str) -> list[str] | None:
+    """Under cross-dataset / domain-generalization, the datasets the trained run is also scored on: those found
+    beside the chosen dataset (same kind and data root), the protocol's official targets chosen by default; the
+    official ones missing from the data root are named with their folder. [] outside those protocols; None when
+    none is chosen (nothing can start)."""
+    if protocol not in TRANSFER_PROTOCOLS:
+        return []
+    spec = ui.dataset_spec()
+    choices = ui.try_call(target_choices, spec, protocol)
+    if choices is None:
+        return None
+    if not choices.options:
+        st.error(f"No target datasets found beside {md(spec.name)}: {protocol} scores the trained run on other "
+                 "datasets of the same layout and data root (choose a CoOp DATA folder on Model & data).",
+                 icon=":material/error:")
+        return None
+    targets = st.multiselect("Targets", choices.options, default=choices.default,
+                             key=ui.file_stem("_w_train_targets", protocol, spec.kind, spec.name, spec.root or ""),
+                             help=field_helps(ExperimentConfig)["targets"])
+    if choices.missing:
+        st.caption(f"Official {protocol} targets not under the data root: "
+                   + "; ".join(f"{name} ({md(where)})" for name, where in choices.missing.items()))
+    if not targets:
+        st.warning("Choose at least one target: the run is scored on the source and on each target.",
+                   icon=":material/warning:")
+        return None
+    return targets
 
 
 def time_estimate(configs: list[ExperimentConfig]) -> None:
@@ -98,7 +145,7 @@ def time_estimate(configs: list[ExperimentConfig]) -> None:
             missing.append(config)
             lines.append(f"{name}: no run of this model, method and batch size recorded yet — time a few steps")
             continue
-        estimate = ui.try_call(estimate_run, config, rates, dataset)
+        estimate = ui.try_call(estimate_run, config, rates, dataset, load=ui.cached_dataset)
         if estimate is None:
             return
         total += estimate.seconds * seeds

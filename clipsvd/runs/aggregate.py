@@ -32,12 +32,15 @@ TEST_SPLITS = ("all", "base", "novel")
 FRACTION_HISTORY_COLUMNS = {"train_accuracy": "train_accuracy_pct"}  # stored 0..1, shown in % like every accuracy
 
 
-def evaluated_images(metrics: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[int | None, int | None]:
+def evaluated_images(metrics: dict[str, Any], config: dict[str, Any] | None = None, with_targets: bool = False
+                     ) -> tuple[int | None, int | None]:
     """(n, N): the test images a run was scored on and the size of the test split(s) they were drawn from, so a
     score on a capped subset is never read as one on the whole split. N comes from `n_test_split_<split>` (recorded
     at evaluation); for older runs it is known only when the config set no `max_test_per_class` (then n = N),
-    otherwise None — never guessed."""
-    names = [s for s in TEST_SPLITS if metrics.get(f"n_test_{s}") is not None]
+    otherwise None — never guessed. `with_targets` adds a transfer run's targets (all its evaluation's images, for
+    a time per image); without, the splits its `accuracy`/base/novel were measured on."""
+    splits = [*TEST_SPLITS, *(metrics.get("targets") or [] if with_targets else [])]
+    names = [s for s in splits if metrics.get(f"n_test_{s}") is not None]
     if not names:
         return None, None
     n = sum(int(metrics[f"n_test_{s}"]) for s in names)

@@ -18,9 +18,9 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from clipsvd.data import ClassificationDataset, load_dataset
+from clipsvd.data import ClassificationDataset, DatasetSpec, load_dataset
 from clipsvd.errors import ClipsvdError
 from clipsvd.formatting import seconds_text
 from clipsvd.methods import get_method
@@ -100,7 +100,7 @@ def recorded_rates(config: ExperimentConfig, store: RunStore) -> Rates | None:
         m = run.metrics
         if m.get("steps") and m.get("train_seconds"):
             steps.append(m["train_seconds"] / m["steps"])
-        n_test = evaluated_images(m)[0]
+        n_test = evaluated_images(m, with_targets=True)[0]  # eval_seconds covers the targets too
         if n_test and m.get("eval_seconds"):
             images.append(m["eval_seconds"] / n_test)
     trains = _trains(config)
@@ -147,7 +147,8 @@ def measured_rates(config: ExperimentConfig, dataset: ClassificationDataset | No
     """Rates timed now: `steps` optimiser steps after a warm-up, and a small test subset evaluated."""
     dataset = dataset or load_dataset(config.dataset)
     per_step = measure_seconds_per_step(config, dataset, steps=steps) if _trains(config) else 0.0
-    quick = dataclasses.replace(config, method="zero-shot", hyperparameters={},
+    # the source's test split alone: a rate per image needs no targets (a transfer protocol would read each one)
+    quick = dataclasses.replace(config, method="zero-shot", hyperparameters={}, protocol="few-shot", targets=[],
                                 max_test_per_class=test_images_per_class)
     metrics = run_experiment(quick, None, dataset=dataset).metrics
     n_test = evaluated_images(metrics)[0]
@@ -156,14 +157,17 @@ def measured_rates(config: ExperimentConfig, dataset: ClassificationDataset | No
                                       f"{n_test} test images")
 
 
-def estimate_run(config: ExperimentConfig, rates: Rates, dataset: ClassificationDataset | None = None
-                 ) -> RunEstimate:
-    """Steps from the resolved config (preset and overrides) and the prepared data; test images after the cap."""
+def estimate_run(config: ExperimentConfig, rates: Rates, dataset: ClassificationDataset | None = None,
+                 load: Callable[[DatasetSpec], ClassificationDataset] = load_dataset) -> RunEstimate:
+    """Steps from the resolved config (preset and overrides) and the prepared data; test images after the cap,
+    the transfer protocols' targets included (a run evaluates each of them; `load` reads them, the dashboard's
+    cached loader on the Train page). A method that cannot score new classes skips novel and the targets."""
     dataset = dataset or load_dataset(config.dataset)
     steps = planned_steps(config, dataset) if _trains(config) else 0
-    data = prepare_data(config, dataset)
+    data = prepare_data(config, dataset, load_targets=True, load=load)
+    scores_new = _supports_novel(config)
     test_images = sum(len(d.test) for name, d in data.test_sets.items()
-                      if name != "novel" or _supports_novel(config))
+                      if scores_new or (name != "novel" and name not in data.target_templates))
     return RunEstimate(steps, test_images, rates)
 
 

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from clipsvd.choices import (
     BACKBONES,
@@ -26,6 +26,7 @@ from clipsvd.data import (
     DatasetSpec,
     base_novel,
     canonical_dataset_name,
+    datasets_beside,
     few_shot,
     is_test_only,
     known_class_count,
@@ -164,6 +165,35 @@ class ExperimentConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class TargetChoices:
+    """What a targets picker offers for a source dataset under a transfer protocol: the datasets found beside
+    the source (same kind and root, the source and CoOp's train-less variants' roles respected), the protocol's
+    official targets among them (the default), and the official ones not found, each with where it belongs."""
+
+    options: list[str]
+    default: list[str]
+    missing: dict[str, str]  # official target -> where CoOp's DATASETS.md puts it
+
+
+def target_choices(dataset: DatasetSpec, protocol: str) -> TargetChoices:
+    """The Train page's targets widget: the datasets beside `dataset` minus the source itself, the official
+    targets (clipsvd.choices.OFFICIAL_TARGETS, CoOp data only) among them as the default, and the official ones
+    absent from the data root with the folder each needs."""
+    if protocol not in TRANSFER_PROTOCOLS:
+        return TargetChoices([], [], {})
+    source = canonical_dataset_name(dataset)
+    options = [name for name in datasets_beside(dataset)
+               if canonical_dataset_name(DatasetSpec(dataset.kind, name, dataset.root)) != source]
+    if dataset.kind != "coop":
+        return TargetChoices(options, [], {})
+    from clipsvd.data.loaders.coop import expected_folder
+
+    official = [name for name in OFFICIAL_TARGETS[protocol] if name != source]
+    return TargetChoices(options, [n for n in official if n in options],
+                         {n: expected_folder(n) for n in official if n not in options})
+
+
 def planned_steps(config: ExperimentConfig, dataset: ClassificationDataset | None = None) -> int:
     """Optimiser steps the run will take: from the prepared training split when the data is given, else from
     the dataset's known class count (CoOp, BiomedCoOp) and K."""
@@ -209,9 +239,11 @@ def target_templates(config: ExperimentConfig, target: str) -> list[str]:
 
 
 def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None = None,
-                 load_targets: bool = False) -> PreparedData:
+                 load_targets: bool = False,
+                 load: Callable[[DatasetSpec], ClassificationDataset] = load_dataset) -> PreparedData:
     """The training set and the test sets; with `load_targets`, the transfer protocols' targets too (evaluation
-    wants them; step counts, prompts and analyses of the source do not)."""
+    and its time estimate want them; step counts, prompts and analyses of the source do not), each read with
+    `load` (the dashboard passes its cached loader)."""
     dataset = dataset or load_dataset(config.dataset)
     templates: dict[str, list[str]] = {}
     if config.protocol == "base2novel":
@@ -220,7 +252,7 @@ def prepare_data(config: ExperimentConfig, dataset: ClassificationDataset | None
     else:
         train_set, test_sets = dataset, {"all": dataset}
         specs = config.target_specs() if load_targets else []
-        for name, target in ((canonical_dataset_name(spec), load_dataset(spec)) for spec in specs):
+        for name, target in ((canonical_dataset_name(spec), load(spec)) for spec in specs):
             test_sets[name] = target
             templates[name] = target_templates(config, name)
     split_sizes = {k: len(d.test) for k, d in test_sets.items()}

@@ -1,10 +1,10 @@
 """Dispatch from a DatasetSpec to the loader of its layout."""
 from __future__ import annotations
 
-from clipsvd.data.builtin import load_builtin
+from clipsvd.data.builtin import builtin_datasets, load_builtin
 from clipsvd.data.dataset import ClassificationDataset
-from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_CLASSES, load_biomedcoop
-from clipsvd.data.loaders.coop import COOP_DATASETS, canonical_coop_name, load_coop
+from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_CLASSES, available_biomedcoop, load_biomedcoop
+from clipsvd.data.loaders.coop import COOP_DATASETS, available_coop, canonical_coop_name, load_coop
 from clipsvd.data.loaders.imagefolder import load_imagefolder
 from clipsvd.data.loaders.medmnist import load_medmnist
 from clipsvd.data.spec import DatasetSpec
@@ -50,6 +50,19 @@ def is_test_only(spec: DatasetSpec) -> bool:
         return False  # an unknown name is reported by the loader, with the expected names
 
 
+def datasets_beside(spec: DatasetSpec) -> list[str]:
+    """Names of the datasets of the same kind and root as `spec` found on this machine (CoOp folders under the
+    data root, BiomedCoOp folders with their split file, the built-ins): the datasets a transfer run can be scored
+    on. Other kinds hold one dataset per root, so none."""
+    if spec.kind == "builtin":
+        return list(builtin_datasets())
+    if spec.kind == "coop" and spec.root:
+        return available_coop(spec.root)
+    if spec.kind == "biomedcoop" and spec.root:
+        return available_biomedcoop(spec.root)
+    return []
+
+
 def guess_kind(name: str) -> str:
     """The layout a bare dataset name belongs to: a CoOp name, a BiomedCoOp name, else a built-in."""
     try:
@@ -59,4 +72,4 @@ def guess_kind(name: str) -> str:
         return "biomedcoop" if name in BIOMEDCOOP_CLASSES else "builtin"
 
 
-__all__ = ["canonical_dataset_name", "guess_kind", "is_test_only", "known_class_count", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]
+__all__ = ["canonical_dataset_name", "datasets_beside", "guess_kind", "is_test_only", "known_class_count", "load_dataset", "load_imagefolder", "load_coop", "load_biomedcoop", "load_medmnist", "load_builtin"]

@@ -62,6 +62,20 @@ def _expected(layout: CoopLayout) -> str:
     return f"CoOp's DATASETS.md puts {' and '.join(inside)} in <data root>/{layout.dataset_dir}/"
 
 
+def available_coop(root: str | Path) -> list[str]:
+    """CoOp's names of the datasets whose folder (DATASETS.md's name) is under ``root``, in COOP_DATASETS' order:
+    what a targets list can offer without reading any images."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    return [name for name, layout in COOP_DATASETS.items() if (root / layout.dataset_dir).is_dir()]
+
+
+def expected_folder(name: str) -> str:
+    """Where CoOp's DATASETS.md puts a dataset, for a message about one that is not under the data root."""
+    return _expected(COOP_DATASETS[canonical_coop_name(name)])
+
+
 def canonical_coop_name(name: str) -> str:
     """Accept CoOp's class name ("OxfordPets"), its folder name ("oxford_pets") or "DTD", any case."""
     key = name.strip().lower()
