@@ -4,13 +4,16 @@ import streamlit as st
 
 from clipsvd import app as ui
 from clipsvd.app.text import md
+from clipsvd.choices import TRANSFER_PROTOCOLS
 from clipsvd.formatting import bytes_text, fraction_text
 from clipsvd.models import UNTRAINED_LABEL
 from clipsvd.plots.compare import method_bars, per_class_heatmap
+from clipsvd.reproduce.transfer import target_names, transfer_rows, transfer_summary, transfer_view
 from clipsvd.runs import RunStatus, clear_best, common_seeds, compare_methods, mean_std_text, per_class_accuracy, shots_table
 from clipsvd.runs.aggregate import GROUP_BY, measured_on_text, seeds_text, test_images_of
 
-SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"]}
+SCORE_COLUMNS = {"few-shot": ["accuracy"], "base2novel": ["base", "novel", "hm"],
+                 **{p: ["accuracy", "target_average"] for p in TRANSFER_PROTOCOLS}}
 
 
 def most_runs_first(table: pd.DataFrame, column: str) -> list:
@@ -67,13 +70,14 @@ def choose(table: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame] | None
 
 def comparison_view(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """`compare_methods` output as the table a reader wants: one row per method, numbers as text."""
-    scores = ["base", "novel", "hm"] if protocol == "base2novel" else ["accuracy"]
+    scores = SCORE_COLUMNS.get(protocol, ["accuracy"])
     rows = []
     for _, row in summary.iterrows():
         out = {"method": row["method"], "runs": int(row["n"]), "seeds": row.get("seeds", ""),
                "test images": row.get("test_images", "—")}
         for metric in scores:
-            out[{"hm": "HM (avg of runs)"}.get(metric, metric)] = mean_std_text(row, metric)
+            out[{"hm": "HM (avg of runs)", "target_average": "target average"}.get(metric, metric)] = \
+                mean_std_text(row, metric)
         if protocol == "base2novel":
             hm = row.get("hm_of_averages")
             out["HM (of avgs)"] = "—" if hm is None or pd.isna(hm) else f"{hm:.2f}"
@@ -101,6 +105,22 @@ def headline(summary: pd.DataFrame, protocol: str) -> None:
     cols[3].metric("Runs", int(summary["n"].sum()))
 
 
+def transfer_section(part: pd.DataFrame, stem: str) -> None:
+    """Cross-dataset / domain generalisation: the source, each target and their average per method, beside the
+    published average (clipsvd.reproduce.transfer)."""
+    rows = transfer_rows(ui.load_runs(part["run_id"].tolist()))
+    if rows.empty:
+        return
+    targets = target_names(rows)
+    summary = transfer_summary(rows)
+    st.subheader("Source, targets and their average")
+    st.dataframe(transfer_view(summary, targets), hide_index=True, width="stretch")
+    st.caption(f"Trained on {md(rows['dataset'].iloc[0])} (source), then scored unchanged on {len(targets)} "
+               "target(s); mean ± std over seeds. The source accuracy uses the test images above; each target its "
+               "whole test split unless a per-class cap was set.")
+    ui.table_download(summary, ui.file_stem("transfer", stem), key="transfer")
+
+
 def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
     summary = compare_methods(part, ("model", *GROUP_BY))  # the model column travels into the CSV
     first = part.iloc[0]
@@ -118,6 +138,8 @@ def results(part: pd.DataFrame, protocol: str, every_k: pd.DataFrame) -> None:
     if protocol == "base2novel":
         st.caption("HM (avg of runs) averages each run's harmonic mean; HM (of avgs) is the harmonic mean of the "
                    "averaged base and novel accuracies. Papers use either; both are shown.")
+    if protocol in TRANSFER_PROTOCOLS:
+        transfer_section(part, stem)
     fig = method_bars(summary, SCORE_COLUMNS.get(protocol, ["accuracy"]), subtitle=measured_on)
     st.plotly_chart(fig, key="method-bars")
     ui.figure_downloads(fig, ui.file_stem("methods-mean-std", stem), key="bars")

@@ -25,6 +25,7 @@ from clipsvd.reproduce import (
     load_data,
 )
 from clipsvd.reproduce.compare import measured_rows, published_view
+from clipsvd.reproduce.transfer import transfer_tables, transfer_view
 from clipsvd.runs import RunStatus
 from clipsvd.training.estimate import measure_seconds_per_step
 from clipsvd.training.sweep import BackgroundSweep, Launch
@@ -285,6 +286,28 @@ def comparison_section(table: Table, configs: list, root: str) -> None:
         ui.figure_downloads(fig, ui.file_stem(table.name, name), key=f"rep-{name}")
 
 
+def transfer_section() -> None:
+    """The cross-dataset and domain-generalisation runs in the store, one table per model, protocol, source and K:
+    source, each target, their average, and the published average (no shipped table holds these protocols)."""
+    runs = ui.try_call(lambda: ui.run_store().list())
+    tables = transfer_tables(runs or [])
+    st.subheader("Cross-dataset and domain generalisation")
+    if not tables:
+        st.caption("No completed cross-dataset or domain-generalization run in the store: train one on the Train "
+                   "page (protocol cross-dataset or domain-generalization, source ImageNet in the papers) or with "
+                   "`python -m clipsvd train --protocol cross-dataset`.")
+        return
+    for i, (group, summary, targets) in enumerate(tables):
+        shots = "all" if pd.isna(group["shots"]) else f"{int(group['shots'])}-shot"
+        st.markdown(f"**{md(group['protocol'])}** · source {md(group['dataset'])} · {shots} · {md(group['model'])}")
+        st.dataframe(transfer_view(summary, targets), hide_index=True, width="stretch")
+        ui.table_download(summary, ui.file_stem("transfer", group["protocol"], group["dataset"], shots),
+                          key=f"transfer-{i}")
+    st.caption("Mean ± std over seeds. The official READMEs publish no cross-dataset or domain-generalisation "
+               "average (the papers' tables could not be read offline), so each published column says where it "
+               "would be.")
+
+
 ui.page_header("Reproduce", "A paper's table: which cells are measured, missing or running, and our numbers beside "
                "the published ones.")
 ui.show_flash("reproduce")
@@ -303,3 +326,5 @@ else:
 st.divider()
 if configs is not None:
     comparison_section(table, configs, root)
+st.divider()
+transfer_section()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
+
 import pytest
 
 from clipsvd.data import DatasetSpec
@@ -76,3 +78,104 @@ def test_train_page_runs_the_source_and_each_chosen_target(tmp_path, coop_root):
     assert run.status == "completed" and run.config["targets"] == ["EuroSAT", "ImageNetR"]
     assert run.metrics["targets"] == ["EuroSAT", "ImageNetR"] and run.metrics["steps"] == 2
     assert run.metrics["n_test_ImageNetR"] == 4 and run.metrics["target_average"] is not None
+
+
+# ---------------------------------------------------------------------------- tables across runs
+
+def _run(method, seed, accuracy, targets: dict, protocol="cross-dataset", run_id=None):
+    from clipsvd.runs import Run
+    from clipsvd.runs.metrics import target_average
+
+    metrics = {"accuracy": accuracy, "targets": list(targets), "target_average": target_average(list(targets.values())),
+               **{f"accuracy_{t}": a for t, a in targets.items()},
+               **{f"n_test_{t}": 10 for t in targets}, **{f"n_test_split_{t}": 40 for t in targets}}
+    config = {"method": method, "seed": seed, "protocol": protocol, "shots": 16, "targets": [],
+              "dataset": {"kind": "coop", "name": IMAGENET, "root": "/data"}, "model": TINY.to_dict()}
+    return Run(run_id or f"{method}-{seed}", config, metrics)
+
+
+def test_transfer_summary_gives_source_each_target_and_their_average_over_seeds():
+    from clipsvd.reproduce.transfer import target_names, transfer_rows, transfer_summary, transfer_view
+
+    runs = [_run("clip-svd", 1, 70.0, {"EuroSAT": 40.0, "DescribableTextures": 50.0}),
+            _run("clip-svd", 2, 72.0, {"EuroSAT": 44.0, "DescribableTextures": 52.0}),
+            _run("linear-probe", 1, 60.0, {"EuroSAT": None, "DescribableTextures": None}),
+            _run("zero-shot", 1, 66.0, {"EuroSAT": 30.0, "DescribableTextures": 45.0}, protocol="few-shot")]
+    rows = transfer_rows(runs)
+    assert len(rows) == 3  # the few-shot run is no transfer run
+    targets = target_names(rows)
+    assert targets == ["EuroSAT", "DescribableTextures"]  # the runs' order
+    summary = transfer_summary(rows).set_index("method")
+    svd = summary.loc["clip-svd"]
+    assert svd["accuracy_mean"] == pytest.approx(71.0) and svd["accuracy_std"] == pytest.approx(2 ** 0.5)
+    assert svd["accuracy_EuroSAT_mean"] == pytest.approx(42.0)
+    assert svd["target_average_mean"] == pytest.approx((45.0 + 48.0) / 2)
+    assert svd["published"].startswith("not published: HealthX-Lab/CLIP-SVD@022b1eda02df README.md")
+    probe = summary.loc["linear-probe"]
+    assert pd.isna(probe["target_average_mean"]) and "cannot score new classes" in probe["note"]
+    view = transfer_view(transfer_summary(rows), targets).set_index("method")
+    assert list(view.columns[:6]) == ["runs", "seeds", "source", "EuroSAT", "DescribableTextures", "target average"]
+    assert view.loc["clip-svd", "source"] == "71.00 ± 1.41" and view.loc["clip-svd", "target average"] == "46.50 ± 2.12"
+    assert view.loc["linear-probe", "EuroSAT"] == "—"
+    assert set(view["published target average"]) == {"not published"}
+
+
+def test_a_method_scored_on_different_targets_gets_no_average():
+    from clipsvd.reproduce.transfer import transfer_rows, transfer_summary
+
+    rows = transfer_rows([_run("clip-svd", 1, 70.0, {"EuroSAT": 40.0}),
+                          _run("clip-svd", 2, 72.0, {"EuroSAT": 44.0, "DescribableTextures": 52.0})])
+    [row] = transfer_summary(rows).to_dict("records")
+    assert pd.isna(row["target_average_mean"]) and "different targets" in row["note"]
+    assert pd.isna(row["accuracy_DescribableTextures_mean"])  # seed 1 has none: no mean of one seed's value
+
+
+def test_published_target_average_says_why_none_ships():
+    from clipsvd.reproduce.transfer import published_target_average
+
+    for method, where in (("prolip", "Table 4"), ("clipfit", "minglllli/CLIPFit@0058c6ca5e51"),
+                          ("coop", "no official README")):
+        value, why = published_target_average(method, "domain-generalization")
+        assert value is None and why.startswith("not published") and where in why
+    with pytest.raises(ValueError, match="few-shot is not a transfer protocol"):
+        published_target_average("clip-svd", "few-shot")
+
+
+# ---------------------------------------------------------------------------- run report
+
+def test_report_lists_each_target_and_the_average():
+    from clipsvd.report.content import RunAnalysis
+    from clipsvd.report.html import _config, _Figures, _metrics
+
+    run = _run("clip-svd", 1, 70.0, {"EuroSAT": 40.0, "DescribableTextures": 52.5})
+    html = _metrics(RunAnalysis(run, "tiny", "ov_change"), _Figures())
+    assert "<h3>Targets (cross-dataset)</h3>" in html
+    assert "<td>EuroSAT</td><td class=\"num\">40.00</td><td>10 of 40</td>" in html
+    assert "<td>DescribableTextures</td><td class=\"num\">52.50</td>" in html
+    assert "target average 46.25 %" in html
+    assert "EuroSAT, DescribableTextures" in _config(RunAnalysis(run, "tiny", "ov_change"), _Figures())
+    few = _run("clip-svd", 1, 70.0, {}, protocol="few-shot")
+    assert "Targets" not in _metrics(RunAnalysis(few, "tiny", "ov_change"), _Figures())
+
+
+# ---------------------------------------------------------------------------- time estimate
+
+def test_estimate_counts_each_targets_test_images(coop_root):
+    from clipsvd.training import ExperimentConfig
+    from clipsvd.training.estimate import Rates, estimate_run
+
+    rates = Rates(0.5, 0.01, "given")
+    source = DatasetSpec("coop", IMAGENET, str(coop_root))
+
+    def images(method="zero-shot", **kw):
+        return estimate_run(ExperimentConfig(method=method, model=TINY, dataset=source, shots=1, **kw), rates
+                            ).test_images
+
+    alone = images()
+    assert alone == 4  # ImageNet's val images
+    assert images(protocol="cross-dataset", targets=["DTD"]) == alone + 6
+    assert images(protocol="cross-dataset", targets=["DTD", "EuroSAT"]) == alone + 6 + 4
+    assert images(protocol="domain-generalization") == alone + 4 + 4 + 4 + 4
+    assert images(protocol="domain-generalization", max_test_per_class=1) == alone + 4 + 4 + 2 + 2
+    # a method that cannot score new classes skips the targets: they cost nothing
+    assert images("linear-probe", protocol="cross-dataset", targets=["DTD"]) == alone

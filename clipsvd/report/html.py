@@ -33,7 +33,7 @@ from clipsvd.plots.weights import ROTATION_TITLES
 from clipsvd.plots.training import history_figure
 from clipsvd.report.content import RunAnalysis
 from clipsvd.report.latex import explanation_latex
-from clipsvd.runs.aggregate import evaluated_images
+from clipsvd.runs.aggregate import evaluated_images, run_target_table
 
 FIGURE_CLASS = "report-figure"  # every figure's container: tests count them
 METRIC_KEYS = ("accuracy", "base", "novel", "hm", "trainable", "trainable_fraction", "steps", "train_seconds",
@@ -136,6 +136,7 @@ def _config(a: RunAnalysis, fig: _Figures) -> str:
     overview = _key_values({
         "run": a.run.run_id, "created": a.run.created, "method": cfg.get("method"), "model": a.model_label,
         "dataset": f"{dataset.get('name')} ({dataset.get('kind')})", "protocol": cfg.get("protocol"),
+        "targets": ", ".join((a.run.metrics.get("targets") or cfg.get("targets") or [])) or None,
         "shots per class": "all" if cfg.get("shots") is None else cfg.get("shots"), "seed": cfg.get("seed"),
         "hyperparameters set": json.dumps(cfg.get("hyperparameters") or {}),
     })
@@ -156,12 +157,27 @@ def _metrics(a: RunAnalysis, fig: _Figures) -> str:
         out += ('<p class="note">Scored on a subset of the test split (max test images per class): not comparable '
                 'with scores on the whole split.</p>' if total is not None else
                 '<p class="note">N (the test split size) was not recorded by this older run.</p>')
+    out += _targets(a)
     per_class = metrics.get("per_class")
     if isinstance(per_class, dict) and per_class:
         out += "<h3>Per-class accuracy (%)</h3>" + _table(pd.DataFrame([per_class]), {c: c for c in per_class}, 1)
     if a.run.history:
         out += fig(history_figure(pd.DataFrame(a.run.history), f"Training history — {a.short_name}"))
     return out
+
+
+def _targets(a: RunAnalysis) -> str:
+    """Cross-dataset / domain generalisation: each target's accuracy of the unchanged trained model, and their
+    average; the accuracy above is the source's."""
+    targets = run_target_table(a.run)
+    if targets.empty:
+        return ""
+    average = a.run.metrics.get("target_average")
+    source = (a.run.config.get("dataset") or {}).get("name")
+    return (f"<h3>Targets ({_e(a.run.config.get('protocol'))})</h3>"
+            + _table(targets, {"target": "target", "accuracy": "accuracy (%)", "test_images": TEST_IMAGES_LABEL}, 2)
+            + f'<p class="note">Trained on {_e(source)} (the accuracy above), scored unchanged on each target; '
+            + f"target average {_number(average, 2) if average is not None else '— (a target has no score)'} %.</p>")
 
 
 ROTATION_ROWS = 10  # the most-turned matrices listed under the rotation figure

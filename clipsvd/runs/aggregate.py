@@ -5,7 +5,7 @@ from typing import Any
 
 import pandas as pd
 
-from clipsvd.formatting import fraction_as_percent
+from clipsvd.formatting import fraction_as_percent, test_images_text
 from clipsvd.runs.metrics import hm_summary
 from clipsvd.runs.status import RunStatus
 
@@ -143,6 +143,18 @@ def run_per_class_table(run) -> pd.DataFrame:
             for split, key in (("all", "per_class"), ("base", "per_class_base"), ("novel", "per_class_novel"))
             for name, value in (run.metrics.get(key) or {}).items()]
     return pd.DataFrame(rows, columns=["split", "class", "accuracy"])
+
+
+def run_target_table(run) -> pd.DataFrame:
+    """A cross-dataset / domain-generalization run's targets as rows (target, accuracy, test images "n of N"),
+    in the order it was scored on them; accuracy is None where the method cannot score new classes. Empty for
+    any other run."""
+    m = run.metrics
+    rows = [{"target": t, "accuracy": m.get(f"accuracy_{t}"),
+             "test_images": test_images_text(m.get(f"n_test_{t}"), m.get(f"n_test_split_{t}"))
+             if m.get(f"n_test_{t}") is not None else "—"}
+            for t in m.get("targets") or []]
+    return pd.DataFrame(rows, columns=["target", "accuracy", "test_images"])
 
 
 def mean_std_text(row: pd.Series, metric: str, unit: str = "") -> str:
