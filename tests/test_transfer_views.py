@@ -179,3 +179,49 @@ def test_estimate_counts_each_targets_test_images(coop_root):
     assert images(protocol="domain-generalization", max_test_per_class=1) == alone + 4 + 4 + 2 + 2
     # a method that cannot score new classes skips the targets: they cost nothing
     assert images("linear-probe", protocol="cross-dataset", targets=["DTD"]) == alone
+
+
+# ---------------------------------------------------------------------------- Compare and Reproduce pages
+
+@pytest.fixture(scope="module")
+def transfer_store(coop_root, tmp_path_factory):
+    """Domain-generalization runs of the tiny model: zero-shot over two seeds, CLIP-SVD (2 steps) over one."""
+    from clipsvd.training import ExperimentConfig, run_experiment
+
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    for method, seed in (("zero-shot", 1), ("zero-shot", 2), ("clip-svd", 1)):
+        config = ExperimentConfig(method=method, model=TINY, dataset=DatasetSpec("coop", IMAGENET, str(coop_root)),
+                                  protocol="domain-generalization", shots=1, seed=seed, device="cpu",
+                                  hyperparameters={"iterations": 2} if method == "clip-svd" else {})
+        assert run_experiment(config, store).status == "completed"
+    return store
+
+
+def _shown_table(at):
+    """The transfer table on a page: source accuracy and the published target average."""
+    return next(d.value for d in at.dataframe if {"source", "published target average"} <= set(d.value.columns))
+
+
+def test_compare_page_shows_source_targets_and_average(transfer_store):
+    at = app_at("pages/7_Compare.py", transfer_store.root)
+    assert_clean(at)
+    assert at.selectbox(key="_w_cmp_protocol").value == "domain-generalization"
+    assert any(s.value == "Source, targets and their average" for s in at.subheader)
+    table = _shown_table(at).set_index("method")
+    assert list(table.columns[2:8]) == ["source", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+                                        "target average"]
+    runs = {r.config["method"]: r for r in transfer_store.list() if r.config["seed"] == 1}
+    assert table.loc["clip-svd", "ImageNetA"] == f"{runs['clip-svd'].metrics['accuracy_ImageNetA']:.2f}"
+    assert table.loc["clip-svd", "target average"] == f"{runs['clip-svd'].metrics['target_average']:.2f}"
+    assert set(table["published target average"]) == {"not published"}
+
+
+def test_reproduce_page_lists_the_stores_transfer_runs(transfer_store, tmp_path):
+    at = app_at("pages/9_Reproduce.py", transfer_store.root)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(s.value == "Cross-dataset and domain generalisation" for s in at.subheader)
+    assert any("source ImageNet · 1-shot" in m.value for m in at.markdown)
+    table = _shown_table(at).set_index("method")
+    assert table.loc["zero-shot", "runs"] == 2 and table.loc["zero-shot", "seeds"] == "1, 2"
+    empty = app_at("pages/9_Reproduce.py", tmp_path)
+    assert any("No completed cross-dataset or domain-generalization run" in c.value for c in empty.caption)
