@@ -24,6 +24,7 @@ from clipsvd.runs.store import (
 
 __all__ = [
     "aggregate", "clear_best", "common_seeds", "compare_methods", "mean_std_text", "per_class_accuracy",
-    "run_per_class_table", "run_target_table", "shots_table", "ADAPTER_FILE", "RUNS_ENV", "SUMMARY_COLUMNS", "CellStatus", "Run",
+    "run_per_class_table", "run_target_table",
+    "shots_table", "ADAPTER_FILE", "RUNS_ENV", "SUMMARY_COLUMNS", "CellStatus", "Run",
     "RunStatus", "RunStore", "check_run_id", "default_runs_root",
 ]
