@@ -56,8 +56,12 @@ class RunPair:
 
     @property
     def trains(self) -> bool:
-        """Whether either side trained anything (zero-shot against the pretrained model: nothing can differ)."""
-        return self.method.trains or (self.reference is not None and self.before.trains)
+        """Whether either side differs from the pretrained model at all: it trained something, or it changes weights
+        without training here (an imported fine-tune). Zero-shot against the pretrained model: nothing can differ."""
+        def differs(method: Method) -> bool:
+            return method.trains or method.changes_weights
+
+        return differs(self.method) or (self.reference is not None and differs(self.before))
 
     @property
     def changes_weights(self) -> bool:

@@ -136,7 +136,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for encoder in ("visual", "text"):
             table = head_changes(pair.before, pair.method, encoder)
             suffix = "" if encoder == "visual" else "_text"
-            state = head_change(table, "ov_change", pair.method.trains, pair.method.changes_weights)
+            state = head_change(table, "ov_change", pair.trains, pair.changes_weights)
             note = head_change_note(state, f"{encoder} attention heads",
                                     pair.method.display_name, pair.method.summary, "ov_change")
             if note:  # nothing to rank: the table (all zeros) but no "most changed" chart of zeros
