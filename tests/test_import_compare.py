@@ -163,9 +163,9 @@ def test_report_compare_writes_the_difference_of_the_two_runs(store_with_copies,
     assert code == 0, printed
     html = out.read_text(encoding="utf-8")
     section = html.split("The two runs against each other", 1)[1]
-    assert f"&quot;Before&quot; is run {b.run_id}" in section
+    assert f"\"Before\" is run {b.run_id}" in section
     for text in ("Singular-value shifts", "Head ranking (image tower)", "Explanation shift", "span shift",
-                 f"before (run {b.run_id})", f"after (run {a.run_id})", "clip-svd · seed 1 vs imported"):
+                 f"before (run {b.run_id})", f"after (run {a.run_id})", "seed 1 vs imported"):
         assert text in section, text
     assert len(re.findall(r'class="report-figure"', section)) >= 4  # σ, turns, head bar + heatmap, scatter
     # runs of different bases: side by side still, the section says why there is no difference
