@@ -141,6 +141,18 @@ def test_heads_page_compares_with_a_second_run(store_with_copies):
     assert any("different bases" in e.value for e in at.error)
 
 
+def test_explain_compares_the_words_of_two_runs(store_with_copies):
+    store, runs = store_with_copies
+    a, b = runs["clip-svd"], runs["imported clip-lora"]
+    at = app_at("pages/5_Explain.py", store.root, run_id=a.run_id, compare_run=b.run_id)
+    assert at.selectbox(key="_w_compare").value == b.run_id  # remembered from another page
+    at.button(key="run-textspan").click().run()
+    assert_clean(at)
+    shown = " ".join(m.value for m in at.markdown).replace("\\", "")
+    assert f"Before (run {b.run_id})" in shown and f"After (run {a.run_id})" in shown
+    assert "Before (pretrained)" not in shown
+
+
 def test_report_compare_writes_the_difference_of_the_two_runs(store_with_copies, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("clipsvd.report.content.run_umap", lambda pair, dataset, seed=0: None)
     store, runs = store_with_copies
