@@ -293,7 +293,8 @@ if TOWER is not None and (state is None or state.weights_differ):  # zero-shot, 
     k = c7.slider("Texts compared per head (k)", 1, 10, min(SHIFT_TOP_K, texts), key="_w_ts_k",
                   help="Entered / left / kept and both shift scores use each head's first k texts.")
     if corpus is not None and layers and ranking is not None:
-        params = {"run": CONTEXT.run.run_id, "compare": CONTEXT.key[3], "corpus": corpus[0], "n": len(corpus[1]), "layers": sorted(layers),
+        params = {"run": CONTEXT.run.run_id, "compare": CONTEXT.key[3], "corpus": corpus[0], "n": len(corpus[1]),
+                  "layers": sorted(layers),
                   "texts": texts, "images": per_class, "rank": int(rank), "ln_post_split": split}
         if ui.computed_once("textspan", params, "Run TextSpan"):
             result = ui.try_call(textspan, CONTEXT, CONTEXT.key, tuple(corpus[1]), tuple(sorted(layers)), texts,

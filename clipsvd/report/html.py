@@ -345,7 +345,8 @@ DIFFERENCE_SECTIONS = (("Singular-value shifts", _sigma), ("Head ranking (image 
 
 def _difference(d: RunAnalysis, fig: _Figures) -> str:
     """The first run measured against the second directly: its σ shifts, head ranking and explanation shift with
-    the second run's fine-tuned model as "before" — what differs between the two fine-tunes, not each vs pretrained."""
+    the second run's fine-tuned model as "before": what differs between the two fine-tunes, not each vs
+    pretrained."""
     intro = (f'<p class="note">"Before" is {_e(d.before_name)}, "after" {_e(d.after_name)}: both fine-tuned the same '
              "base, so every figure below shows where the two fine-tunes differ (zero where they changed the base "
              "alike).</p>")
