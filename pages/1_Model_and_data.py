@@ -5,13 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from clipsvd import app as ui
-from clipsvd.app.access import check_path
+from clipsvd.app.access import check_model_paths, check_path
 from clipsvd.app.text import md
 from clipsvd.app.uploads import save_upload, session_upload_roots, session_uploads
-from clipsvd.choices import ACTIVATIONS
+from clipsvd.choices import ACTIVATIONS, field_helps
 from clipsvd.data import DatasetSpec, builtin_datasets, few_shot
 from clipsvd.data.loaders.biomedcoop import BIOMEDCOOP_DATASETS, available_biomedcoop
 from clipsvd.data.loaders.coop import COOP_DATASETS
+from clipsvd.importing import ImportOptions, import_checkpoint
 from clipsvd.models import (
     RANDOM_WEIGHTS,
     TINY_MODEL_NAME,
@@ -64,22 +65,24 @@ def current_source(current: ModelSpec) -> str:
     return LOCAL if looks_like_path(current.weights) else TAG
 
 
-def activation_widget(current: ModelSpec) -> str:
+def activation_widget(current: ModelSpec, prefix: str = "_w") -> str:
     return st.selectbox("Activation", ACTIVATIONS, index=ACTIVATIONS.index(current.activation),
-                        key="_w_activation", help=ACTIVATION_HELP)
+                        key=f"{prefix}_activation", help=ACTIVATION_HELP)
 
 
-def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
+def weights_widgets(architecture: str, current: ModelSpec, prefix: str = "_w") -> ModelSpec | None:
+    """The weight choices of an architecture as a model spec (None until complete); `prefix` keeps the keys of the
+    Model section apart from the import panel's base, which offers the same choices."""
     sources = weight_sources(architecture)
     wanted = current_source(current) if current.architecture == architecture else sources[0]
     source = st.radio("Weights", sources, index=sources.index(wanted) if wanted in sources else 0, horizontal=True,
-                      key=f"_w_weight_source-{'world' if architecture == WORLD_MODEL_NAME else 'open_clip'}")
+                      key=f"{prefix}_weight_source-{'world' if architecture == WORLD_MODEL_NAME else 'open_clip'}")
     if source == SHIPPED:
         st.caption(f"{WORLD_LABEL}. Pretrained on the clean style of the generated world; its weights ship with "
                    "clipsvd, so it works offline.")
         return ModelSpec(architecture, WORLD_WEIGHTS)
     if source == RANDOM:
-        seed = st.number_input("Initialisation seed", 0, 2**31 - 1, current.seed, key="_w_model_seed")
+        seed = st.number_input("Initialisation seed", 0, 2**31 - 1, current.seed, key=f"{prefix}_model_seed")
         return ModelSpec(architecture, RANDOM_WEIGHTS, int(seed))
     if source == TAG:
         tags = list_pretrained_tags(architecture)
@@ -87,36 +90,40 @@ def weights_widgets(architecture: str, current: ModelSpec) -> ModelSpec | None:
             st.info(f"open_clip lists no pretrained tags for {md(architecture)}.")
             return None
         st.caption("Downloads need internet (set HF_HUB_OFFLINE=0 before starting) or a filled cache.")
-        return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key="_w_tag"))
+        return ModelSpec(architecture, st.selectbox("Pretrained tag", tags, key=f"{prefix}_tag"))
     if source == LOCAL:
         known = current.weights if current.architecture == architecture and current_source(current) == LOCAL else ""
         path = st.text_input("Checkpoint path", value=known, placeholder="/path/to/ViT-B-16.safetensors",
-                             key="_w_ckpt_path")
-        activation = activation_widget(current)
+                             key=f"{prefix}_ckpt_path")
+        activation = activation_widget(current, prefix)
         if not path.strip() or ui.try_call(check_path, path.strip(), "Checkpoint path", session_upload_roots()) is None:
             return None
         return ModelSpec(architecture, path.strip(), activation=activation)
-    uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key="_w_ckpt_upload",
+    uploaded = st.file_uploader("Checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES, key=f"{prefix}_ckpt_upload",
                                 help="Loaded with weights_only=True: plain tensors only, never pickled objects.")
-    activation = activation_widget(current)
+    activation = activation_widget(current, prefix)
     if uploaded is None:
         return None
     saved = ui.try_call(save_upload, uploaded)
     return ModelSpec(architecture, str(saved), activation=activation) if saved is not None else None
 
 
-def model_section() -> None:
-    current = ui.model_spec()
+def model_widgets(current: ModelSpec, prefix: str = "_w") -> ModelSpec | None:
+    """Hub id, or architecture and weights: the model spec chosen (None until complete)."""
     architectures = list_architectures()
     ordered = [*FIRST_ARCHITECTURES, *(a for a in architectures if a not in FIRST_ARCHITECTURES)]
-    hub = st.text_input("Hub model id (optional)", placeholder=HUB_EXAMPLE, key="_w_hub",
+    hub = st.text_input("Hub model id (optional)", placeholder=HUB_EXAMPLE, key=f"{prefix}_hub",
                         help="Overrides the architecture; the weights come with the hub model.")
     if hub.strip():
-        spec = ModelSpec(hub.strip())
-    else:
-        index = ordered.index(current.architecture) if current.architecture in ordered else 0
-        architecture = st.selectbox("Architecture", ordered, index=index, key="_w_arch", help=ARCHITECTURE_HELP)
-        spec = weights_widgets(architecture, current)
+        return ModelSpec(hub.strip())
+    index = ordered.index(current.architecture) if current.architecture in ordered else 0
+    architecture = st.selectbox("Architecture", ordered, index=index, key=f"{prefix}_arch", help=ARCHITECTURE_HELP)
+    return weights_widgets(architecture, current, prefix)
+
+
+def model_section() -> None:
+    current = ui.model_spec()
+    spec = model_widgets(current)
     if st.button("Use this model", type="primary", disabled=spec is None, key="use_model"):
         built = ui.try_call(ui.built_model, spec)
         if built is not None:
@@ -124,6 +131,64 @@ def model_section() -> None:
             ui.flash("model", f"Model set: {built.label} ({built.parameters:,} parameters)")
     ui.show_flash("model")
     ui.model_notice()
+
+
+IMPORT_LOCAL, IMPORT_UPLOAD = "Local path (file or PEFT adapter folder)", "Upload a checkpoint file"
+IMPORTED_KEY = "imported_run"  # the run the last import made: its links stay shown
+
+
+def finetuned_source(help_text: str) -> str | None:
+    """The fine-tuned checkpoint's path: typed (checked against the allowed roots when served beyond localhost)
+    or uploaded into this session's folder; None until given."""
+    source = st.radio("Fine-tuned model", (IMPORT_LOCAL, IMPORT_UPLOAD), horizontal=True, key="_w_imp_source")
+    if source == IMPORT_LOCAL:
+        path = st.text_input("Fine-tuned checkpoint path", placeholder="/path/to/finetuned.safetensors",
+                             key="_w_imp_path", help=help_text).strip()
+        if not path or ui.try_call(check_path, path, "Fine-tuned checkpoint", session_upload_roots()) is None:
+            return None
+        return path
+    uploaded = st.file_uploader("Fine-tuned checkpoint (.safetensors, .pt, .bin)", type=UPLOAD_TYPES,
+                                key="_w_imp_upload", help=help_text)
+    saved = ui.try_call(save_upload, uploaded) if uploaded is not None else None
+    return str(saved) if saved is not None else None
+
+
+def import_run(base: ModelSpec, options: ImportOptions):
+    """The same library call `clipsvd import` makes, the base's files checked against the allowed roots first."""
+    check_model_paths(base, session_upload_roots())
+    return import_checkpoint(ui.run_store(), base, options.finetuned, strict=options.strict, label=options.label)
+
+
+def import_section() -> None:
+    """A model fine-tuned elsewhere, imported against its base as a run (method `imported`), like `clipsvd import`."""
+    helps = field_helps(ImportOptions)
+    with st.expander("Import a fine-tuned model", icon=":material/move_to_inbox:",
+                     expanded=bool(st.session_state.get(IMPORTED_KEY))):
+        st.caption("A model fine-tuned elsewhere (full weights, an official CLIP-SVD checkpoint, a CLIP-LoRA file or "
+                   "a PEFT adapter) becomes a run of the store, stored as its difference from its base; every "
+                   "analysis page then opens it. It has no accuracy until evaluated: `clipsvd eval RUN --dataset "
+                   "NAME`.")
+        finetuned = finetuned_source(helps["finetuned"])
+        st.markdown("**Base model** — the model the fine-tune started from")
+        base = model_widgets(ui.model_spec(), prefix="_w_imp")
+        c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+        strict = c1.checkbox("strict", value=True, key="_w_imp_strict", help=helps["strict"])
+        label = c2.text_input("label (optional)", key="_w_imp_label", help=helps["label"]).strip()
+        if st.button("Import", type="primary", disabled=finetuned is None or base is None, key="import_model",
+                     icon=":material/move_to_inbox:"):
+            options = ImportOptions(finetuned, strict, label or None)
+            with st.spinner("Reading the checkpoint and comparing it with its base…"):
+                run = ui.try_call(import_run, base, options)
+            if run is not None:
+                st.session_state[IMPORTED_KEY] = run.run_id
+                ui.flash("import", f"Imported as run {md(run.run_id)}: {md(run.message)}")
+        ui.show_flash("import")
+        run_id = st.session_state.get(IMPORTED_KEY)
+        if run_id:
+            links = st.container(horizontal=True)
+            with links:
+                for page in ("runs", "sigma", "heads", "explain"):
+                    ui.page_link(page, run=run_id)
 
 
 def short_description(text: str, limit: int = 90) -> str:
@@ -287,5 +352,6 @@ with model_col:
 with data_col:
     st.subheader("Dataset")
     dataset_section()
+import_section()
 st.divider()
 preview()

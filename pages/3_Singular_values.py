@@ -15,12 +15,12 @@ ROTATION_HELP = ("For each matrix, the span of its top singular vectors before v
 
 
 @st.cache_data(show_spinner="Decomposing every matrix before and after…", max_entries=8)
-def shifts_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str]):
+def shifts_table(_ctx: ui.AnalysisContext, key: tuple[str, ...]):
     return run_sv_shifts(_ctx)
 
 
 @st.cache_data(show_spinner="Decomposing every matrix before and after (singular vectors)…", max_entries=8)
-def rotation_table(_ctx: ui.AnalysisContext, key: tuple[str, str, str], top: int):
+def rotation_table(_ctx: ui.AnalysisContext, key: tuple[str, ...], top: int):
     return run_sv_rotation(_ctx, top)
 
 
@@ -28,7 +28,7 @@ def rotation_section(ctx: ui.AnalysisContext) -> None:
     """The second view of a changed matrix: not how much σ moved, but how far the singular vectors turned."""
     st.subheader("How far the top singular vectors turned")
     st.caption(ROTATION_HELP)
-    if ctx.method.singular_value_weights():
+    if ctx.reference is None and ctx.method.singular_value_weights():
         st.caption("CLIP-SVD trains only σ and keeps every singular vector, so the angles are 0 by construction; "
                    "a nonzero angle can only come from σ changing places across the top-k boundary.")
     r1, r2 = st.columns([1, 3])
@@ -49,13 +49,13 @@ def rotation_section(ctx: ui.AnalysisContext) -> None:
 
 
 @st.cache_data(show_spinner="Computing the spectrum…", max_entries=32)
-def spectrum(_ctx: ui.AnalysisContext, key: tuple[str, str, str], encoder: str, layer: int, kind: str):
+def spectrum(_ctx: ui.AnalysisContext, key: tuple[str, ...], encoder: str, layer: int, kind: str):
     return spectra(_ctx.before, _ctx.method, encoder, layer, kind)
 
 
 ui.page_header("Singular values", "Where training moved the singular values σ of each attention and MLP matrix.")
-CONTEXT = ui.analysis_context()
-if CONTEXT is not None and not CONTEXT.method.changes_weights:  # CoOp, linear probe, zero-shot: one line
+CONTEXT = ui.analysis_context(compare=True)
+if CONTEXT is not None and not CONTEXT.changes_weights:  # CoOp, linear probe, zero-shot: one line
     ui.unchanged_note(CONTEXT, False, "attention or MLP matrices")
 elif CONTEXT is not None:
     shifts = ui.try_call(shifts_table, CONTEXT, CONTEXT.key)
@@ -74,7 +74,9 @@ elif CONTEXT is not None:
         fig = sv_shift_heatmap(shifts, measure)
         st.plotly_chart(fig, key="sv-heatmap")
         ui.figure_downloads(fig, ui.file_stem(CONTEXT.run.run_id, "sigma-shift", measure), key="heatmap")
-        if CONTEXT.method.singular_value_weights():
+        if CONTEXT.reference is not None:
+            st.caption(f"Against {CONTEXT.before_name}: σ of both runs' weights are recomputed and matched by rank.")
+        elif CONTEXT.method.singular_value_weights():
             st.caption("CLIP-SVD: each trained σ is compared with its own initial value (same singular vectors).")
         else:
             st.caption("This method trains plain weights: σ are recomputed after training and matched by rank.")

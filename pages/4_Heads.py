@@ -26,7 +26,7 @@ output projection; **fc** the MLP's expansion and **proj** its contraction.
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def legacy(_ctx: ui.AnalysisContext, key: tuple[str, str, str], encoder: str):
+def legacy(_ctx: ui.AnalysisContext, key: tuple[str, ...], encoder: str):
     return legacy_sigma_block_scores(_ctx.method, encoder)
 
 
@@ -64,14 +64,15 @@ def ranking_section(ctx: ui.AnalysisContext, encoder: str, rank_by: str, table, 
         ui.table_download(table, ui.file_stem(ctx.run.run_id, "head-changes", encoder), key="heads")
     if encoder == "visual":
         ui.page_link("explain", "What did these heads start or stop writing? Explain them",
-                     run=ctx.run.run_id, measure=rank_by)
+                     run=ctx.run.run_id, measure=rank_by,
+                     **({"compare": ctx.reference.run_id} if ctx.reference is not None else {}))
         ui.page_link("verify", "Ablate these heads", run=ctx.run.run_id, measure=rank_by, top=str(top))
 
 
 ui.page_header("Heads", "Which attention heads changed: per-head OV and QK circuits before vs after fine-tuning.")
 with st.expander("What the measures and matrix kinds mean"):
     st.markdown(MEASURES_HELP)
-CONTEXT = ui.analysis_context()
+CONTEXT = ui.analysis_context(compare=True)
 if CONTEXT is not None:
     c1, c2, c3 = st.columns(3)
     encoder = c1.selectbox("Encoder", ("visual", "text"), key="_w_heads_encoder")
@@ -89,5 +90,5 @@ if CONTEXT is not None:
         top = (c3.slider("Heads in the ranking", 1, n_heads, min(DEFAULT_TOP, n_heads), key="_w_heads_top",
                          help=f"Of the {n_heads} heads of the {encoder} tower.") if n_heads > 1 else 1)
         ranking_section(CONTEXT, encoder, rank_by, table, top)
-        if CONTEXT.method.singular_value_weights():  # CLIP-SVD, attached and unmerged
+        if CONTEXT.reference is None and CONTEXT.method.singular_value_weights():  # CLIP-SVD, unmerged, vs σ₀
             legacy_section(CONTEXT, encoder)

@@ -70,7 +70,7 @@ def choose_corpus(model_spec) -> tuple[str, list[str]] | None:
 
 @st.cache_resource(show_spinner="Running TextSpan before and after (forward passes, then text embeddings)…",
                    max_entries=4)
-def textspan(_ctx: ui.AnalysisContext, key: tuple[str, str, str], corpus: tuple[str, ...], layers: tuple[int, ...],
+def textspan(_ctx: ui.AnalysisContext, key: tuple[str, ...], corpus: tuple[str, ...], layers: tuple[int, ...],
              texts_per_head: int, per_class: int, rank: int, ln_post_split: str):
     dataset = ui.analysis_images(_ctx.run, per_class)
     return run_textspan(_ctx, dataset, corpus, layers, texts_per_head, cache=shared_textspan_cache(),
@@ -87,7 +87,8 @@ def show_marked(column, title: str, marks, side: str) -> None:
     column.markdown(f"**{title}**\n\n" + "\n".join(lines))
 
 
-def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run_id: str, dataset) -> None:
+def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run_id: str, dataset,
+              names: tuple[str, str] = ("pretrained", "fine-tuned")) -> None:
     """One head: its rank (by weight change, or by explanation shift when `measure` is None: no weight
     changed), both shift scores, the first k texts side by side with their marks, the images for the texts
     that entered; the full lists and any text's images below."""
@@ -110,8 +111,8 @@ def show_head(before, after, row, n_heads: int, measure: str | None, k: int, run
                                            "explain, after fine-tuning (before in the delta).")
     marks = marked_texts(before.head(layer, head), after.head(layer, head), k)
     left, right = st.columns(2)
-    show_marked(left, f"Before (pretrained) · {100 * shift.explained_before:.1f}% explained", marks, "before")
-    show_marked(right, f"After (fine-tuned) · {100 * shift.explained_after:.1f}% explained", marks, "after")
+    show_marked(left, f"Before ({md(names[0])}) · {100 * shift.explained_before:.1f}% explained", marks, "before")
+    show_marked(right, f"After ({md(names[1])}) · {100 * shift.explained_after:.1f}% explained", marks, "after")
     for text in shift.entered[:3]:
         images = ui.try_call(images_for_text, after, dataset, layer, head, text, 6)
         if images:
@@ -250,7 +251,7 @@ def heads_to_show(before, after, table, measure: str, ranks_by_weight: bool, top
 
 ui.page_header("Explain (TextSpan)", "What the heads that fine-tuning changed most started or stopped writing: "
                "TextSpan texts per head before vs after, and how far each explanation moved.")
-CONTEXT = ui.analysis_context()
+CONTEXT = ui.analysis_context(compare=True)
 TOWER = ui.try_call(vision_tower, CONTEXT.before) if CONTEXT is not None else None
 state = None  # what the run did to the attention weights (HeadChange), once ranked
 if TOWER is not None:
@@ -292,7 +293,8 @@ if TOWER is not None and (state is None or state.weights_differ):  # zero-shot, 
     k = c7.slider("Texts compared per head (k)", 1, 10, min(SHIFT_TOP_K, texts), key="_w_ts_k",
                   help="Entered / left / kept and both shift scores use each head's first k texts.")
     if corpus is not None and layers and ranking is not None:
-        params = {"run": CONTEXT.run.run_id, "corpus": corpus[0], "n": len(corpus[1]), "layers": sorted(layers),
+        params = {"run": CONTEXT.run.run_id, "compare": CONTEXT.key[3], "corpus": corpus[0], "n": len(corpus[1]),
+                  "layers": sorted(layers),
                   "texts": texts, "images": per_class, "rank": int(rank), "ln_post_split": split}
         if ui.computed_once("textspan", params, "Run TextSpan"):
             result = ui.try_call(textspan, CONTEXT, CONTEXT.key, tuple(corpus[1]), tuple(sorted(layers)), texts,
@@ -315,7 +317,8 @@ if TOWER is not None and (state is None or state.weights_differ):  # zero-shot, 
                 for layer, head in chosen:
                     row = shown[(shown["layer"] == layer) & (shown["head"] == head)].iloc[0]
                     show_head(before, after, row, len(ranking) if BY_WEIGHT else len(shown),
-                              measure if BY_WEIGHT else None, k, CONTEXT.run.run_id, images)
+                              measure if BY_WEIGHT else None, k, CONTEXT.run.run_id, images,
+                              (CONTEXT.before_name, CONTEXT.after_name))
                 summary_section(shown, measure, BY_WEIGHT, k, CONTEXT.run.run_id)
                 with st.expander("Head importance (variance of each head's contribution, after)"):
                     importance = after.importance()

@@ -43,6 +43,38 @@ def filled_store(tmp_path_factory) -> RunStore:
     return store
 
 
+@pytest.fixture(scope="module")
+def imported_store(tmp_path_factory) -> tuple[RunStore, str]:
+    """One imported run (issue 24): a full fine-tune of the tiny CLIP with known changes to attention and MLP
+    weights of both towers, imported against its base as `clipsvd import` does."""
+    import torch
+    from safetensors.torch import save_file
+
+    from clipsvd.importing import import_checkpoint
+    from clipsvd.models import load_model
+
+    root = tmp_path_factory.mktemp("imported")
+    state = {k: v.clone().contiguous() for k, v in load_model(TINY, "cpu").model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    for key in ("visual.transformer.resblocks.1.attn.in_proj_weight", "visual.transformer.resblocks.0.mlp.c_fc.weight",
+                "transformer.resblocks.0.attn.out_proj.weight"):
+        state[key] += 0.02 * torch.randn(state[key].shape, generator=generator)
+    save_file(state, str(root / "finetuned.safetensors"))
+    store = RunStore(root / "runs")
+    return store, import_checkpoint(store, TINY, root / "finetuned.safetensors").run_id
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_an_imported_run(page, imported_store):
+    store, run_id = imported_store
+    at = app_at(page, store.root, run_id=run_id)
+    assert_clean(at)
+    assert at.title[0].value == PAGES[page]
+    if page in ("pages/3_Singular_values.py", "pages/4_Heads.py"):
+        assert at.get("plotly_chart"), "analysis figures missing"
+        assert not any("trains nothing" in i.value for i in at.info)  # an imported fine-tune did change weights
+
+
 def world_run_id(store: RunStore) -> str:
     [run] = [r for r in store.list() if r.config["model"]["architecture"] == "clipsvd-world"]
     return run.run_id

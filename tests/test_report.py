@@ -147,8 +147,8 @@ def test_cli_report_of_two_runs_opens_in_chromium_with_every_figure(two_runs, qu
     assert "<script src" not in html and 'src="http' not in html  # plotly.js and images inline: opens offline
     # per run: training history, σ shifts, singular-vector turns, head bar + heatmap, weight vs shift scatter, UMAP;
     # joint: 2 bars. CLIPFit changes no attention weight: no head bar or heatmap (a line says why), shift bars for
-    # the scatter.
-    expected = 7 + 5 + 2
+    # the scatter. Same base: CLIP-SVD against CLIPFit directly adds σ shifts, turns, head bar + heatmap, scatter.
+    expected = 7 + 5 + 2 + 5
     body = html.split("</head>", 1)[1]  # plotly.js itself is full of NaN
     assert not re.search(r"\bnan\b", body, re.IGNORECASE)
     assert "This run changed none of the image tower&#x27;s attention weights: CLIPFit trains" in body
@@ -158,7 +158,7 @@ def test_cli_report_of_two_runs_opens_in_chromium_with_every_figure(two_runs, qu
     assert (total, drawn) == (expected, expected) and outside == []
     for text in ("Configuration", "Metrics", "Singular-value shifts", "How far the top 8 singular vectors turned",
                  "trains only σ and keeps every singular vector", "Head ranking", "Explanations before vs after",
-                 "Embeddings (UMAP)", "Side by side", svd_run, clipfit_run, "clipfit · seed 1", "mark-entered",
+                 "Embeddings (UMAP)", "Side by side", "The two runs against each other", svd_run, clipfit_run, "clipfit · seed 1", "mark-entered",
                  r"\begin{tabular}", "Spearman"):
         assert text in html, text
     assert "data:image/png;base64," in html or "entered" not in html  # images of entered texts, inline

@@ -78,6 +78,16 @@ def head_change_note(state: HeadChange, what: str, method: str, summary: str, me
     return None
 
 
+def pair_head_change_note(before: str, after: str, what: str, measure: str | None = None, instead: str = "") -> str:
+    """The one line where two fine-tuned runs of the same base do not differ in `what` (or not under `measure`,
+    where other measures do), named as the pages and the report name the two sides ("run …")."""
+    if measure:
+        return (f"No head's {measure} differs between {before} and {after} (other measures do: rank by one of "
+                f"them). {instead}").rstrip()
+    return (f"{before[:1].upper()}{before[1:]} and {after} do not differ in any of the {what}: both changed them "
+            f"alike, or neither changed them. {instead}").rstrip()
+
+
 def unchanged_weights_note(method, what: str) -> str | None:
     """The one line every weight analysis (σ shifts, singular-vector turns, heads) shows for a method that changes
     no weight of the model (`Method.changes_weights` False: CoOp, a linear probe, zero-shot), read from the

@@ -1,4 +1,6 @@
-"""Analyses of one stored run against the pretrained model it started from.
+"""Analyses of one stored run against the pretrained model it started from, or against another run of the same
+base (a reference run: then "before" is that run's fine-tuned model, and every analysis shows the difference of the
+two fine-tunes directly, e.g. a CLIP-SVD run against an imported CLIP-LoRA one).
 
 These are what the dashboard's analysis pages and `python -m clipsvd analyze` both call: the run
 is rebuilt from its adapter tensors, the pretrained model from the run's model spec, and each
@@ -14,6 +16,7 @@ import pandas as pd
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from clipsvd.analysis.current_weights import as_loaded
 from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT
 from clipsvd.analysis.embeddings import image_features, umap_before_after
 from clipsvd.analysis.textspan import (
@@ -38,16 +41,60 @@ from clipsvd.training.experiment import ExperimentConfig, prepare_data, restore_
 
 @dataclass
 class RunPair:
-    """A stored run, the pretrained model it started from ("before") and its trained method ("after")."""
+    """A stored run's trained method ("after") and what it is compared with ("before"): the pretrained model it
+    started from, or — with `reference` — the trained method of another run of the same base."""
 
     run: Run
-    before: LoadedModel
+    before: LoadedModel | Method
     method: Method
+    reference: Run | None = None  # the run whose model is "before"; None: the pretrained model
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The "before" model's LoadedModel (tokenizer, image size, transforms; the same base for both sides)."""
+        return as_loaded(self.before)
+
+    @property
+    def trains(self) -> bool:
+        """Whether either side differs from the pretrained model at all: it trained something, or it changes weights
+        without training here (an imported fine-tune). Zero-shot against the pretrained model: nothing can differ."""
+        def differs(method: Method) -> bool:
+            return method.trains or method.changes_weights
+
+        return differs(self.method) or (self.reference is not None and differs(self.before))
+
+    @property
+    def changes_weights(self) -> bool:
+        """Whether a weight can differ between the two sides: the run's method changes weights, or the reference
+        run's does (CoOp against CLIP-SVD: CLIP-SVD's weight changes, seen from the other side)."""
+        return self.method.changes_weights or (self.reference is not None and self.before.changes_weights)
+
+    @property
+    def before_name(self) -> str:
+        """What "before" is, in words: the pretrained model or the reference run."""
+        return "pretrained" if self.reference is None else f"run {self.reference.run_id}"
+
+    @property
+    def after_name(self) -> str:
+        return "fine-tuned" if self.reference is None else f"run {self.run.run_id}"
 
 
 def run_model_spec(run: Run) -> ModelSpec:
     """The model a run started from, as stored in its config."""
     return ModelSpec.from_dict(run.config.get("model") or {})
+
+
+def check_same_base(run: Run, reference: Run) -> ModelSpec:
+    """The base both runs started from; ConfigError naming both bases where they differ (another architecture, or
+    the same one with other weights: then a difference of the two runs mixes what each base already differed in)."""
+    if run.run_id == reference.run_id:
+        raise ConfigError(f"run {run.run_id} compared with itself: pick a second run")
+    spec, other = run_model_spec(run), run_model_spec(reference)
+    if spec != other:
+        raise ConfigError(f"runs {run.run_id} and {reference.run_id} started from different bases ({spec.label} vs "
+                          f"{other.label}): only two runs of the same base model compare directly; compare each "
+                          "with its own pretrained model instead")
+    return spec
 
 
 def load_pretrained(spec: ModelSpec, device: str = "auto") -> LoadedModel:
@@ -57,8 +104,12 @@ def load_pretrained(spec: ModelSpec, device: str = "auto") -> LoadedModel:
     return loaded
 
 
-def load_run_pair(run: Run, device: str = "auto") -> RunPair:
-    return RunPair(run, load_pretrained(run_model_spec(run), device), restore_run(run, device)[1])
+def load_run_pair(run: Run, device: str = "auto", reference: Run | None = None) -> RunPair:
+    """`run` against its pretrained model, or against `reference` (another run of the same base, checked)."""
+    if reference is None:
+        return RunPair(run, load_pretrained(run_model_spec(run), device), restore_run(run, device)[1])
+    check_same_base(run, reference)
+    return RunPair(run, restore_run(reference, device)[1], restore_run(run, device)[1], reference)
 
 
 def analysis_images(run: Run, per_class: int, dataset: ClassificationDataset | None = None) -> ClassificationDataset:
@@ -75,8 +126,9 @@ def image_batches(dataset: ClassificationDataset, loaded: LoadedModel, batch_siz
 
 
 def run_sv_shifts(pair: RunPair) -> pd.DataFrame:
-    """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods via plain weights."""
-    if pair.method.singular_value_weights():
+    """σ shifts of a run: CLIP-SVD's trained σ against σ₀ (aligned); other methods, and any run against a reference
+    run, via plain weights (σ recomputed on both sides and matched by rank)."""
+    if pair.reference is None and pair.method.singular_value_weights():
         return singular_value_shifts_from_method(pair.method)
     return singular_value_shifts(pair.before, pair.method)
 
@@ -87,7 +139,7 @@ DEFAULT_ROTATION_TOP = 8  # top singular vectors whose span is compared before v
 def run_sv_rotation(pair: RunPair, top: int = DEFAULT_ROTATION_TOP) -> pd.DataFrame:
     """How far each matrix's top-`top` singular vectors turned in a run (the recomposed or merged weights against
     the pretrained ones); refused for a method that changes no weight, where every angle is 0 by definition."""
-    if not pair.method.changes_weights:
+    if not pair.changes_weights:
         raise ConfigError(f"{pair.method.name}: changes no weight of the model, so no singular vector can turn")
     return singular_vector_rotation(pair.before, pair.method, top)
 
@@ -105,7 +157,7 @@ def run_textspan(
 ) -> tuple[TextSpanResult, TextSpanResult]:
     """TextSpan of the same heads on the same images, before and after fine-tuning."""
     return tuple(
-        explain_heads(model, image_batches(dataset, pair.before), list(corpus), list(layers) if layers else None,
+        explain_heads(model, image_batches(dataset, pair.loaded), list(corpus), list(layers) if layers else None,
                       texts_per_head, rank=rank, cache=cache, images_key=images_key, ln_post_split=ln_post_split)
         for model in (pair.before, pair.method)
     )
@@ -113,9 +165,8 @@ def run_textspan(
 
 def run_umap(pair: RunPair, dataset: ClassificationDataset, seed: int = 0) -> pd.DataFrame:
     """UMAP layouts of the test images' features before and after, labelled by class name."""
-    loaded = pair.before
-    transform = loaded.eval_transform()
-    before, labels = image_features(loaded, dataset.test, transform)
+    transform = pair.loaded.eval_transform()
+    before, labels = image_features(pair.before, dataset.test, transform)
     after, _ = image_features(pair.method, dataset.test, transform)
     return umap_before_after(before, after, [dataset.classnames[i] for i in labels], seed)
 

@@ -121,4 +121,4 @@ def shared_textspan_cache() -> TextSpanCache:
 def analysis_images_key(pair, per_class: int) -> str:
     """Names a run's analysed images in the cache (dataset, split, subset, image size), so Explain, Verify and the
     report share one entry for the same images."""
-    return f"{pair.run.config['dataset']}|test|{per_class}|{pair.before.image_size}"
+    return f"{pair.run.config['dataset']}|test|{per_class}|{pair.loaded.image_size}"

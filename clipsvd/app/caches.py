@@ -102,6 +102,7 @@ def _pretrained_model(spec: ModelSpec, device_name: str) -> LoadedModel:
 
 
 @st.cache_data(show_spinner="Comparing every head before and after…", max_entries=8)
-def cached_head_changes(_pair: RunPair, key: tuple[str, str, str], encoder: str, measure: str) -> pd.DataFrame:
-    """head_changes of one run's tower; `key` (store, run id, device) stands for the unhashable pair."""
+def cached_head_changes(_pair: RunPair, key: tuple[str, ...], encoder: str, measure: str) -> pd.DataFrame:
+    """head_changes of one run's tower; `key` (store, run id, device, reference run) stands for the unhashable
+    pair."""
     return head_changes(_pair.before, _pair.method, encoder, measure)

@@ -42,7 +42,8 @@ def add_report(commands) -> None:
                                  "run side by side")
     report.add_argument("run_id")
     report.add_argument("--compare", metavar="RUN_ID2", default=None, help="a second run, side by side (e.g. "
-                        "CLIPFit on the same data)")
+                        "CLIPFit on the same data); of the same base, also the first run measured against it directly "
+                        "(σ shifts, head ranking and explanation shift of the two fine-tunes' difference)")
     report.add_argument("--out", default=None, help="HTML file (default report-RUN_ID[-vs-RUN_ID2].html); the "
                         "explanation tables go beside it as CSV and LaTeX")
     report.add_argument("--pdf", action="store_true", help="also print it to PDF beside the HTML (needs chromium)")
@@ -135,7 +136,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for encoder in ("visual", "text"):
             table = head_changes(pair.before, pair.method, encoder)
             suffix = "" if encoder == "visual" else "_text"
-            state = head_change(table, "ov_change", pair.method.trains, pair.method.changes_weights)
+            state = head_change(table, "ov_change", pair.trains, pair.changes_weights)
             note = head_change_note(state, f"{encoder} attention heads",
                                     pair.method.display_name, pair.method.summary, "ov_change")
             if note:  # nothing to rank: the table (all zeros) but no "most changed" chart of zeros
@@ -180,7 +181,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.heads import RANKING_MEASURES
-    from clipsvd.analysis.run_pair import analysis_images, load_run_pair
+    from clipsvd.analysis.run_pair import analysis_images, check_same_base, load_run_pair
     from clipsvd.analysis.textspan import DEFAULT_RANK, check_rank
     from clipsvd.report import analyse_run, explanation_latex, html_to_pdf, report_html
     from clipsvd.runs import RunStore
@@ -209,8 +210,23 @@ def cmd_report(args: argparse.Namespace) -> int:
             Path(f"{stem}.tex").write_text(explanation_latex(analysis.explanations, args.measure), encoding="utf-8")
             print(f"  wrote {stem}.csv and {stem}.tex", flush=True)
         analyses.append(analysis)
-    out.write_text(report_html(analyses), encoding="utf-8")
+    difference, difference_note = None, None
+    if len(runs) == 2:
+        try:
+            check_same_base(*runs)
+        except ConfigError as exc:
+            difference_note = str(exc)
+            print(f"  no direct comparison: {exc}", flush=True)
+        else:
+            difference = analyse_run(load_run_pair(runs[0], args.device, reference=runs[1]),
+                                     analysis_images(runs[0], args.images_per_class), args.corpus, args.measure,
+                                     args.layers, args.texts_per_head, args.top_k, args.top_heads, rank=rank,
+                                     ln_post_split=split, with_umap=False,
+                                     progress=lambda message: print(f"  vs {runs[1].run_id}: {message}", flush=True))
+            for name, reason in difference.failures.items():
+                print(f"  {runs[0].run_id} vs {runs[1].run_id}: {name} failed: {reason}", flush=True)
+    out.write_text(report_html(analyses, difference=difference, difference_note=difference_note), encoding="utf-8")
     print(f"wrote {out}", flush=True)
     if args.pdf:
         print(f"wrote {html_to_pdf(out, out.with_suffix('.pdf'))}", flush=True)
-    return 1 if any(a.failures for a in analyses) else 0
+    return 1 if any(a.failures for a in analyses) or (difference is not None and difference.failures) else 0

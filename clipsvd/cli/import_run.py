@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from clipsvd.choices import field_helps
 from clipsvd.cli.arguments import add_model_arguments, model_spec
+from clipsvd.importing.options import ImportOptions
 
 BASE_DEFAULT = "the base the fine-tune started from; default: clipsvd-world with its shipped weights"
 
@@ -20,13 +22,11 @@ def add_import(commands) -> None:
     parser = commands.add_parser(
         "import", help="import a fine-tuned model (full weights, official CLIP-SVD, CLIP-LoRA or PEFT LoRA "
                        "checkpoint) against its base as a run; evaluate it with eval RUN_ID --dataset NAME")
-    parser.add_argument("finetuned", help="the fine-tuned checkpoint: any file the model loader reads, an official "
-                        "CLIP-SVD checkpoint, a CLIP-LoRA save_lora file, or a PEFT adapter folder")
+    helps = {name: text.replace("%", "%%") for name, text in field_helps(ImportOptions).items()}
+    parser.add_argument("finetuned", help=helps["finetuned"])
     add_model_arguments(parser, BASE_DEFAULT, prefix="base-")
-    parser.add_argument("--strict", type=_boolean, default=True, metavar="true|false",
-                        help="refuse checkpoints with missing or extra tensors (default true); false: missing tensors "
-                             "keep the base's values, extra ones are dropped, and the run's label says so")
-    parser.add_argument("--label", default=None, help="the run's label (default: 'imported from FILE')")
+    parser.add_argument("--strict", type=_boolean, default=True, metavar="true|false", help=helps["strict"])
+    parser.add_argument("--label", default=None, help=helps["label"])
     parser.set_defaults(func=cmd_import)
 
 

@@ -76,6 +76,7 @@ class RunAnalysis:
     method_trains: bool = True  # False for zero-shot: nothing could have changed
     method_changes_weights: bool = True  # False where what trains lies outside the model (CoOp, linear probe)
     keeps_singular_vectors: bool = False  # True for CLIP-SVD: only σ train, the singular vectors are frozen
+    reference: Run | None = None  # "before" is this run's fine-tuned model (a difference of two runs), not pretrained
 
     @property
     def head_change(self) -> HeadChange | None:
@@ -110,8 +111,20 @@ class RunAnalysis:
 
     @property
     def short_name(self) -> str:
-        """Method and seed: figure titles (the run id heads each column)."""
-        return f"{self.run.config.get('method')} · seed {self.run.config.get('seed')}"
+        """Method and seed: figure titles (the run id heads each column); both runs' against a reference run."""
+        own = f"{self.run.config.get('method')} · seed {self.run.config.get('seed')}"
+        if self.reference is None:
+            return own
+        return f"{own} vs {self.reference.config.get('method')} · seed {self.reference.config.get('seed')}"
+
+    @property
+    def before_name(self) -> str:
+        """What "before" is in this analysis: the pretrained model, or the reference run."""
+        return "pretrained" if self.reference is None else f"run {self.reference.run_id}"
+
+    @property
+    def after_name(self) -> str:
+        return "fine-tuned" if self.reference is None else f"run {self.run.run_id}"
 
     @property
     def name(self) -> str:
@@ -137,22 +150,26 @@ def analyse_run(
     model_label: str | None = None,
     corpus_lines: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    with_umap: bool = True,
 ) -> RunAnalysis:
     """Compute a run's report content on `dataset` (the run's test images, e.g. `analysis_images`).
 
     corpus: a built-in name or a file (default: the one that suits the run's model), or only its name when
     `corpus_lines` gives the texts (an uploaded corpus). layers: TextSpan's
     (default: the last four plus those of the `top_heads` most-changed heads). `textspan`: results already
-    computed on the same images (the dashboard's), reused instead of recomputed.
+    computed on the same images (the dashboard's), reused instead of recomputed. A pair with a reference run gives
+    the difference of the two fine-tunes (σ shifts, head ranking and explanations of one run against the other);
+    `with_umap` False skips the UMAP fit (the report's difference section has no UMAP).
     """
     say = progress or (lambda message: None)
     corpus = corpus or default_corpus_for(run_model_spec(pair.run))
-    label = model_label or (pair.run.config.get("model_source") or {}).get("label") or pair.before.label
+    label = model_label or (pair.run.config.get("model_source") or {}).get("label") or pair.loaded.label
     analysis = RunAnalysis(pair.run, label, measure, settings={
         "corpus": str(corpus), "texts_per_head": texts_per_head, "k": k, "top_heads": top_heads, "rank": rank,
         "ln_post_split": ln_post_split, "images": len(dataset.test), "umap_seed": umap_seed},
-        method_trains=pair.method.trains, method_changes_weights=pair.method.changes_weights,
-        keeps_singular_vectors=bool(pair.method.singular_value_weights()))
+        method_trains=pair.trains, method_changes_weights=pair.changes_weights,
+        keeps_singular_vectors=pair.reference is None and bool(pair.method.singular_value_weights()),
+        reference=pair.reference)
 
     def step(name: str, function: Callable[[], Any]) -> Any:
         say(f"{pair.run.run_id}: {name}")
@@ -162,10 +179,10 @@ def analyse_run(
             analysis.failures[name] = str(exc)
             return None
 
-    if pair.method.changes_weights:  # otherwise every σ and vector is the pretrained one: the report says so
+    if pair.changes_weights:  # otherwise every σ and vector is the pretrained one: the report says so
         analysis.sv_shifts = step("σ shifts", lambda: run_sv_shifts(pair))
         analysis.sv_rotation = step("singular-vector rotation", lambda: run_sv_rotation(pair))
-    if pair.method.learns_context:
+    if pair.method.learns_context and pair.reference is None:
         analysis.prompt_words = step("nearest words", lambda: nearest_words(pair.method))
     analysis.heads = step("head ranking", lambda: head_changes(pair.before, pair.method, "visual", measure))
     if analysis.heads is not None and layers is None:
@@ -179,8 +196,10 @@ def analyse_run(
         analysis.explanations = step("explanation shift", lambda: explanation_shifts(*textspan, analysis.heads, k))
         analysis.entered = step("images of entered texts", lambda: _entered_images(
             analysis, dataset, images_per_text)) or []
-    analysis.umap = step("UMAP", lambda: run_umap(pair, dataset, umap_seed))
-    analysis.verification = step("verification", lambda: _cached_verification(pair.run)) or []
+    if with_umap:
+        analysis.umap = step("UMAP", lambda: run_umap(pair, dataset, umap_seed))
+    if pair.reference is None:  # ablations are cached per run against its pretrained model
+        analysis.verification = step("verification", lambda: _cached_verification(pair.run)) or []
     return analysis
 
 

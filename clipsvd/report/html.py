@@ -20,7 +20,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from clipsvd.analysis.explanation_shift import KEPT, SHIFT_COLUMNS, marked_texts, shift_correlation
-from clipsvd.analysis.heads import head_change_note, unchanged_weights_note
+from clipsvd.analysis.heads import HeadChange, head_change_note, pair_head_change_note, unchanged_weights_note
 from clipsvd.analysis.prompts import nearest_reading
 from clipsvd.errors import ConfigError
 from clipsvd.formatting import bytes_text, fraction_text, number_text, test_images_text
@@ -184,6 +184,8 @@ ROTATION_ROWS = 10  # the most-turned matrices listed under the rotation figure
 
 
 def _sigma(a: RunAnalysis, fig: _Figures) -> str:
+    if not a.method_changes_weights and a.reference is not None:
+        return f'<p class="note">{_e(pair_head_change_note(a.before_name, a.after_name, "weights"))}</p>'
     if not a.method_changes_weights:
         note = unchanged_weights_note(get_method(a.run.config.get("method")), "attention or MLP matrices")
         return f'<p class="note">{_e(note)}</p>'
@@ -225,6 +227,12 @@ def _unchanged_note(a: RunAnalysis, instead: str = "") -> str:
     """The one line saying why this run has no ranking by weight change (zero-shot, CLIPFit, ProLIP), or ""."""
     if a.head_change is None:
         return ""
+    if a.reference is not None:
+        if a.head_change.ranks_by_weight:
+            return ""
+        measure = a.measure if a.head_change is HeadChange.NOT_BY_MEASURE else None
+        note = pair_head_change_note(a.before_name, a.after_name, "image tower's attention weights", measure, instead)
+        return f'<p class="note">{_e(note)}</p>'
     method = get_method(a.run.config.get("method"))  # the report loaded the run, so its method exists
     note = head_change_note(a.head_change, "image tower's attention weights", method.display_name, method.summary,
                             a.measure, instead)
@@ -281,8 +289,9 @@ def _explanations(a: RunAnalysis, fig: _Figures) -> str:
             f"text shift {row['text_shift']:.2f}, span shift {row['span_shift']:.2f}</h3>"
             f'<p class="note">Variance explained by the first {k} texts: {100 * row["explained_before"]:.1f}% '
             f'before, {100 * row["explained_after"]:.1f}% after.</p>'
-            f'<div class="runs" style="--n: 2"><div><b>before (pretrained)</b>{_marked_list(marks, "before")}</div>'
-            f'<div><b>after (fine-tuned)</b>{_marked_list(marks, "after")}</div></div>')
+            f'<div class="runs" style="--n: 2"><div><b>before ({_e(a.before_name)})</b>'
+            f'{_marked_list(marks, "before")}</div>'
+            f'<div><b>after ({_e(a.after_name)})</b>{_marked_list(marks, "after")}</div></div>')
         for entry in (e for e in a.entered if (e.layer, e.head) == (layer, head)):
             thumbs = "".join(f'<figure><img src="{_png(image)}" alt="{_e(label)}"><figcaption>{_e(label)}'
                              f"</figcaption></figure>" for image, label in entry.images)
@@ -345,8 +354,26 @@ def _comparison(analyses: Sequence[RunAnalysis], fig: _Figures) -> str:
     return "".join(out)
 
 
-def report_html(analyses: Sequence[RunAnalysis], title: str | None = None) -> str:
-    """The whole report as one HTML string (a few MB: plotly.js is inside)."""
+DIFFERENCE_HEADING = "The two runs against each other (differences of the fine-tunes)"
+DIFFERENCE_SECTIONS = (("Singular-value shifts", _sigma), ("Head ranking (image tower)", _heads),
+                       ("Explanation shift", _explanations))
+
+
+def _difference(d: RunAnalysis, fig: _Figures) -> str:
+    """The first run measured against the second directly: its σ shifts, head ranking and explanation shift with
+    the second run's fine-tuned model as "before": what differs between the two fine-tunes, not each vs
+    pretrained."""
+    intro = (f'<p class="note">"Before" is {_e(d.before_name)}, "after" {_e(d.after_name)}: both fine-tuned the same '
+             "base, so every figure below shows where the two fine-tunes differ (zero where they changed the base "
+             "alike).</p>")
+    return intro + "".join(f"<h3>{_e(heading)}</h3>{render(d, fig)}" for heading, render in DIFFERENCE_SECTIONS)
+
+
+def report_html(analyses: Sequence[RunAnalysis], title: str | None = None, difference: RunAnalysis | None = None,
+                difference_note: str | None = None) -> str:
+    """The whole report as one HTML string (a few MB: plotly.js is inside). `difference`: the first run analysed
+    against the second (analyse_run of a pair with a reference run), shown after the side-by-side figures;
+    `difference_note`: why there is none (e.g. the runs have different bases)."""
     if not analyses:
         raise ConfigError("report: no run to report on")
     if len({a.run.run_id for a in analyses}) != len(analyses):
@@ -364,6 +391,10 @@ def report_html(analyses: Sequence[RunAnalysis], title: str | None = None) -> st
              '<span class="mark mark-left">left</span> only before.</p>')]
     if len(analyses) > 1:
         body.append("<h2>Side by side</h2>" + _comparison(analyses, fig))
+    if difference is not None:
+        body.append(f"<h2>{_e(DIFFERENCE_HEADING)}</h2>" + _difference(difference, fig))
+    elif difference_note:
+        body.append(f'<h2>{_e(DIFFERENCE_HEADING)}</h2><p class="note">{_e(difference_note)}</p>')
     sections = list(SECTIONS)
     if any(a.prompt_words is not None or "nearest words" in a.failures for a in analyses):
         sections.insert(3, ("Learned prompt: nearest words", _prompt))
