@@ -2,6 +2,7 @@
 127.0.0.1): the token gate and its cookie in a real browser, crafted links rendered literally, and several
 sessions starting jobs and switching pages for 2 minutes with no exception and no lost job (issue 22).
 Skipped where /usr/bin/chromium or playwright is missing."""
+import contextlib
 import json
 import secrets
 import urllib.parse
@@ -116,15 +117,16 @@ def test_three_sessions_start_jobs_and_switch_pages_for_two_minutes(served):
     assert tally.runs_by_status == {"completed": tally.clicks}, tally.table()
 
 
-def _session(url: str, cookie: str = ""):
+def _session(stack: contextlib.ExitStack, url: str, cookie: str = "") -> str:
     """A Streamlit session opened the way the frontend opens one (websocket, one rerun request), without a
-    browser; returns the websocket and its session id once the first script run has finished."""
+    browser, kept open by `stack`; returns its session id once the first script run has finished."""
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
     from websockets.sync.client import connect
 
-    ws = connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
-                 additional_headers={"Origin": url, **({"Cookie": cookie} if cookie else {})}, max_size=None)
+    ws = stack.enter_context(connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+                                     additional_headers={"Origin": url, **({"Cookie": cookie} if cookie else {})},
+                                     max_size=None))
     request = BackMsg()
     request.rerun_script.query_string = ""
     ws.send(request.SerializeToString())
@@ -134,7 +136,7 @@ def _session(url: str, cookie: str = ""):
         message.ParseFromString(ws.recv(timeout=WAIT_MS / 1000))
         session_id = session_id or (message.new_session.initialize.session_id or None)
         finished = finished or message.WhichOneof("type") == "script_finished"
-    return ws, session_id
+    return session_id
 
 
 def _put_file(url: str, session_id: str, data: bytes) -> int:
@@ -142,7 +144,7 @@ def _put_file(url: str, session_id: str, data: bytes) -> int:
     import urllib.error
     import urllib.request
 
-    with urllib.request.urlopen(f"{url}/", timeout=60) as response:  # the page sets the XSRF cookie
+    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=60) as response:  # sets the XSRF cookie
         xsrf = next(c.split(";")[0].split("=", 1)[1] for c in response.headers.get_all("Set-Cookie")
                     if c.startswith("_streamlit_xsrf="))
     boundary = secrets.token_hex(8)
@@ -167,12 +169,9 @@ def test_streamlits_upload_endpoint_refuses_a_session_without_the_token(served):
 
     url, _, log_path = served
     port = urllib.parse.urlparse(url).port
-    stranger, stranger_id = _session(url)
-    member, member_id = _session(url, f"{cookie_name(port)}={cookie_value(TOKEN)}")
-    try:
+    with contextlib.ExitStack() as stack:
+        stranger_id = _session(stack, url)
+        member_id = _session(stack, url, f"{cookie_name(port)}={cookie_value(TOKEN)}")
         assert _put_file(url, stranger_id, b"x" * 100_000) == 403
         assert "Refused an upload (100000 bytes) for a session without the dashboard's token" in log_path.read_text()
         assert _put_file(url, member_id, b"y" * 1000) == 204
-    finally:
-        stranger.close()
-        member.close()
