@@ -193,10 +193,10 @@ START_KEY = "_train_start_outcome"  # what the last Start click did: ("job", id)
 
 
 def start(configs: list[ExperimentConfig]) -> None:
-    """The Start button's on_click callback. Streamlit runs callbacks before the script, as soon as the click's
-    rerun begins, so a page switched right after the click (which stops the script where it is) can no longer lose
-    the click: it was handled in the button's body before, and 4 of 44 such clicks created no job and said
-    nothing. The outcome is kept for the page to show: the job, or why there is none."""
+    """The Start button's on_click callback: Streamlit runs callbacks before the script, so the job is created
+    before any page code, and clipsvd.app.reruns makes Streamlit run this callback even when a page switch sent
+    right after the click arrives as the click's run starts (1 to 8 of 12-15 such clicks made no job before). The
+    outcome is kept for the page to show: the job, or why there is none."""
     try:
         job_id = ui.job_registry().submit(configs, ui.run_store())
     except (ClipsvdError, ValueError, OSError) as exc:

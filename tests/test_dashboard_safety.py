@@ -150,12 +150,12 @@ def test_beyond_localhost_a_data_root_outside_the_allowed_roots_is_refused_by_na
     at.selectbox(key="_w_kind").set_value("imagefolder").run()
     at.text_input(key="_w_root").input(str(outside)).run()
     assert not at.exception
-    errors = [e.value for e in at.error]
+    errors = [plain(e.value) for e in at.error]  # escaped: paths are user text
     assert any(f"'{outside}' is outside the folders this dashboard serves" in e for e in errors), errors
     assert at.button(key="use_dataset").disabled
     assert "secret-class" not in json.dumps([m for m in markdown_sources(at)])  # never listed
     at.text_input(key="_w_runs_root").input("/etc").run()  # the sidebar's run store
-    assert any("Run store folder '/etc' is outside" in e.value for e in at.error)
+    assert any("Run store folder '/etc' is outside" in plain(e.value) for e in at.error)
     assert at.session_state["runs_root"] == str(tmp_path / "runs")  # unchanged
 
 
@@ -368,3 +368,60 @@ def test_dashboard_generates_a_token_beyond_localhost_and_refuses_an_empty_one(t
     assert token == "given"
     with pytest.raises(ClipsvdError, match="needs a token"):
         dashboard_environment(dashboard_args("--address", "0.0.0.0", "--token", ""), {})
+
+
+# ----- pages 3, 4, 6 (Singular values, Heads, Embeddings) --------------------------------------------------------
+CRAFTED_CLASSES = ["**bold**", "<b>x</b>", "[x](e.html)"]  # "/" cannot be in a folder name; a relative link can
+CRAFTED_DATASET = "**bold** <b>x</b> [x](http://e)"
+
+
+@pytest.fixture(scope="module")
+def crafted_run(tmp_path_factory):
+    """One tiny CLIP-SVD run of an image folder whose dataset and class names are markdown and HTML."""
+    from clipsvd.data import DatasetSpec
+    from clipsvd.runs import RunStore
+    from clipsvd.training import ExperimentConfig, run_experiment
+
+    folder = tmp_path_factory.mktemp("crafted")
+    root = make_imagefolder(folder / "data", CRAFTED_CLASSES)
+    config = ExperimentConfig(method="clip-svd", model=TINY, dataset=DatasetSpec("imagefolder", CRAFTED_DATASET,
+                                                                               str(root)),
+                              shots=1, seed=1, device="cpu", hyperparameters={"epochs": 1}, max_test_per_class=2)
+    run = run_experiment(config, RunStore(folder / "runs"))
+    assert run.status == "completed", run.message
+    return folder, run
+
+
+@pytest.mark.parametrize("page", ["pages/3_Singular_values.py", "pages/4_Heads.py", "pages/6_Embeddings.py"])
+def test_analysis_pages_show_crafted_names_literally(page, crafted_run):
+    folder, run = crafted_run
+    from clipsvd.data import DatasetSpec
+
+    at = app(page, folder / "runs", run_id=run.run_id,
+             dataset_spec=DatasetSpec("imagefolder", CRAFTED_DATASET, str(folder / "data")))
+    assert not at.exception, [e.value for e in at.exception]
+    texts = markdown_sources(at)
+    assert not any(links_and_images(t) for t in texts), [t for t in texts if links_and_images(t)]
+    shown = [plain(t) for t in texts]
+    assert any(CRAFTED_DATASET in s for s in shown), shown  # the sidebar's selection, literally
+    assert not any(s == "bold" or s.startswith("bold ") for s in shown)  # ** consumed would leave the word alone
+    options = [o for box in at.selectbox for o in box.options]
+    assert any(CRAFTED_DATASET in o for o in options), options  # the run picker (plain text)
+
+
+def test_umap_legend_and_hover_show_class_names_literally():
+    """Plotly draws trace names as its own HTML subset (<b>, <a href>) and reads %{…} in hover templates: the
+    Embeddings figure's class names are escaped and never template text."""
+    import pandas as pd
+    from html import unescape
+
+    from clipsvd.plots import umap_figure
+
+    labels = [*CRAFTED_CLASSES, '<a href="http://evil.example">a</a>', "%{x}"]
+    layout = pd.DataFrame([{"label": label, "which": which, "x": float(i), "y": 1.0, "index": i}
+                           for i, label in enumerate(labels) for which in ("before", "after")])
+    fig = umap_figure(layout)
+    names = [trace.name for trace in fig.data if trace.showlegend]
+    assert [unescape(n) for n in names] == labels
+    assert not any("<" in n or ">" in n for n in names), names
+    assert all(trace.hovertemplate == "%{fullData.name}<br>image %{customdata}<extra></extra>" for trace in fig.data)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -28,6 +30,13 @@ GATE_MESSAGE = "This dashboard needs its token: open the link printed where it w
 NO_TOKEN_MESSAGE = ("This dashboard is served beyond localhost without a token, so it shows nothing: start it with "
                     "`clipsvd dashboard --address …`, which prints a link with a token, or set "
                     f"${TOKEN_ENV} before `streamlit run`.")
+
+
+_LOGGER = logging.getLogger(__name__)
+# Session ids that passed the gate in this server process: Streamlit's upload endpoint stores a file only for them.
+_AUTHENTICATED: set[str] = set()
+_GUARD_LOCK = threading.Lock()
+GUARDED_FLAG = "_clipsvd_uploads_guarded"
 
 
 class AccessError(ClipsvdError, PermissionError):
@@ -60,10 +69,13 @@ def cookie_name(port: int | str | None) -> str:
 # ----- the gate --------------------------------------------------------------------------------------------------
 def gate() -> None:
     """Called first by every page (clipsvd.app.frame.page_header): a session served beyond localhost without a
-    valid token sees one line and nothing else runs (st.stop)."""
+    valid token sees one line and nothing else runs (st.stop); Streamlit's upload endpoint refuses its files."""
     import streamlit as st
 
-    if not served_beyond_localhost() or st.session_state.get(AUTH_KEY):
+    if not served_beyond_localhost():
+        return
+    guard_uploads()
+    if st.session_state.get(AUTH_KEY):
         return
     token = configured_token()
     if token is None:
@@ -74,15 +86,57 @@ def gate() -> None:
     if given is not None:
         st.query_params.pop("token", None)  # never left in the address bar, a bookmark or a shared link
         if hmac.compare_digest(given.encode(), token.encode()):
-            st.session_state[AUTH_KEY] = True
+            _authenticate()
             _set_cookie(name, cookie_value(token))
             return
     cookie = st.context.cookies.get(name)
     if isinstance(cookie, str) and hmac.compare_digest(cookie.encode(), cookie_value(token).encode()):
-        st.session_state[AUTH_KEY] = True
+        _authenticate()
         return
     st.text(GATE_MESSAGE)
     st.stop()
+
+
+def _authenticate() -> None:
+    import streamlit as st
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    st.session_state[AUTH_KEY] = True
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        _AUTHENTICATED.add(ctx.session_id)
+
+
+def guard_uploads() -> bool:
+    """Put Streamlit's upload endpoint (PUT /_stcore/upload_file/<session>/<file>) behind the token.
+
+    The endpoint is served by Streamlit itself, before any script runs, and asks only for a live session id and
+    Streamlit's XSRF cookie, both of which any visitor gets by opening a websocket; it then keeps the file in
+    memory until the session ends (1 GiB a file at server.maxUploadSize = 1024). The server's one upload store
+    (Runtime.uploaded_file_mgr) is wrapped once per process: beyond localhost, a file for a session that has not
+    passed the gate is refused with 403 and never stored. Returns whether the guard is in place."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return False  # not a server (AppTest, a script): no endpoint
+    manager = Runtime.instance().uploaded_file_mgr
+    with _GUARD_LOCK:
+        if getattr(manager, GUARDED_FLAG, False):
+            return True
+        add_file = manager.add_file
+
+        def guarded_add_file(session_id: str, file) -> None:
+            if served_beyond_localhost() and session_id not in _AUTHENTICATED:
+                from starlette.exceptions import HTTPException
+
+                _LOGGER.warning("Refused an upload (%d bytes) for a session without the dashboard's token",
+                                len(getattr(file, "data", b"")))
+                raise HTTPException(status_code=403, detail="This dashboard needs its token.")
+            add_file(session_id=session_id, file=file)
+
+        manager.add_file = guarded_add_file
+        setattr(manager, GUARDED_FLAG, True)
+    return True
 
 
 def _set_cookie(name: str, value: str) -> None:
@@ -143,5 +197,5 @@ def check_dataset_paths(spec, extra: Iterable[Path] = ()) -> None:
 
 
 __all__ = ["ALLOW_ENV", "AccessError", "TOKEN_ENV", "allowed_roots", "check_dataset_paths", "check_model_paths",
-           "check_path", "configured_token", "cookie_name", "cookie_value", "gate", "is_loopback",
+           "check_path", "configured_token", "cookie_name", "cookie_value", "gate", "guard_uploads", "is_loopback",
            "served_beyond_localhost"]

@@ -5,6 +5,7 @@ import streamlit as st
 
 from clipsvd.app import access, selection
 from clipsvd.app.caches import job_registry, warm_start
+from clipsvd.app.reruns import keep_clicks
 from clipsvd.app.text import md
 from clipsvd.app.uploads import sweep_at_start
 from clipsvd.app.widgets import try_call
@@ -36,6 +37,7 @@ NO_BIOMEDICAL_NOTE = (
     "silhouettes and Fashion-MNIST. For biomedical work point a data root at your BiomedCoOp folders or "
     "MedMNIST `.npz` files (or upload a zipped ImageFolder) on **Model & data**."
 )
+keep_clicks()  # once per server process, when the first page imports this: no click lost to a page switch
 
 
 def page_header(title: str, caption: str) -> None:

@@ -58,7 +58,7 @@ def pick_run(label: str = "Run", statuses: tuple[RunStatus, ...] = (RunStatus.CO
     try:
         runs = [r for r in store.list() if r.status in statuses]
     except ClipsvdError as exc:
-        st.error(str(exc))
+        st.error(md(exc))  # names a run folder or store path
         return None
     if not runs:
         st.info(f"No {' or '.join(statuses)} runs in {md(store.root)} yet. Train one on the Train page.",

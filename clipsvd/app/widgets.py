@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
+from clipsvd.app.text import md
 from clipsvd.choices import field_choices, field_helps
 from clipsvd.errors import ClipsvdError
 from clipsvd.methods import get_method
@@ -21,7 +22,7 @@ def try_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
     except ClipsvdError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md(exc), icon=":material/error:")  # messages name user paths, datasets and classes
         return None
 
 
