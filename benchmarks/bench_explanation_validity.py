@@ -11,6 +11,7 @@ and ViT-B/16 shapes on fewer images, random weights — a cost measurement only)
 terms of 64 ViT-B/16-shaped images (random-init ViT-B/16). Prints numbers only.
 
     python benchmarks/bench_explanation_validity.py [--n-per-pair 4] [--skip-run] [--skip-cost]
+        [--cost-only] [--skip-spatial] [--rounds 3] [--vit-images 100]
 """
 from __future__ import annotations
 
@@ -120,16 +121,21 @@ def trained_run(store: RunStore):
     return run
 
 
-def _timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
+def _flops(fn) -> int:
+    """FLOPs of fn by torch's FlopCounterMode (CPU attention, missing from its table, counted as attention)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with FlopCounterMode(display=False, custom_mapping={
+            cpu_attention: lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}) as counter:
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return counter.get_total_flops()
 
 
-def cost(model, n: int, size: int, label: str, batch: int = 50) -> None:
+def cost(model, n: int, size: int, label: str, batch: int = 50, rounds: int = 3) -> None:
+    """Plain evaluation vs decomposition + one head-set ablation, timed in alternating rounds (a shared CPU's
+    load drifts: a plain pass timed first and the ablation minutes later measure the load, not the code); the
+    ratio is the median of the per-round ratios. The FLOP ratio on one image is the load-free check."""
     torch.manual_seed(0)
     images = torch.randn(n, 3, size, size)
     batches = [images[i:i + batch] for i in range(0, n, batch)]
@@ -144,13 +150,31 @@ def cost(model, n: int, size: int, label: str, batch: int = 50) -> None:
                       (len(loaded.model.visual.transformer.resblocks) - 2, 1)))
     weights = torch.nn.functional.normalize(torch.randn(10, loaded.model.visual.output_dim), dim=-1)
 
-    def ablation() -> None:
-        terms = collect_terms(loaded, batches, batch_size=batch)
+    def ablation(chosen=batches) -> None:
+        terms = collect_terms(loaded, chosen, batch_size=batch)
         (torch.nn.functional.normalize(terms.ablated(heads), dim=-1) @ weights.t()).argmax(1)
 
-    t_plain, t_ablation = _timed(plain, 2), _timed(ablation, 2)
-    print(f"{label}: {n} images, plain evaluation pass {t_plain:.2f} s, decomposition + one head-set ablation "
-          f"{t_ablation:.2f} s: ratio {t_ablation / t_plain:.2f}× (best of 2; target ≤ 2×)")
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # open_clip's fused attention is invisible to the counter
+    try:
+        with torch.no_grad():
+            plain_flops = _flops(lambda: loaded.encode_image(images[:1]))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    ablation_flops = _flops(lambda: ablation([images[:1]]))
+    times: dict[str, list[float]] = {"plain": [], "ablation": []}
+    for _ in range(rounds):
+        for name, fn in (("plain", plain), ("ablation", ablation)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    ratio = float(np.median([a / p for a, p in zip(times["ablation"], times["plain"])]))
+    print(f"{label}: {n} images (batch {batch}, {torch.get_num_threads()} threads), plain evaluation pass "
+          f"{np.median(times['plain']):.2f} s, decomposition + one head-set ablation "
+          f"{np.median(times['ablation']):.2f} s (medians of {rounds} alternating rounds): ratio {ratio:.2f}× "
+          f"(per round {', '.join(f'{a / p:.2f}' for a, p in zip(times['ablation'], times['plain']))}; "
+          f"target ≤ 2×); FLOPs an image {ablation_flops / 1e9:.3f} G vs {plain_flops / 1e9:.3f} G: "
+          f"{ablation_flops / plain_flops:.3f}×")
 
 
 def spatial_memory() -> None:
@@ -176,15 +200,19 @@ def main() -> None:
     parser.add_argument("--n-per-pair", type=int, default=4, help="objects per shape × colour pair (64 pairs)")
     parser.add_argument("--skip-run", action="store_true", help="no CLIP-SVD run")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--cost-only", action="store_true", help="only the costs: no per-head tables")
+    parser.add_argument("--skip-spatial", action="store_true", help="no spatial-memory cost (minutes on 2 cores)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating plain/ablation rounds per cost ratio")
     parser.add_argument("--vit-images", type=int, default=100, help="ViT-B/16 images for the ablation cost")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if not args.skip_cost:  # first: the memory peak of a fresh process
+    if not args.skip_cost and not args.skip_spatial:  # first: the memory peak of a fresh process
         spatial_memory()
     world = load_model(ModelSpec.default(), "cpu")
     world.model.eval()
-    summary("world CLIP (shipped), clean objects", per_head_table(world, world, "clean", args.n_per_pair))
-    if not args.skip_run:
+    if not args.cost_only:
+        summary("world CLIP (shipped), clean objects", per_head_table(world, world, "clean", args.n_per_pair))
+    if not args.skip_run and not args.cost_only:
         with tempfile.TemporaryDirectory() as folder:
             from clipsvd.analysis.run_pair import load_run_pair
 
@@ -195,10 +223,10 @@ def main() -> None:
                     per_head_table(pair.method, pair.method.loaded, "microscopy", args.n_per_pair))
     if not args.skip_cost:
         print()
-        cost(world, 1000, 64, "world CLIP")
+        cost(world, 1000, 64, "world CLIP", rounds=args.rounds)
         vit = load_model(ModelSpec("ViT-B-16"), "cpu")
         vit.model.eval()
-        cost(vit, args.vit_images, 224, "ViT-B/16 (random init, cost only)", batch=25)
+        cost(vit, args.vit_images, 224, "ViT-B/16 (random init, cost only)", batch=25, rounds=args.rounds)
 
 
 if __name__ == "__main__":

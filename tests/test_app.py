@@ -23,6 +23,7 @@ PAGES = {
     "pages/7_Compare.py": "Compare",
     "pages/8_Runs.py": "Runs",
     "pages/9_Reproduce.py": "Reproduce",
+    "pages/10_Verify.py": "Verify",
 }
 TIMEOUT = 120  # pages import torch; the first run of a page also builds the tiny model
 WORLD_DATASET = "world-shape-microscopy"  # the dashboard's default dataset

@@ -182,12 +182,15 @@ def _pool(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _attention(
     block: nn.Module, x: torch.Tensor, pooled: Callable[[torch.Tensor], torch.Tensor], spatial: bool = False,
+    class_query_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(attention output for every token (N, T, W) before ls_1, per-head output at the pooled token (N, H, W)).
 
     Head h at the pooled query: Σ_t softmax(q·k_t/√d_h) (x_t W_V^h + b_V^h) W_O^h, i.e. the head's
     slice of the attention context times its columns of W_O; the out_proj bias is left out. With
     `spatial` (class-token query only) the sum over source tokens t is kept apart: (N, T, H, W).
+    class_query_only: only the class token queries (the last block of a class-token-pooled tower, whose other
+    outputs nothing reads): the output is (N, 1, W), and the out-projection runs on one token instead of T.
     """
     attn = block.attn
     if hasattr(attn, "qkv"):  # timm
@@ -199,10 +202,18 @@ def _attention(
     n, t, width = x.shape
     heads = attn.num_heads
     w_out = current_weight(out, "weight")
-    qkv = F.linear(x, w_in, b_in)
-    q, k, v = (part.reshape(n, t, heads, width // heads).transpose(1, 2) for part in qkv.split(width, dim=-1))
-    context = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, d_h); no mask, no dropout
-    out = F.linear(context.transpose(1, 2).reshape(n, t, width), w_out, out.bias)
+
+    def split_heads(part: torch.Tensor) -> torch.Tensor:  # (N, T, W) -> (N, H, T, d_h)
+        return part.reshape(n, part.shape[1], heads, width // heads).transpose(1, 2)
+
+    if class_query_only:  # keys and values of every token, the query of the class token alone
+        b_q, b_kv = (None, None) if b_in is None else (b_in[:width], b_in[width:])
+        q = split_heads(F.linear(x[:, :1], w_in[:width], b_q))
+        k, v = map(split_heads, F.linear(x, w_in[width:], b_kv).split(width, dim=-1))
+    else:
+        q, k, v = map(split_heads, F.linear(x, w_in, b_in).split(width, dim=-1))
+    context = F.scaled_dot_product_attention(q, k, v)  # (N, H, T or 1, d_h); no mask, no dropout
+    out = F.linear(context.transpose(1, 2).reshape(n, q.shape[2], width), w_out, out.bias)
     w_heads = w_out.reshape(width, heads, width // heads)
     if spatial:  # clip_text_span's prs_hook spatial mode: a_{h,t} · v_t^h · W_O^h at the class-token query
         scores = (q[:, :, :1] @ k.transpose(-1, -2)) * (width // heads) ** -0.5  # (N, H, 1, T)
@@ -239,15 +250,17 @@ class _TowerParts:
     proj: torch.Tensor  # (width, embed)
     proj_bias: torch.Tensor | None
     ls: tuple[str, str]  # names of the LayerScale modules after attention and MLP
+    class_pooled: bool  # the embedding reads the class token alone
 
 
 def _tower_parts(visual: nn.Module) -> _TowerParts:
     if hasattr(visual, "trunk"):
         trunk, linear = visual.trunk, visual.head.proj
         return _TowerParts(lambda images: _timm_embeds(trunk, images), list(trunk.blocks), lambda x: x[:, 0],
-                           trunk.norm, current_weight(linear, "weight").t(), linear.bias, ("ls1", "ls2"))
+                           trunk.norm, current_weight(linear, "weight").t(), linear.bias, ("ls1", "ls2"), True)
     return _TowerParts(lambda images: _embeds(visual, images), list(visual.transformer.resblocks),
-                       lambda x: _pool(visual, x), visual.ln_post, visual.proj, None, ("ls_1", "ls_2"))
+                       lambda x: _pool(visual, x), visual.ln_post, visual.proj, None, ("ls_1", "ls_2"),
+                       visual.pool_type == "tok")
 
 
 def head_shares(heads_per_layer: Sequence[int], layers: Sequence[int], split: LnPostSplit) -> tuple[float, ...]:
@@ -343,7 +356,12 @@ def _direct_contributions(visual: nn.Module, images: torch.Tensor, layers: Seque
     head_terms, mlp_raw = [], []
     for index, block in enumerate(blocks):
         heads = block.attn.num_heads
-        attn_out, per_head = _attention(block, x, pooled, spatial and index in chosen)
+        # The last block of a class-token-pooled tower: only the class token's output is read, so its
+        # out-projection and MLP run on that token alone (a plain forward pass runs them on every token).
+        last = parts.class_pooled and index == len(blocks) - 1
+        attn_out, per_head = _attention(block, x, pooled, spatial and index in chosen, class_query_only=last)
+        if last:
+            x = x[:, :1]
         ls_1, ls_2 = getattr(block, parts.ls[0]), getattr(block, parts.ls[1])
         attn_out = ls_1(attn_out)
         if index in chosen:
