@@ -294,8 +294,9 @@ def check_evaluation_data(run: Any) -> None:
 
 
 def check_method(method: Any) -> None:
-    """ProLIP trains the projection after the decomposed terms: its features are not their sum; refuse by name."""
-    if getattr(method, "frozen_backbone", lambda: None)() is not None and type(method).__name__ != "LinearProbe":
+    """A method whose features come from a trained part after the decomposed terms (ProLIP's projection:
+    `Method.features_are_tower_terms` False) is not measured by ablating the tower's heads; refuse by name."""
+    if not method.features_are_tower_terms:
         raise ConfigError(f"ablation: {getattr(method, 'display_name', type(method).__name__)} changes the image "
                           "features after the image tower's projection; head ablation measures the tower itself")
 

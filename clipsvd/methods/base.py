@@ -136,6 +136,10 @@ class Method(ABC):
     # Whether the method learns prompt context vectors in the token-embedding space (CoOp), which
     # `learned_context()` returns and `analysis.prompts.nearest_words` reads as words.
     learns_context: ClassVar[bool] = False
+    # Whether the run's image features are the image tower's own output, so the tower's per-head terms (TextSpan's
+    # decomposition) sum to them and mean-ablating heads measures this method; False where a trained part after the
+    # decomposed terms produces the features (ProLIP's projection, trained on cached tower features).
+    features_are_tower_terms: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | dict[str, Any] | None = None):
         self.config = self.make_config(config)

@@ -64,6 +64,7 @@ class ProLIP(Method):
     display_name = "ProLIP"
     summary = "Only the last visual projection, with a Frobenius penalty to the pretrained matrix."
     Config = ProLIPConfig
+    features_are_tower_terms = False  # the trained projection maps the frozen tower's features
 
     def setup(self, loaded, class_prompts) -> None:
         self.proj, self._frozen_features, self._project = last_visual_projection(loaded.model.visual)
