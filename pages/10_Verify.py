@@ -101,6 +101,9 @@ def show_result(ablation, result, run_id: str) -> None:
 ui.page_header("Verify", "Are the explanations true? Mean-ablate heads before and after fine-tuning, and see where "
                "on the image they write their texts.")
 CONTEXT = ui.analysis_context()
+if CONTEXT is not None:  # CoOp, a linear probe, zero-shot: the tower's heads are the pretrained ones
+    ui.unchanged_note(CONTEXT, True, "image tower's attention heads (the ablation then differs only through the "
+                      "class weights)")
 SHAPE = None
 if CONTEXT is not None and ui.try_call(check_evaluation_data, CONTEXT.run) is None \
         and ui.try_call(lambda: check_method(CONTEXT.method) or True):

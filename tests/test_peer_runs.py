@@ -51,8 +51,8 @@ def test_a_peer_run_opens_on_every_page(name, peer_store):
                 assert NO_WEIGHT not in infos
             else:
                 assert NO_WEIGHT in infos and not at.get("plotly_chart")
-        if page in ("pages/4_Heads.py", "pages/5_Explain.py") and not method.changes_weights:
-            assert NO_WEIGHT in infos
+        if page in ("pages/4_Heads.py", "pages/5_Explain.py", "pages/10_Verify.py"):
+            assert (NO_WEIGHT in infos) == (not method.changes_weights)
         if page == "pages/8_Runs.py":
             assert ("Learned prompt" in [t.label for t in at.tabs]) == method.learns_context
             if method.learns_context:
