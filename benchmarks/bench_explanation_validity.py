@@ -121,7 +121,7 @@ def trained_run(store: RunStore):
     return run
 
 
-def _flops(fn) -> int:
+def count_flops(fn) -> int:
     """FLOPs of fn by torch's FlopCounterMode (CPU attention, missing from its table, counted as attention)."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -158,10 +158,10 @@ def cost(model, n: int, size: int, label: str, batch: int = 50, rounds: int = 3)
     torch.backends.mha.set_fastpath_enabled(False)  # open_clip's fused attention is invisible to the counter
     try:
         with torch.no_grad():
-            plain_flops = _flops(lambda: loaded.encode_image(images[:1]))
+            plain_flops = count_flops(lambda: loaded.encode_image(images[:1]))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    ablation_flops = _flops(lambda: ablation([images[:1]]))
+    ablation_flops = count_flops(lambda: ablation([images[:1]]))
     times: dict[str, list[float]] = {"plain": [], "ablation": []}
     for _ in range(rounds):
         for name, fn in (("plain", plain), ("ablation", ablation)):

@@ -18,6 +18,7 @@ from clipsvd.analysis.decomposition import direct_contributions
 from clipsvd.analysis.spatial import mask_share_per_patch, patch_maps, score_maps
 from clipsvd.analysis.textspan import TextSpanCache, encode_texts, explain_heads
 from clipsvd.errors import ConfigError, DataError
+from benchmarks.bench_explanation_validity import count_flops
 
 
 def test_parse_heads_names_the_valid_range():
@@ -155,17 +156,6 @@ def test_spatial_terms_sum_to_the_per_head_terms(tiny, images):
     assert (spatial.heads.sum((1, 2, 3)) + spatial.rest - spatial.embedding).abs().max() <= 1e-5
 
 
-def _flops(fn) -> int:
-    """Multiply-adds of fn counted by torch's FlopCounterMode, with CPU attention (not in its table) counted."""
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-
-    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    with FlopCounterMode(display=False, custom_mapping={
-            cpu_attention: lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def test_ablation_terms_cost_fewer_flops_than_a_plain_evaluation_pass():
     """Issue 21's cost bound (ablation ≤ 2× an evaluation pass) in a form a shared CPU cannot blur: the
     decomposition of every head and MLP of ViT-B/16 recomputes the forward pass, but its last block runs on the
@@ -179,10 +169,10 @@ def test_ablation_terms_cost_fewer_flops_than_a_plain_evaluation_pass():
     torch.backends.mha.set_fastpath_enabled(False)  # its fused attention op is invisible to the flop counter
     try:
         with torch.no_grad():
-            plain = _flops(lambda: loaded.encode_image(images))
+            plain = count_flops(lambda: loaded.encode_image(images))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    terms = _flops(lambda: collect_terms(loaded, [images]))
+    terms = count_flops(lambda: collect_terms(loaded, [images]))
     assert plain > 30e9  # ViT-B/16 at 224 px: ~35 GFLOP an image (the counter saw the attention, too)
     assert terms < plain, (terms, plain)
 

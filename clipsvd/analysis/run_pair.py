@@ -72,11 +72,19 @@ class RunPair:
     @property
     def before_name(self) -> str:
         """What "before" is, in words: the pretrained model or the reference run."""
-        return "pretrained" if self.reference is None else f"run {self.reference.run_id}"
+        return side_names(self.run, self.reference)[0]
 
     @property
     def after_name(self) -> str:
-        return "fine-tuned" if self.reference is None else f"run {self.run.run_id}"
+        return side_names(self.run, self.reference)[1]
+
+
+def side_names(run: Run, reference: Run | None) -> tuple[str, str]:
+    """The two sides of an analysis in words, as pages and the report name them: (pretrained, fine-tuned) against the
+    base, (run B, run A) against a reference run."""
+    if reference is None:
+        return "pretrained", "fine-tuned"
+    return f"run {reference.run_id}", f"run {run.run_id}"
 
 
 def run_model_spec(run: Run) -> ModelSpec:

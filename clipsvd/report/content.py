@@ -33,6 +33,7 @@ from clipsvd.analysis.run_pair import (
     run_sv_shifts,
     run_textspan,
     run_umap,
+    side_names,
 )
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanResult
 from clipsvd.analysis.textspan_cache import TextSpanCache
@@ -120,11 +121,11 @@ class RunAnalysis:
     @property
     def before_name(self) -> str:
         """What "before" is in this analysis: the pretrained model, or the reference run."""
-        return "pretrained" if self.reference is None else f"run {self.reference.run_id}"
+        return side_names(self.run, self.reference)[0]
 
     @property
     def after_name(self) -> str:
-        return "fine-tuned" if self.reference is None else f"run {self.run.run_id}"
+        return side_names(self.run, self.reference)[1]
 
     @property
     def name(self) -> str:
