@@ -4,8 +4,8 @@ Every run takes the defaults a user gets: no hyperparameter is given here, the w
 (clipsvd/methods/presets/*.json, family "world", from README's small search) supply them, and each run's
 config.json is checked to say so. The whole test split is scored (no test cap).
 
-- 16-shot shape classification on `world-shape-microscopy`: zero-shot vs CLIP-SVD, ProLIP, CLIPFit and a linear
-  probe; goal: CLIP-SVD beats zero-shot by >= 15 points (mean over seeds 1, 2, 3);
+- 16-shot shape classification on `world-shape-microscopy`: zero-shot vs CLIP-SVD, ProLIP, CLIPFit, a linear
+  probe, CLIP-LoRA, CoOp and PEFT's LoRA / DoRA / PiSSA (these three have no world preset: their defaults); goal: CLIP-SVD beats zero-shot by >= 15 points (mean over seeds 1, 2, 3);
 - base -> novel on `world-object-microscopy` (novel = colour x shape pairs never trained on): CLIP-SVD's HM vs
   zero-shot's (reported).
 
@@ -25,7 +25,8 @@ from clipsvd.data import DatasetSpec
 from clipsvd.runs import RunStore
 from clipsvd.training.sweep import SweepSpec, run_sweep
 
-FEW_SHOT_METHODS = ("zero-shot", "clip-svd", "prolip", "clipfit", "linear-probe")
+FEW_SHOT_METHODS = ("zero-shot", "clip-svd", "prolip", "clipfit", "linear-probe", "clip-lora", "coop", "lora", "dora",
+                    "pissa")
 BASE_TO_NOVEL_METHODS = ("zero-shot", "clip-svd")
 GOAL_POINTS = 15.0
 SEEDS = [1, 2, 3]
@@ -63,7 +64,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="runs at once (the machine may be shared)")
     parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--method", action="append", choices=FEW_SHOT_METHODS,
-                        help="repeat; default all five (clip-svd and zero-shot are always run: the goal needs them)")
+                        help="repeat; default all ten (clip-svd and zero-shot are always run: the goal needs them)")
     parser.add_argument("--no-base2novel", action="store_true", help="skip the base -> novel part")
     args = parser.parse_args()
     store = RunStore(args.runs_dir or tempfile.mkdtemp(prefix="bench-world-"))
