@@ -9,7 +9,8 @@ from clipsvd.app.text import md
 from clipsvd.methods import available_methods, get_method
 from clipsvd.plots.training import history_figure
 from clipsvd.formatting import test_images_text
-from clipsvd.runs import Run, RunStatus, run_per_class_table
+from clipsvd.report.latex import transfer_latex
+from clipsvd.runs import Run, RunStatus, run_per_class_table, run_transfer_table
 from clipsvd.runs.aggregate import evaluated_images, history_table
 
 STATUSES = (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.DIVERGED, RunStatus.FAILED)
@@ -54,6 +55,21 @@ def learned_prompt(run: Run) -> None:
     ui.table_download(words, ui.file_stem(run.run_id, "context-nearest-words", f"k{k}"), key="prompt-words")
 
 
+def transfer(run: Run, table: pd.DataFrame) -> None:
+    """A cross-dataset / domain-generalization run: the source it trained on, each target scored unchanged, and
+    the target average, as the papers' transfer tables print them."""
+    st.caption(f"{md(run.config.get('protocol'))}: trained on {md(table['dataset'].iloc[0])} (the accuracy above) and "
+               "scored unchanged on each target; the target average is the unweighted mean over the targets, — "
+               "where a target has no score (a method that cannot score new classes).")
+    st.dataframe(table, hide_index=True, width="stretch", column_config=ui.number_columns(table))
+    row = st.container(horizontal=True, gap="small")
+    with row:
+        ui.table_download(table, ui.file_stem(run.run_id, "targets"), key="targets")
+        st.download_button("LaTeX (booktabs)", transfer_latex(run),
+                           file_name=f"{ui.file_stem(run.run_id, 'targets')}.tex",
+                           mime="text/x-tex", key="dl-targets-tex", on_click="ignore", icon=":material/download:")
+
+
 def details(run: Run) -> None:
     ui.run_model_notice(run)
     if run.message:
@@ -76,7 +92,13 @@ def details(run: Run) -> None:
 
     name = run.config.get("method")
     prompt = name in available_methods() and get_method(name).learns_context and run.status in PROMPT_STATUSES
-    tabs = st.tabs(["Training curve", "Per-class accuracy", "Config"] + (["Learned prompt"] if prompt else []))
+    targets = run_transfer_table(run)
+    tabs = st.tabs((["Source and targets"] if len(targets) else []) + ["Training curve", "Per-class accuracy", "Config"]
+                   + (["Learned prompt"] if prompt else []))
+    if len(targets):
+        with tabs[0]:
+            transfer(run, targets)
+        tabs = tabs[1:]
     curves, per_class, config = tabs[:3]
     if prompt:
         with tabs[3]:

@@ -226,3 +226,123 @@ def test_reproduce_page_lists_the_stores_transfer_runs(transfer_store, tmp_path)
     assert table.loc["zero-shot", "runs"] == 2 and table.loc["zero-shot", "seeds"] == "1, 2"
     empty = app_at("pages/9_Reproduce.py", tmp_path)
     assert any("No completed cross-dataset or domain-generalization run" in c.value for c in empty.caption)
+
+
+# ---------------------------------------------------------------------------- one transfer run: Runs page, CLI, report
+
+def _transfer_run(store):
+    return next(r for r in store.list() if r.config["method"] == "clip-svd")
+
+
+def _expected_rows(run) -> list[tuple]:
+    """(dataset, role, accuracy) straight from the run's metrics.json, the order the run was scored in."""
+    m = run.metrics
+    return ([(IMAGENET, "source", m["accuracy"])] + [(t, "target", m[f"accuracy_{t}"]) for t in m["targets"]]
+            + [("target average", "average", m["target_average"])])
+
+
+def _assert_rows(table: pd.DataFrame, run) -> None:
+    expected = _expected_rows(run)
+    assert list(zip(table["dataset"], table["role"])) == [(d, r) for d, r, _ in expected]
+    assert list(table["accuracy"]) == pytest.approx([a for _, _, a in expected])
+
+
+def test_run_transfer_table_has_source_targets_and_average_and_nothing_for_few_shot():
+    from clipsvd.runs import run_transfer_table
+
+    run = _run("linear-probe", 1, 70.0, {"EuroSAT": None, "DescribableTextures": 52.5})
+    table = run_transfer_table(run)
+    assert list(table["dataset"]) == [IMAGENET, "EuroSAT", "DescribableTextures", "target average"]
+    assert list(table["role"]) == ["source", "target", "target", "average"]
+    assert table["accuracy"].iloc[0] == 70.0 and table["accuracy"].iloc[2] == 52.5
+    assert pd.isna(table["accuracy"].iloc[1]) and pd.isna(table["accuracy"].iloc[3])  # no score: no average
+    assert list(table["test_images"])[1:3] == ["10 of 40", "10 of 40"]
+    assert run_transfer_table(_run("clip-svd", 1, 70.0, {}, protocol="few-shot")).empty
+
+
+def test_runs_page_shows_a_transfer_runs_source_targets_and_average(transfer_store, tmp_path):
+    run = _transfer_run(transfer_store)
+    at = app_at("pages/8_Runs.py", transfer_store.root, run_id=run.run_id)
+    assert_clean(at)
+    assert at.selectbox(key="_w_runs_page").value == run.run_id
+    assert at.tabs[0].label == "Source and targets"
+    shown = next(d.value for d in at.dataframe if "role" in d.value.columns)
+    _assert_rows(shown, run)
+    assert shown["test_images"].iloc[1] == f"{run.metrics['n_test_ImageNetV2']} of " \
+                                           f"{run.metrics['n_test_split_ImageNetV2']}"
+    assert "domain-generalization: trained on ImageNet" in " ".join(c.value for c in at.caption)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "CSV" in labels and "LaTeX (booktabs)" in labels
+    # a few-shot run has no such tab
+    few = RunStore(tmp_path)
+    few.save(_run("clip-svd", 1, 70.0, {}, protocol="few-shot", run_id="few-shot-run"), {})
+    at = app_at("pages/8_Runs.py", few.root, run_id="few-shot-run")
+    assert_clean(at)
+    assert "Source and targets" not in [t.label for t in at.tabs]
+    assert not any("role" in d.value.columns for d in at.dataframe)
+
+
+def test_runs_show_prints_the_transfer_table_beside_the_json(transfer_store, capsys):
+    import json
+
+    from clipsvd.cli import main
+
+    run = _transfer_run(transfer_store)
+    assert main(["--runs-dir", str(transfer_store.root), "runs", "show", run.run_id]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["metrics"]["targets"] == run.metrics["targets"]  # stdout stays JSON
+    lines = printed.err.splitlines()
+    assert lines[0] == "domain-generalization: trained on ImageNet, scored unchanged on each target"
+    assert lines[1].split() == ["dataset", "role", "accuracy", "(%)", "test", "images"]
+    for line, (dataset, role, accuracy) in zip(lines[2:], _expected_rows(run), strict=True):
+        head = dataset.split() + [role, f"{accuracy:.2f}"]
+        assert line.split()[:len(head)] == head, line
+    assert lines[-3].split()[-3:] == [str(run.metrics["n_test_ImageNetA"]), "of",
+                                      str(run.metrics["n_test_split_ImageNetA"])]
+    few = _run("zero-shot", 1, 70.0, {}, protocol="few-shot", run_id="few")
+    transfer_store.save(few, {})
+    try:
+        assert main(["--runs-dir", str(transfer_store.root), "runs", "show", "few"]) == 0
+        assert capsys.readouterr().err == ""
+    finally:
+        transfer_store.delete("few")
+
+
+def test_transfer_latex_escapes_and_refuses_a_run_without_targets():
+    from clipsvd.errors import ConfigError
+    from clipsvd.report import transfer_latex
+
+    run = _run("clip-svd", 1, 70.0, {"Food_101": 40.0, "EuroSAT": None})
+    tex = transfer_latex(run)
+    assert r"\begin{tabular}{llrr}" in tex and r"dataset & role & accuracy (\%) & test images \\" in tex
+    assert r"ImageNet & source & 70.00 & " in tex
+    assert r"Food\_101 & target & 40.00 & 10 of 40 \\" in tex
+    assert r"EuroSAT & target & -- & 10 of 40 \\" in tex and r"target average & average & -- & --- \\" in tex
+    with pytest.raises(ConfigError, match="few-shot.*has no targets"):
+        transfer_latex(_run("clip-svd", 1, 70.0, {}, protocol="few-shot"))
+
+
+def test_report_writes_the_targets_table_as_csv_and_latex(transfer_store, tmp_path, capsys, monkeypatch):
+    from clipsvd.cli import main
+
+    def layout(pair, dataset, seed=0):  # UMAP's first fit compiles for ~10 s (tested in test_analysis)
+        n = len(dataset.test)
+        return pd.DataFrame({"x": [float(i) for i in range(2 * n)], "y": [0.0] * (2 * n),
+                             "label": [dataset.classnames[i] for i in dataset.test.labels] * 2,
+                             "which": ["before"] * n + ["after"] * n, "index": list(range(n)) * 2})
+
+    monkeypatch.setattr("clipsvd.report.content.run_umap", layout)
+    run = _transfer_run(transfer_store)
+    out = tmp_path / "report.html"
+    code = main(["--runs-dir", str(transfer_store.root), "report", run.run_id, "--out", str(out),
+                 "--images-per-class", "1", "--texts-per-head", "4", "--top-heads", "1", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    csv = pd.read_csv(tmp_path / "report-targets.csv")
+    _assert_rows(csv, run)
+    tex = (tmp_path / "report-targets.tex").read_text(encoding="utf-8")
+    assert f"ImageNetA & target & {run.metrics['accuracy_ImageNetA']:.2f} &" in tex
+    assert f"target average & average & {run.metrics['target_average']:.2f} &" in tex
+    html = out.read_text(encoding="utf-8")
+    assert "<h3>Targets (domain-generalization)</h3>" in html and "LaTeX (booktabs)" in html
+    assert "ImageNetSketch &amp; target" in html  # the same LaTeX, escaped into the page the PDF prints

@@ -45,7 +45,7 @@ def add_report(commands) -> None:
                         "CLIPFit on the same data); of the same base, also the first run measured against it directly "
                         "(σ shifts, head ranking and explanation shift of the two fine-tunes' difference)")
     report.add_argument("--out", default=None, help="HTML file (default report-RUN_ID[-vs-RUN_ID2].html); the "
-                        "explanation tables go beside it as CSV and LaTeX")
+                        "explanation tables (and a transfer run's targets table) go beside it as CSV and LaTeX")
     report.add_argument("--pdf", action="store_true", help="also print it to PDF beside the HTML (needs chromium)")
     report.add_argument("--measure", default="ov_change",
                         help="rank heads by ov_change, value_change, qk_change or out_change (default ov_change)")
@@ -176,15 +176,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """One self-contained HTML report of a run (two side by side with --compare), a PDF beside it on request,
-    and each run's explanation-shift table as CSV and LaTeX."""
+    and each run's explanation-shift table (and a transfer run's source/targets/average table) as CSV and LaTeX."""
     from pathlib import Path
 
     from clipsvd.analysis.decomposition import DEFAULT_LN_POST_SPLIT, resolve_ln_post_split
     from clipsvd.analysis.heads import RANKING_MEASURES
     from clipsvd.analysis.run_pair import analysis_images, check_same_base, load_run_pair
     from clipsvd.analysis.textspan import DEFAULT_RANK, check_rank
-    from clipsvd.report import analyse_run, explanation_latex, html_to_pdf, report_html
-    from clipsvd.runs import RunStore
+    from clipsvd.report import analyse_run, explanation_latex, html_to_pdf, report_html, transfer_latex
+    from clipsvd.runs import RunStore, run_transfer_table
 
     if args.measure not in RANKING_MEASURES:
         raise ConfigError(f"--measure: expected one of {', '.join(RANKING_MEASURES)}, got '{args.measure}'")
@@ -208,6 +208,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             stem = out.parent / (f"{out.stem}-explanations" if len(runs) == 1 else f"{out.stem}-{run.run_id}")
             analysis.explanations.to_csv(f"{stem}.csv", index=False)
             Path(f"{stem}.tex").write_text(explanation_latex(analysis.explanations, args.measure), encoding="utf-8")
+            print(f"  wrote {stem}.csv and {stem}.tex", flush=True)
+        transfer = run_transfer_table(run)
+        if not transfer.empty:  # cross-dataset / domain generalization: the paper's transfer table too
+            stem = out.parent / (f"{out.stem}-targets" if len(runs) == 1 else f"{out.stem}-{run.run_id}-targets")
+            transfer.to_csv(f"{stem}.csv", index=False)
+            Path(f"{stem}.tex").write_text(transfer_latex(run), encoding="utf-8")
             print(f"  wrote {stem}.csv and {stem}.tex", flush=True)
         analyses.append(analysis)
     difference, difference_note = None, None

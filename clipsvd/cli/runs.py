@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from clipsvd.choices import RUN_ACTIONS
 from clipsvd.errors import ConfigError
 
 
 def add_runs(commands) -> None:
-    runs = commands.add_parser("runs", help="list, show, delete or export stored runs")
+    runs = commands.add_parser("runs", help="list, show, delete or export stored runs; show prints the run as JSON, "
+                               "and a transfer run's source, targets and target average as a table on stderr")
     runs.add_argument("action", choices=RUN_ACTIONS)
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--out", help="zip path for export")
@@ -33,6 +35,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         run = store.load(_require_id(args))
         print(json.dumps({"run_id": run.run_id, "status": run.status, "message": run.message, "config": run.config,
                           "metrics": run.metrics}, indent=2))
+        transfer = transfer_text(run)
+        if transfer:  # for a person reading; stdout stays one JSON document for scripts
+            print(transfer, file=sys.stderr)
     elif args.action == "delete":
         store.delete(_require_id(args))
         print(f"deleted {args.run_id}")
@@ -42,6 +47,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
             fh.write(store.bundle(_require_id(args)))
         print(f"wrote {out}")
     return 0
+
+
+def transfer_text(run) -> str:
+    """A cross-dataset / domain-generalization run's source, targets and target average as a text table with a
+    heading naming the protocol; "" for any other run."""
+    from clipsvd.formatting import number_text
+    from clipsvd.runs import run_transfer_table
+
+    table = run_transfer_table(run)
+    if table.empty:
+        return ""
+    shown = table.assign(accuracy=[number_text(a, 2) for a in table["accuracy"]]).rename(
+        columns={"accuracy": "accuracy (%)", "test_images": "test images"})
+    return (f"{run.config.get('protocol')}: trained on {table['dataset'].iloc[0]}, scored unchanged on each target\n"
+            + shown.to_string(index=False))
 
 
 def _require_id(args: argparse.Namespace) -> str:

@@ -32,7 +32,7 @@ from clipsvd.plots.style import FONT, head_label
 from clipsvd.plots.weights import ROTATION_TITLES
 from clipsvd.plots.training import history_figure
 from clipsvd.report.content import RunAnalysis
-from clipsvd.report.latex import explanation_latex
+from clipsvd.report.latex import explanation_latex, transfer_latex
 from clipsvd.runs.aggregate import evaluated_images, run_target_table
 
 FIGURE_CLASS = "report-figure"  # every figure's container: tests count them
@@ -177,7 +177,8 @@ def _targets(a: RunAnalysis) -> str:
     return (f"<h3>Targets ({_e(a.run.config.get('protocol'))})</h3>"
             + _table(targets, {"target": "target", "accuracy": "accuracy (%)", "test_images": TEST_IMAGES_LABEL}, 2)
             + f'<p class="note">Trained on {_e(source)} (the accuracy above), scored unchanged on each target; '
-            + f"target average {_number(average, 2) if average is not None else '— (a target has no score)'} %.</p>")
+            + f"target average {_number(average, 2) if average is not None else '— (a target has no score)'} %.</p>"
+            + f"<details><summary>LaTeX (booktabs)</summary><pre>{_e(transfer_latex(a.run))}</pre></details>")
 
 
 ROTATION_ROWS = 10  # the most-turned matrices listed under the rotation figure

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 
@@ -11,6 +11,10 @@ from clipsvd.analysis.explanation_shift import SUMMARY_TEXTS
 from clipsvd.errors import ConfigError
 from clipsvd.formatting import number_text
 from clipsvd.plots.style import head_label
+from clipsvd.runs.aggregate import run_transfer_table
+
+if TYPE_CHECKING:
+    from clipsvd.runs import Run
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
@@ -88,3 +92,17 @@ def explanation_latex(table: pd.DataFrame, measure: str = "ov_change", caption: 
                           "principal angles between the before and after text spans; expl. = share of the head's "
                           "variance those texts explain.")
     return latex_table(frame, columns, align, caption, label)
+
+
+def transfer_latex(run: Run, label: str = "tab:transfer") -> str:
+    """A cross-dataset / domain-generalization run's source, targets and target average (`run_transfer_table`) as
+    the papers' transfer table; ConfigError for a run with no targets (there is no such table to write)."""
+    table = run_transfer_table(run)
+    if table.empty:
+        raise ConfigError(f"run {run.run_id}: protocol {run.config.get('protocol')!r} has no targets; the transfer "
+                          "table is for cross-dataset and domain-generalization runs")
+    caption = (f"{run.config.get('protocol')}: {run.config.get('method')} trained on {table['dataset'].iloc[0]} "
+               "and scored unchanged on each target; accuracy in %, the target average is the unweighted mean over "
+               "the targets (-- where a target has no score).")
+    return latex_table(table, {"dataset": "dataset", "role": "role", "accuracy": "accuracy (%)",
+                               "test_images": "test images"}, ["l", "l", "r", "r"], caption, label, digits=2)

@@ -9,6 +9,7 @@ from clipsvd.runs.aggregate import (
     per_class_accuracy,
     run_per_class_table,
     run_target_table,
+    run_transfer_table,
     shots_table,
 )
 from clipsvd.runs.status import CellStatus, RunStatus
@@ -24,7 +25,7 @@ from clipsvd.runs.store import (
 
 __all__ = [
     "aggregate", "clear_best", "common_seeds", "compare_methods", "mean_std_text", "per_class_accuracy",
-    "run_per_class_table", "run_target_table",
+    "run_per_class_table", "run_target_table", "run_transfer_table",
     "shots_table", "ADAPTER_FILE", "RUNS_ENV", "SUMMARY_COLUMNS", "CellStatus", "Run",
     "RunStatus", "RunStore", "check_run_id", "default_runs_root",
 ]

@@ -157,6 +157,26 @@ def run_target_table(run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "accuracy", "test_images"])
 
 
+TRANSFER_COLUMNS = ("dataset", "role", "accuracy", "test_images")
+
+
+def run_transfer_table(run) -> pd.DataFrame:
+    """A transfer run's whole result in one table, as the papers print it: the source it was trained on, each
+    target it was scored on unchanged (`run_target_table`), and the target average (None when a target has no
+    score). The one table the Runs page, `runs show` and the report's CSV/LaTeX share; empty for any other run."""
+    targets = run_target_table(run)
+    if targets.empty:
+        return pd.DataFrame(columns=list(TRANSFER_COLUMNS))
+    m = run.metrics
+    source = {"dataset": (run.config.get("dataset") or {}).get("name") or "?", "role": "source",
+              "accuracy": m.get("accuracy"), "test_images": test_images_text(*evaluated_images(m, run.config))}
+    average = {"dataset": "target average", "role": "average", "accuracy": m.get("target_average"),
+               "test_images": "—"}
+    rows = [source, *targets.rename(columns={"target": "dataset"}).assign(role="target").to_dict("records"), average]
+    table = pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+    return table.assign(accuracy=table["accuracy"].astype(float))  # no score: NaN, shown as "—"
+
+
 def mean_std_text(row: pd.Series, metric: str, unit: str = "") -> str:
     """"mean ± std" of an aggregated metric (`<metric>_mean`, `<metric>_std`); the mean alone for one run (a
     single seed has no spread to show)."""
