@@ -39,8 +39,24 @@ from clipsvd.runs import Run
 from clipsvd.training.experiment import ExperimentConfig, prepare_data, restore_run
 
 
+class TwoSides:
+    """The two sides of an analysis in words, as pages and the report name them: the pretrained model and the
+    fine-tuned one, or run B (the reference) and run A. Mixed into what holds `run` and `reference`."""
+
+    run: Run
+    reference: Run | None
+
+    @property
+    def before_name(self) -> str:
+        return "pretrained" if self.reference is None else f"run {self.reference.run_id}"
+
+    @property
+    def after_name(self) -> str:
+        return "fine-tuned" if self.reference is None else f"run {self.run.run_id}"
+
+
 @dataclass
-class RunPair:
+class RunPair(TwoSides):
     """A stored run's trained method ("after") and what it is compared with ("before"): the pretrained model it
     started from, or — with `reference` — the trained method of another run of the same base."""
 
@@ -69,22 +85,6 @@ class RunPair:
         run's does (CoOp against CLIP-SVD: CLIP-SVD's weight changes, seen from the other side)."""
         return self.method.changes_weights or (self.reference is not None and self.before.changes_weights)
 
-    @property
-    def before_name(self) -> str:
-        """What "before" is, in words: the pretrained model or the reference run."""
-        return side_names(self.run, self.reference)[0]
-
-    @property
-    def after_name(self) -> str:
-        return side_names(self.run, self.reference)[1]
-
-
-def side_names(run: Run, reference: Run | None) -> tuple[str, str]:
-    """The two sides of an analysis in words, as pages and the report name them: (pretrained, fine-tuned) against the
-    base, (run B, run A) against a reference run."""
-    if reference is None:
-        return "pretrained", "fine-tuned"
-    return f"run {reference.run_id}", f"run {run.run_id}"
 
 
 def run_model_spec(run: Run) -> ModelSpec:

@@ -27,13 +27,13 @@ from clipsvd.analysis.heads import HeadChange, head_change, head_changes
 from clipsvd.analysis.prompts import nearest_words
 from clipsvd.analysis.run_pair import (
     RunPair,
+    TwoSides,
     images_for_text,
     run_model_spec,
     run_sv_rotation,
     run_sv_shifts,
     run_textspan,
     run_umap,
-    side_names,
 )
 from clipsvd.analysis.textspan import DEFAULT_RANK, DEFAULT_TEXTS_PER_HEAD, TextSpanResult
 from clipsvd.analysis.textspan_cache import TextSpanCache
@@ -56,7 +56,7 @@ class EnteredImages:
 
 
 @dataclass
-class RunAnalysis:
+class RunAnalysis(TwoSides):
     """One run's part of a report; the fields a failed analysis would fill stay None (see `failures`)."""
 
     run: Run
@@ -117,15 +117,6 @@ class RunAnalysis:
         if self.reference is None:
             return own
         return f"{own} vs {self.reference.config.get('method')} · seed {self.reference.config.get('seed')}"
-
-    @property
-    def before_name(self) -> str:
-        """What "before" is in this analysis: the pretrained model, or the reference run."""
-        return side_names(self.run, self.reference)[0]
-
-    @property
-    def after_name(self) -> str:
-        return side_names(self.run, self.reference)[1]
 
     @property
     def name(self) -> str:
