@@ -200,3 +200,23 @@ def test_model_page_imports_a_fine_tune_through_its_form(store_with_copies, tmp_
     at.button(key="import_model").click().run()
     assert not at.exception and len(RunStore(root).list()) == 1
     assert any("is identical to its base" in e.value for e in at.error)
+
+
+def test_the_run_picker_names_an_imported_run_by_its_label_and_evaluation(store_with_copies, tmp_path):
+    """An imported run has no training data: the picker shows its label and 'not evaluated yet', not the default
+    dataset its config carries, then the dataset it was evaluated on (on a copy of the store: the module's runs stay
+    unevaluated)."""
+    import shutil
+
+    from clipsvd.app.run_picker import run_title
+    from clipsvd.importing.evaluation import evaluate_imported
+
+    store, runs = store_with_copies
+    run = runs["imported clip-svd"]
+    title = run_title(run)
+    assert "imported from clip-svd-full.safetensors · not evaluated yet" in title
+    assert run.config["dataset"]["name"] not in title
+    copy = RunStore(shutil.copytree(store.root, tmp_path / "runs"))
+    evaluated = evaluate_imported(copy, copy.load(run.run_id), DatasetSpec("builtin", "animal-shape"),
+                                  device="cpu", max_test_per_class=2)
+    assert "imported from clip-svd-full.safetensors · evaluated on animal-shape · completed ·" in run_title(evaluated)

@@ -48,7 +48,14 @@ def run_title(run: Run) -> str:
     cfg, m = run.config, run.metrics
     score = m.get("hm") if m.get("hm") is not None else m.get("accuracy")
     score_text = f" · {score:.1f}%" if isinstance(score, (int, float)) else ""
-    title = config_title(cfg.get("method"), (cfg.get("dataset") or {}).get("name"), cfg.get("shots"), cfg.get("seed"))
+    imported = cfg.get("imported")
+    if imported:  # no data of its own: its label, and the dataset it was evaluated on once it was
+        evaluated = (imported.get("evaluated_on") or {}).get("name")
+        title = f"{cfg.get('method')} · {imported.get('label')} · " + (
+            f"evaluated on {evaluated}" if evaluated else "not evaluated yet")
+    else:
+        title = config_title(cfg.get("method"), (cfg.get("dataset") or {}).get("name"), cfg.get("shots"),
+                             cfg.get("seed"))
     return f"{title} · {run.status}{score_text} · {run.run_id}"
 
 
