@@ -93,17 +93,20 @@ def test_clip_svd_checkpoint_of_another_base_is_refused_by_how_much(tmp_path, ba
         import_checkpoint(RunStore(tmp_path / "runs"), spec, path)
 
 
-def test_peft_adapter_saved_by_peft_merges_as_peft_merges(tmp_path, base):
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_peft_adapter_saved_by_peft_merges_as_peft_merges(tmp_path, base, name):
     from peft import get_peft_model_state_dict
 
     spec, _ = base
-    method = create_method("lora", {"r": 2, "alpha": 4.0, "params": ["q", "v", "o"], "dropout": 0.0})
+    method = create_method(name, {"r": 2, "alpha": 4.0, "params": ["q", "v", "o"], "dropout": 0.0})
     method.attach(load_model(spec, "cpu"), PROMPTS)
     torch.manual_seed(1)
     with torch.no_grad():
-        for name, param in method.model.named_parameters():
-            if "lora_B" in name:
+        for key, param in method.model.named_parameters():
+            if "lora_B" in key:
                 param.normal_(0, 0.05)
+            if "lora_magnitude_vector" in key:  # DoRA: a trained magnitude, not the initial row norms
+                param.mul_(1 + 0.1 * torch.rand_like(param))
     folder = tmp_path / "adapter"
     folder.mkdir()
     save_file({f"base_model.model.{k}": v.contiguous() for k, v in get_peft_model_state_dict(method.model).items()},

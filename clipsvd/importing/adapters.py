@@ -9,7 +9,8 @@
   {"w_lora_A", "w_lora_B"}, ...}}, "metadata": {r, alpha, encoder, params, position}}`, layers numbered over the
   text tower's chosen blocks, then the vision tower's (`apply_lora`); ΔW = α/√r · B·A (loralib's LoRALayer).
 * PEFT adapter folders (`adapter_config.json` + `adapter_model.safetensors`) saved by `peft` on open_clip with
-  q/k/v split out of in_proj (as clipsvd.methods.peft_lora does); ΔW = B·A · α/r (α/√r with use_rslora).
+  q/k/v split out of in_proj (as clipsvd.methods.peft_lora does); ΔW = B·A · α/r (α/√r with use_rslora); DoRA
+  adapters (use_dora) also carry a magnitude per output row, merged as PEFT merges them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ CLIP_SVD = "official CLIP-SVD checkpoint (SVD_Linear: U·diag(s)·V)"
 CLIP_LORA = "CLIP-LoRA save_lora file"
 PEFT_ADAPTER = "PEFT LoRA adapter folder"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+DORA_MAGNITUDE = "lora_magnitude_vector"  # PEFT's key for DoRA's per-row magnitude m
 # A CLIP-SVD checkpoint whose U·diag(σ₀)·V misses the base by more than this (relative Frobenius norm) was
 # decomposed from other weights. Checkpoints saved in fp16 reproduce their base to ~1e-3.
 SVD_BASE_TOLERANCE = 1e-2
@@ -164,7 +166,7 @@ def merge_clip_lora(data: dict[str, Any], base: dict[str, torch.Tensor], source:
 
 
 def merge_peft_adapter(folder: Path, base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A PEFT LoRA adapter folder folded into the base: the changed tensors only, in the base's layout."""
+    """A PEFT LoRA or DoRA adapter folder folded into the base: the changed tensors only, in the base's layout."""
     from safetensors.torch import load_file
 
     try:
@@ -173,8 +175,6 @@ def merge_peft_adapter(folder: Path, base: dict[str, torch.Tensor]) -> dict[str,
         raise CheckpointError(f"{folder / PEFT_CONFIG}: not readable JSON ({exc})") from exc
     if config.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{folder}: a PEFT {config.get('peft_type')} adapter; only LoRA adapters merge")
-    if config.get("use_dora"):
-        raise CheckpointError(f"{folder}: a DoRA adapter; its magnitude vector needs PEFT's own merge, not supported")
     weights_file = folder / PEFT_WEIGHTS
     if not weights_file.is_file():
         raise CheckpointError(f"{folder}: no {PEFT_WEIGHTS} beside {PEFT_CONFIG}")
@@ -182,9 +182,12 @@ def merge_peft_adapter(folder: Path, base: dict[str, torch.Tensor]) -> dict[str,
     r, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
     scaling = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
     modules = sorted({k.split(".lora_A.")[0] for k in tensors if ".lora_A." in k})
-    unknown = [k for k in tensors if ".lora_A." not in k and ".lora_B." not in k]
+    dora = bool(config.get("use_dora"))
+    unknown = [k for k in tensors if ".lora_A." not in k and ".lora_B." not in k
+               and not (dora and k.endswith(DORA_MAGNITUDE))]
     if unknown:
-        raise CheckpointError(f"{folder}: tensors other than LoRA's A and B: {unknown[:5]}")
+        raise CheckpointError(f"{folder}: tensors other than LoRA's A and B{' and DoRA magnitudes' if dora else ''}: "
+                              f"{unknown[:5]}")
     merged: dict[str, torch.Tensor] = {}
     for module in modules:
         path = module.removeprefix("base_model.model.")
@@ -196,5 +199,26 @@ def merge_peft_adapter(folder: Path, base: dict[str, torch.Tensor]) -> dict[str,
         except (CheckpointError, KeyError):
             raise CheckpointError(f"{folder}: the adapter targets '{path}', a module this base model does not "
                                   "have (an adapter for another architecture?)") from None
-        _add_delta(merged, base, f"{path}.weight", (b.float() @ a) * scaling, str(folder))
+        delta = (b.float() @ a) * scaling
+        if not dora:
+            _add_delta(merged, base, f"{path}.weight", delta, str(folder))
+            continue
+        magnitude = tensors.get(f"{module}.{DORA_MAGNITUDE}")
+        if magnitude is None:
+            raise CheckpointError(f"{folder}: a DoRA adapter (use_dora) without '{module}.{DORA_MAGNITUDE}'")
+        _set_dora_rows(merged, base, f"{path}.weight", delta, magnitude.float(), str(folder))
     return merged
+
+
+def _set_dora_rows(merged: dict[str, torch.Tensor], base: dict[str, torch.Tensor], key: str, delta: torch.Tensor,
+                   magnitude: torch.Tensor, source: str) -> None:
+    """DoRA's merge, as PEFT's DoraLinearLayer computes it: W' = m / ‖W + ΔW‖ · (W + ΔW), the norm taken per output
+    row (over the input dimension) of the updated weight."""
+    name, rows = _base_rows(base, key)
+    target = merged.setdefault(name, base[name].clone())
+    if tuple(target[rows].shape) != tuple(delta.shape) or magnitude.shape != (delta.shape[0],):
+        raise CheckpointError(f"{source}: the DoRA update of '{key}' is {tuple(delta.shape)} with magnitude "
+                              f"{tuple(magnitude.shape)}; the base's '{name}' {'rows ' if rows != slice(None) else ''}"
+                              f"are {tuple(target[rows].shape)}")
+    updated = base[name][rows].float() + delta
+    target[rows] = ((magnitude / torch.linalg.norm(updated, dim=1)).unsqueeze(1) * updated).to(target.dtype)
