@@ -349,3 +349,18 @@ def test_transformers_clip_against_its_base_lands_in_open_clip_layout(tmp_path):
     assert list(stored) == [f"delta.{BLOCK}.attn.in_proj_weight"]  # k is rows 64..128 of open_clip's fused in_proj
     in_proj = stored[f"delta.{BLOCK}.attn.in_proj_weight"]
     assert torch.allclose(in_proj[64:128], delta, atol=1e-6) and not in_proj[:64].any() and not in_proj[128:].any()
+
+
+def test_an_imported_run_is_not_rebuilt_on_a_base_file_changed_since(tmp_path, base):
+    """ΔW added to another file than the one it was taken against is another model: refused by name, not analysed."""
+    spec, state = base
+    fine = {k: v + (0.01 if k == f"{BLOCK}.attn.in_proj_weight" else 0.0) for k, v in state.items()}
+    save_file(fine, str(tmp_path / "fine.safetensors"))
+    run = import_checkpoint(RunStore(tmp_path / "runs"), spec, tmp_path / "fine.safetensors")
+    assert run.config["method_config"]["base_sha256"]
+    merged_state(run)  # the same base file: rebuilt
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["ln_final.bias"] += 1.0
+    save_file(changed, spec.weights)
+    with pytest.raises(CheckpointError, match=r"base checkpoint .*base\.safetensors has changed since the import"):
+        merged_state(run)

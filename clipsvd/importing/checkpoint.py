@@ -16,7 +16,7 @@ from typing import Any
 import open_clip
 import torch
 
-from clipsvd.checksums import sha256_of
+from clipsvd.checksums import sha256_of, sha256_of_unchanged
 from clipsvd.errors import CheckpointError
 from clipsvd.importing import adapters
 from clipsvd.methods.imported import DELTA_PREFIX, Imported
@@ -154,7 +154,9 @@ def import_checkpoint(store: RunStore, base: ModelSpec, finetuned: str | Path, s
     run_label = label or f"imported from {path.name}"
     if missing and not label:
         run_label += f" (missing {len(missing)} tensors, kept the base's: {_listed(missing)})"
-    config = ExperimentConfig(method=Imported.name, model=base, shots=None, device="cpu")
+    base_file = Path(str(base.weights))
+    config = ExperimentConfig(method=Imported.name, model=base, shots=None, device="cpu", hyperparameters={
+        "base_sha256": sha256_of_unchanged(base_file) if base_file.is_file() else None})
     record = run_record(config, 0, prompts=[], imported={
         "label": run_label,
         "finetuned": {"path": str(path.resolve()), "format": fine.format,
