@@ -24,7 +24,8 @@ WORLD = "world-shape-microscopy"
 SEARCH = "Adaptation on the microscopy-like style"
 # README, "Adaptation on the microscopy-like style": the best setting of each method (16 shots, seeds 1-3).
 WORLD_FEW_SHOT = {"clip-svd": {"lr": 2e-3, "epochs": 100}, "prolip": {"lr": 1e-3, "epochs": 100, "cached_views": 0},
-                  "clipfit": {"lr": 1e-2, "epochs": 100}, "linear-probe": {"lr": 1e-3, "epochs": 50}}
+                  "clipfit": {"lr": 1e-2, "epochs": 100}, "linear-probe": {"lr": 1e-3, "epochs": 50},
+                  "clip-lora": {"lr": 2e-3, "epochs": 100}}
 
 
 @pytest.fixture(scope="module")
