@@ -2,6 +2,7 @@
 127.0.0.1): the token gate and its cookie in a real browser, crafted links rendered literally, and several
 sessions starting jobs and switching pages for 2 minutes with no exception and no lost job (issue 22).
 Skipped where /usr/bin/chromium or playwright is missing."""
+import concurrent.futures
 import contextlib
 import json
 import secrets
@@ -108,7 +109,11 @@ def test_three_sessions_start_jobs_and_switch_pages_for_two_minutes(served):
     """≥ 3 concurrent sessions, each clicking Start and switching page right after, for 2 minutes: 0 exception
     boxes, 0 server tracebacks, and every click's job saved its run."""
     url, runs_root, log_path = served
-    tally = drive_sessions(url, TOKEN, runs_root, sessions=3, seconds=120, drain_timeout_s=300)
+    # in a thread of its own: Playwright's sync API refuses to start where another test's sync_playwright (this
+    # module's browser fixture) already runs an event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        tally = pool.submit(drive_sessions, url, TOKEN, runs_root, sessions=3, seconds=120,
+                            drain_timeout_s=300).result()
     print("\n" + tally.table())
     assert tally.clicks >= 6
     assert tally.exceptions == []
